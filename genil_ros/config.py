@@ -1,0 +1,440 @@
+"""Typed configuration for genil_ros, loaded from YAML.
+
+Every section is a dataclass; :func:`load_config` turns a YAML file into an
+:class:`ExperimentConfig` and validates it. Every error is a :class:`ConfigError`
+whose message names the file and the dotted key that is wrong, e.g.::
+
+    config/sim_task.yaml: task.horizon.n_action_steps: 20 is impossible: T_a must be <= T_p - T_o + 1 = 15
+
+The ML core, the CLI and the ROS nodes all read the same file, so a checkpoint
+carries the exact configuration it was trained with (see ``policy/checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from genil_ros.errors import GenilError
+
+__all__ = [
+    "ConfigError",
+    "CameraConfig",
+    "HorizonConfig",
+    "TaskConfig",
+    "DatasetConfig",
+    "VisionConfig",
+    "PolicyConfig",
+    "TrainConfig",
+    "AdversarialConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+]
+
+
+class ConfigError(GenilError, ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class CameraConfig:
+    """One camera: the ROS topic it arrives on and the size the policy sees."""
+
+    name: str
+    topic: str
+    height: int = 96
+    width: int = 96
+    compressed: bool = False  # sensor_msgs/CompressedImage (jpeg/png) instead of sensor_msgs/Image
+
+    def validate(self, where: str) -> None:
+        _check(self.name.isidentifier(), where + ".name", f"{self.name!r} must be an identifier (letters, digits, _)")
+        _check(self.topic.startswith("/") or self.topic[:1].isalpha(), where + ".topic", f"{self.topic!r} is not a topic name")
+        _check(self.height > 0, where + ".height", "must be > 0")
+        _check(self.width > 0, where + ".width", "must be > 0")
+
+
+@dataclass
+class HorizonConfig:
+    """Diffusion Policy's horizons: T_o observed steps, T_p predicted, T_a executed."""
+
+    n_obs_steps: int = 2  # T_o
+    horizon: int = 16  # T_p
+    n_action_steps: int = 8  # T_a
+
+    def validate(self, where: str) -> None:
+        _check(self.n_obs_steps >= 1, where + ".n_obs_steps", f"{self.n_obs_steps} must be >= 1")
+        _check(self.horizon >= 1, where + ".horizon", f"{self.horizon} must be >= 1")
+        _check(self.n_obs_steps <= self.horizon, where + ".n_obs_steps",
+               f"T_o = {self.n_obs_steps} must be <= T_p = {self.horizon}")
+        limit = self.horizon - self.n_obs_steps + 1
+        _check(1 <= self.n_action_steps <= limit, where + ".n_action_steps",
+               f"{self.n_action_steps} is impossible: T_a must be in 1..T_p - T_o + 1 = {limit}")
+
+
+@dataclass
+class TaskConfig:
+    """What the robot observes and commands, independent of how it is learned."""
+
+    joint_names: list[str] = field(default_factory=list)
+    joint_states_topic: str = "/joint_states"
+    use_velocity: bool = False  # add joint velocities to the low-dim state
+    cameras: list[CameraConfig] = field(default_factory=list)
+    control_rate_hz: float = 10.0
+    horizon: HorizonConfig = field(default_factory=HorizonConfig)
+    # Action = absolute joint position targets, one per joint, in joint_names order.
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.joint_names) * (2 if self.use_velocity else 1)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.joint_names)
+
+    def validate(self, where: str) -> None:
+        _check(len(self.joint_names) > 0, where + ".joint_names", "must list at least one joint")
+        dup = sorted({j for j in self.joint_names if self.joint_names.count(j) > 1})
+        _check(not dup, where + ".joint_names", f"duplicate joint names {dup}")
+        _check(self.control_rate_hz > 0, where + ".control_rate_hz", f"{self.control_rate_hz} must be > 0")
+        names = [c.name for c in self.cameras]
+        dupc = sorted({n for n in names if names.count(n) > 1})
+        _check(not dupc, where + ".cameras", f"duplicate camera names {dupc}")
+        _check("state" not in names, where + ".cameras", "a camera may not be called 'state'")
+        for i, cam in enumerate(self.cameras):
+            cam.validate(f"{where}.cameras[{i}]")
+        self.horizon.validate(where + ".horizon")
+
+
+@dataclass
+class DatasetConfig:
+    """How rosbags become a dataset: the action source and the synchronisation."""
+
+    action_source: Literal["command", "next_state"] = "next_state"
+    action_topic: Optional[str] = None  # JointTrajectory or Float64MultiArray, when action_source == command
+    max_staleness_s: float = 0.2  # zero-order hold: a value older than this on the timeline cuts the span
+    episode_gap_s: float = 1.0  # a gap in the joint states longer than this starts a new episode
+    min_episode_steps: int = 4
+    use_header_stamps: bool = True  # False (or stamps all zero) -> receive time, with a warning
+    image_format: Literal["rgb"] = "rgb"
+
+    def validate(self, where: str) -> None:
+        if self.action_source == "command":
+            _check(bool(self.action_topic), where + ".action_topic", "is required when action_source is 'command'")
+        _check(self.max_staleness_s > 0, where + ".max_staleness_s", "must be > 0")
+        _check(self.episode_gap_s > 0, where + ".episode_gap_s", "must be > 0")
+        _check(self.min_episode_steps >= 1, where + ".min_episode_steps", "must be >= 1")
+
+
+@dataclass
+class VisionConfig:
+    backbone: Literal["resnet18"] = "resnet18"
+    pretrained_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded
+    crop_ratio: float = 0.9  # random crop (train) / centre crop (inference) to this fraction of the size
+    feature_dim: int = 64  # per-camera feature size after the spatial-softmax head
+    num_keypoints: int = 32
+    group_norm: bool = True  # replace BatchNorm with GroupNorm (Diffusion Policy)
+    share_backbone: bool = False  # one backbone for all cameras
+
+    def validate(self, where: str) -> None:
+        _check(0.0 < self.crop_ratio <= 1.0, where + ".crop_ratio", f"{self.crop_ratio} must be in (0, 1]")
+        _check(self.feature_dim > 0, where + ".feature_dim", "must be > 0")
+        _check(self.num_keypoints > 0, where + ".num_keypoints", "must be > 0")
+
+
+@dataclass
+class PolicyConfig:
+    """The noise-prediction network and its noise schedule."""
+
+    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    cond_predict_scale: bool = True  # FiLM with scale and bias (False: bias only)
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "sample"] = "epsilon"
+    inference_scheduler: Literal["ddpm", "ddim", "dpmsolver"] = "ddim"
+    num_inference_steps: int = 10
+    vision: VisionConfig = field(default_factory=VisionConfig)
+
+    def validate(self, where: str) -> None:
+        _check(len(self.down_dims) >= 1 and all(d > 0 for d in self.down_dims), where + ".down_dims",
+               "must be a non-empty list of positive ints")
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, where + ".kernel_size", "must be a positive odd int")
+        _check(self.n_groups >= 1, where + ".n_groups", "must be >= 1")
+        for d in self.down_dims:
+            _check(d % self.n_groups == 0, where + ".down_dims", f"{d} is not divisible by n_groups = {self.n_groups}")
+        _check(self.num_train_timesteps >= 1, where + ".num_train_timesteps", "must be >= 1")
+        _check(1 <= self.num_inference_steps <= self.num_train_timesteps, where + ".num_inference_steps",
+               f"{self.num_inference_steps} must be in 1..num_train_timesteps = {self.num_train_timesteps}")
+        self.vision.validate(where + ".vision")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    num_epochs: int = 100
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (overrides num_epochs)
+    lr: float = 1.0e-4
+    weight_decay: float = 1.0e-6
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    lr_warmup_steps: int = 500
+    ema_decay: float = 0.9999  # max decay of the EMA (diffusers EMAModel with warm-up)
+    ema_power: float = 0.75
+    grad_clip_norm: float = 1.0
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on CUDA when supported, else off
+    seed: int = 0
+    val_fraction: float = 0.05
+    checkpoint_every_epochs: int = 10
+    num_workers: int = 0
+    log_every_steps: int = 10
+
+    def validate(self, where: str) -> None:
+        _check(self.batch_size >= 1, where + ".batch_size", "must be >= 1")
+        _check(self.num_epochs >= 1, where + ".num_epochs", "must be >= 1")
+        _check(self.max_steps is None or self.max_steps >= 1, where + ".max_steps", "must be >= 1 or null")
+        _check(self.lr > 0, where + ".lr", "must be > 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where + ".betas", "must be two numbers in [0, 1)")
+        _check(0 <= self.ema_decay < 1, where + ".ema_decay", "must be in [0, 1)")
+        _check(0 <= self.val_fraction < 1, where + ".val_fraction", "must be in [0, 1)")
+        _check(self.checkpoint_every_epochs >= 1, where + ".checkpoint_every_epochs", "must be >= 1")
+        _check(self.num_workers >= 0, where + ".num_workers", "must be >= 0")
+
+
+@dataclass
+class AdversarialConfig:
+    """GAIL / AMP discriminators and the PPO that optimises their reward."""
+
+    algo: Literal["gail", "amp"] = "amp"
+    disc_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    disc_lr: float = 1.0e-4
+    disc_weight_decay: float = 1.0e-4
+    disc_logit_reg: float = 0.05
+    grad_penalty: float = 10.0  # AMP: on expert samples; GAIL: optional, 0 disables
+    disc_batch_size: int = 256
+    disc_updates_per_iter: int = 5
+    replay_buffer_size: int = 100000
+    task_reward_weight: float = 0.5  # w_G
+    style_reward_weight: float = 0.5  # w_S
+    num_envs: int = 8
+    rollout_steps: int = 128
+    total_env_steps: int = 200000
+    ppo_epochs: int = 5
+    ppo_minibatch_size: int = 256
+    ppo_clip: float = 0.2
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    policy_lr: float = 3.0e-4
+    entropy_coef: float = 0.0
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",
+                    "ppo_epochs", "ppo_minibatch_size", "disc_updates_per_iter", "replay_buffer_size"):
+            _check(getattr(self, key) > 0, f"{where}.{key}", "must be > 0")
+        _check(0 < self.gamma <= 1, where + ".gamma", "must be in (0, 1]")
+        _check(0 <= self.gae_lambda <= 1, where + ".gae_lambda", "must be in [0, 1]")
+        _check(0 < self.ppo_clip < 1, where + ".ppo_clip", "must be in (0, 1)")
+        _check(self.task_reward_weight >= 0 and self.style_reward_weight >= 0, where + ".task_reward_weight",
+               "reward weights must be >= 0")
+        _check(self.grad_penalty >= 0, where + ".grad_penalty", "must be >= 0")
+
+
+@dataclass
+class ExperimentConfig:
+    """One YAML file: the task, how its dataset is built, the policy and how it is trained."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    def validate(self) -> None:
+        self.task.validate("task")
+        self.dataset.validate("dataset")
+        self.policy.validate("policy")
+        self.train.validate("train")
+        self.adversarial.validate("adversarial")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.key = key
+        self.msg = msg
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise _KeyError(key, msg)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"a list of {_type_name(arg)}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _KeyError(key, f"{value!r} is not {_type_name(tp)}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _KeyError(key, f"null is not allowed, expected {_type_name(tp)}")
+        last: Optional[_KeyError] = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except _KeyError as e:
+                last = e
+        assert last is not None
+        raise last
+    if origin is list:
+        if not isinstance(value, list):
+            raise _KeyError(key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_convert(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _KeyError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _KeyError(key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _KeyError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _KeyError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _KeyError(key, f"expected a string, got {value!r}")
+        return value
+    raise _KeyError(key, f"unsupported type {tp!r}")  # a programming error in the dataclasses
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+            raise _KeyError(key, "unknown key" + hint)
+        kwargs[k] = _convert(v, hints[k], key)
+    missing = [
+        name for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise _KeyError(f"{prefix}.{missing[0]}" if prefix else missing[0], "is required")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<dict>", section: str = "") -> Any:
+    """Build and validate a config dataclass from plain data; errors name ``source`` and the key.
+
+    ``section`` is the key prefix used in messages when ``cls`` is one section (e.g. ``"task"``).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        cfg = _build(cls, data, section)
+        if cls is ExperimentConfig:
+            cfg.validate()
+        elif hasattr(cfg, "validate"):
+            cfg.validate(section or cls.__name__)
+    except _KeyError as e:
+        raise ConfigError(f"{source}: {e.key}: {e.msg}") from None
+    return cfg
+
+
+def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, section: str = "") -> Any:
+    """Load a YAML file into ``cls`` (default :class:`ExperimentConfig`) and validate it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found" + (" (it is a directory)" if p.is_dir() else ""))
+    try:
+        with p.open("r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
+    if section and isinstance(data, dict) and section in data and cls is not ExperimentConfig:
+        data = data[section]
+    return config_from_dict(data, cls, source=str(p), section=section)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- `genil-ros check-config`
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="experiment YAML file (or a name in the package's config/)")
+
+
+def run(args) -> int:
+    from genil_ros.paths import config_path
+
+    cfg = load_config(config_path(args.config))
+    print(dump_config(cfg), end="")
+    return 0
