@@ -1,0 +1,322 @@
+"""The bundled MuJoCo arm task as a gymnasium-style environment (no ROS, no gymnasium dependency).
+
+A 4-DoF arm (``shoulder_pan``, ``shoulder_lift``, ``elbow``, ``wrist``) stands on a table. Each episode a red
+target disc is placed at a random spot on the table; the arm must bring its tool tip onto it. In the
+``"obstacle"`` variant a post stands between the arm's start pose and the target region, so a demonstrator
+goes either left or right around it (two clearly different joint-space paths) and touching the post fails
+the episode. In the ``"reach"`` variant there is no post and the target region is wider (for RL).
+
+The policy sees the target only in the ``front`` camera image; ``obs["goal"]`` and ``obs["ee_pos"]`` are
+privileged (for the scripted expert and for state-based RL).
+
+Actions are absolute joint position targets in ``JOINT_NAMES`` order, like a ros2_control position
+interface: they drive MuJoCo position actuators (with gravity compensation) and are clipped to
+``JOINT_LIMITS``. One ``step`` advances ``1 / control_rate_hz`` seconds of physics.
+
+``render=False`` creates no renderer at all (fast state-only stepping; ``obs`` then has no ``"image"``).
+The ROS sim node drives the same class at a finer rate through ``set_command`` / ``advance`` / ``observe``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from genil_ros.errors import GenilError
+
+JOINT_NAMES = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_joint"]
+CAMERA_NAME = "front"
+ASSET_PATH = Path(__file__).resolve().parent / "assets" / "arm.xml"
+
+# Joint limits (lower, upper) in radians; the same as the MJCF joint ranges and actuator ctrlranges.
+JOINT_LIMITS = (
+    np.array([-2.0, -0.6, -2.8, -2.6], dtype=np.float64),
+    np.array([2.0, 2.4, 0.6, 1.2], dtype=np.float64),
+)
+
+VARIANTS = ("obstacle", "reach")
+
+# Task geometry (metres, world frame; table top at z = 0, arm base at the origin).
+GOAL_HEIGHT = 0.03  # the goal point is this far above the target disc's centre
+TRAVEL_HEIGHT = 0.045  # the expert moves the tip at this height
+SUCCESS_RADIUS = 0.03  # tip within this distance of the goal point = success
+POST_POS = np.array([0.29, 0.0])
+POST_RADIUS = 0.03
+POST_HEIGHT = 0.10
+TARGET_REGION = {  # (x range, y range) of the target disc's centre
+    "obstacle": ((0.39, 0.46), (-0.10, 0.10)),
+    "reach": ((0.22, 0.46), (-0.22, 0.22)),
+}
+# Start pose: tool tip near the base, pointing down (joint noise added per episode).
+HOME_TIP = np.array([0.15, 0.0, 0.07])
+TOOL_PITCH = -np.pi / 2  # shoulder_lift + elbow + wrist for a tool pointing straight down
+HOME_NOISE_RAD = 0.05
+MAX_EPISODE_STEPS = 80
+
+
+class ArmEnv:
+    """Gymnasium-style arm task: ``reset(seed) -> (obs, info)``, ``step(action) -> (obs, r, term, trunc, info)``.
+
+    ``obs`` = ``{"joint_pos": (4,), "joint_vel": (4,), "image": (H, W, 3) uint8 (only when render=True),
+    "goal": (3,), "ee_pos": (3,)}`` as float32 (image uint8). ``info`` = ``{"success": bool, "collided": bool,
+    "distance": float, "is_success": bool}``; ``success`` is "the tip is within ``SUCCESS_RADIUS`` of the goal
+    and the arm has not touched the post this episode". ``terminated`` = success (``terminate_on_success``),
+    ``truncated`` after ``max_episode_steps``. Reward = ``-distance`` (+1 on success, -1 on the step that
+    first touches the post).
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, variant: str = "obstacle", image_size=(96, 96), render: bool = True,
+                 seed: Optional[int] = None, control_rate_hz: float = 10.0,
+                 max_episode_steps: int = MAX_EPISODE_STEPS, terminate_on_success: bool = True):
+        import mujoco
+
+        if variant not in VARIANTS:
+            raise GenilError(f"ArmEnv: variant {variant!r} is not one of {', '.join(VARIANTS)}")
+        if control_rate_hz <= 0:
+            raise GenilError(f"ArmEnv: control_rate_hz {control_rate_hz} must be > 0")
+        h, w = (int(image_size[0]), int(image_size[1]))
+        if h <= 0 or w <= 0:
+            raise GenilError(f"ArmEnv: image_size {tuple(image_size)} must be positive (height, width)")
+        self._mj = mujoco
+        self.variant = variant
+        self.image_size = (h, w)
+        self.render_enabled = bool(render)
+        self.control_rate_hz = float(control_rate_hz)
+        self.max_episode_steps = int(max_episode_steps)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.joint_names = list(JOINT_NAMES)
+        self.joint_limits = (JOINT_LIMITS[0].copy(), JOINT_LIMITS[1].copy())
+
+        m = mujoco.MjModel.from_xml_path(str(ASSET_PATH))
+        self.model = m
+        self.data = mujoco.MjData(m)
+        self._kin = mujoco.MjData(m)  # scratch data for kinematics (IK) that never touches the episode
+        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._act = np.array([m.actuator(n.replace("_joint", "")).id for n in JOINT_NAMES])
+        self._ee_site = m.site("ee").id
+        self._target_mocap = m.body_mocapid[m.body("target").id]
+        self._post_mocap = m.body_mocapid[m.body("post").id]
+        self._post_geom = m.geom("post").id
+        arm_bodies = {m.body(b).id for b in ("turret", "upper_arm", "forearm", "hand")}
+        self._arm_geoms = {g for g in range(m.ngeom) if m.geom_bodyid[g] in arm_bodies}
+        if variant == "reach":  # no post: invisible and without contacts
+            m.geom_rgba[self._post_geom, 3] = 0.0
+            m.geom_contype[self._post_geom] = 0
+            m.geom_conaffinity[self._post_geom] = 0
+            self.data.mocap_pos[self._post_mocap] = [0.0, 0.0, -1.0]
+        self.has_obstacle = variant == "obstacle"
+
+        steps = (1.0 / self.control_rate_hz) / m.opt.timestep
+        self.n_substeps = max(1, int(round(steps)))
+        self.dt = self.n_substeps * m.opt.timestep
+
+        self._renderer = None
+        if self.render_enabled:
+            try:
+                self._renderer = mujoco.Renderer(m, height=h, width=w)
+            except Exception as e:  # no GL: say how to fix it, in one line
+                raise GenilError(f"ArmEnv: cannot create an offscreen renderer ({e}); set MUJOCO_GL=egl "
+                                 "(or osmesa), or pass render=False") from None
+
+        self.home_qpos = self.solve_ik(HOME_TIP, q0=np.array([0.0, 1.0, -2.0, -0.5]))
+        self._rng = np.random.default_rng(seed)
+        self.goal = np.zeros(3)
+        self.target_xy = np.zeros(2)
+        self.command = self.home_qpos.copy()
+        self.collided = False
+        self.elapsed_steps = 0
+        self.episode_seed: Optional[int] = None
+        self._reset_state(self.home_qpos)
+
+    # ------------------------------------------------------------------ gymnasium-style API
+
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.episode_seed = seed
+        (x0, x1), (y0, y1) = TARGET_REGION[self.variant]
+        xy = np.array([self._rng.uniform(x0, x1), self._rng.uniform(y0, y1)])
+        if options and "target_xy" in options:
+            xy = np.asarray(options["target_xy"], dtype=np.float64).reshape(2)
+        q = self.home_qpos + self._rng.uniform(-HOME_NOISE_RAD, HOME_NOISE_RAD, size=4)
+        self.set_target(xy)
+        self._reset_state(q)
+        obs = self.observe()
+        return obs, self._info()
+
+    def step(self, action):
+        self.set_command(action)
+        newly_collided = self.advance(self.dt)
+        self.elapsed_steps += 1
+        obs = self.observe()
+        info = self._info()
+        dist = info["distance"]
+        reward = -dist + (1.0 if info["success"] else 0.0) - (1.0 if newly_collided else 0.0)
+        terminated = bool(info["success"] and self.terminate_on_success)
+        truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
+        return obs, float(reward), terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        """The ``front`` camera image (H, W, 3) uint8 RGB of the current state."""
+        if self._renderer is None:
+            raise GenilError("ArmEnv: created with render=False, so it has no camera image")
+        self._renderer.update_scene(self.data, camera=CAMERA_NAME)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ finer control (used by the ROS node)
+
+    def set_target(self, xy) -> None:
+        """Place the target disc at table position ``xy`` (x, y) and set the goal point above it."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(2)
+        self.target_xy = xy.copy()
+        self.data.mocap_pos[self._target_mocap] = [xy[0], xy[1], 0.0]
+        self.goal = np.array([xy[0], xy[1], GOAL_HEIGHT])
+
+    def set_command(self, q) -> np.ndarray:
+        """Set the joint position targets (clipped to the limits); returns what was applied."""
+        q = np.asarray(q, dtype=np.float64).reshape(-1)
+        if q.shape != (4,):
+            raise GenilError(f"ArmEnv: action must have 4 joint targets ({', '.join(JOINT_NAMES)}), got {q.shape[0]}")
+        if not np.all(np.isfinite(q)):
+            raise GenilError(f"ArmEnv: action has non-finite values {q.tolist()}")
+        self.command = np.clip(q, self.joint_limits[0], self.joint_limits[1])
+        self.data.ctrl[self._act] = self.command
+        return self.command.copy()
+
+    def advance(self, seconds: float) -> bool:
+        """Run the physics for ``seconds`` (rounded to whole timesteps); True if the post was first touched now."""
+        n = max(1, int(round(seconds / self.model.opt.timestep)))
+        was = self.collided
+        for _ in range(n):
+            self._mj.mj_step(self.model, self.data)
+            if self.has_obstacle and not self.collided and self.data.ncon:
+                self.collided = self._touching_post()
+        return self.collided and not was
+
+    @property
+    def sim_time(self) -> float:
+        return float(self.data.time)
+
+    def observe(self, image: Optional[bool] = None) -> dict:
+        d = self.data
+        obs = {
+            "joint_pos": d.qpos[self._qadr].astype(np.float32),
+            "joint_vel": d.qvel[self._dadr].astype(np.float32),
+            "goal": self.goal.astype(np.float32),
+            "ee_pos": d.site_xpos[self._ee_site].astype(np.float32),
+        }
+        if self._renderer is not None and image is not False:
+            obs["image"] = self.render()
+        return obs
+
+    def is_success(self) -> bool:
+        return bool(self.distance() < SUCCESS_RADIUS and not self.collided)
+
+    def distance(self) -> float:
+        return float(np.linalg.norm(self.data.site_xpos[self._ee_site] - self.goal))
+
+    def state_vector(self, obs: Optional[dict] = None) -> np.ndarray:
+        """Low-dim state for state-based RL: joint_pos (4), joint_vel (4), goal (3), ee_pos (3) -> (14,) float32."""
+        o = obs if obs is not None else self.observe(image=False)
+        return np.concatenate([o["joint_pos"], o["joint_vel"], o["goal"], o["ee_pos"]]).astype(np.float32)
+
+    state_dim = 14
+    action_dim = 4
+
+    def episode_info(self) -> dict:
+        """What describes the episode (for logs and the sim node's ~/episode topic); no expert mode in it."""
+        return {
+            "variant": self.variant,
+            "seed": self.episode_seed,
+            "goal": [float(v) for v in self.goal],
+            "target_xy": [float(v) for v in self.target_xy],
+            "obstacle": ({"x": float(POST_POS[0]), "y": float(POST_POS[1]), "radius": POST_RADIUS,
+                          "height": POST_HEIGHT} if self.has_obstacle else None),
+            "success_radius": SUCCESS_RADIUS,
+            "joint_names": list(JOINT_NAMES),
+        }
+
+    # ------------------------------------------------------------------ kinematics
+
+    def forward_kinematics(self, q) -> np.ndarray:
+        """Tool tip position (3,) for joint positions ``q`` (does not touch the episode state)."""
+        k = self._kin
+        k.qpos[self._qadr] = q
+        self._mj.mj_kinematics(self.model, k)
+        return k.site_xpos[self._ee_site].copy()
+
+    def solve_ik(self, tip, q0=None, pitch: float = TOOL_PITCH, iters: int = 100, tol: float = 1e-5) -> np.ndarray:
+        """Joint positions that put the tool tip at ``tip`` with the tool pitched at ``pitch`` (straight down).
+
+        Damped least squares on MuJoCo's site Jacobian (``mj_jacSite``) plus one row for the tool pitch
+        (shoulder_lift + elbow + wrist), warm-started from ``q0``; the result is clipped to the joint limits.
+        """
+        mj, m, k = self._mj, self.model, self._kin
+        tip = np.asarray(tip, dtype=np.float64)
+        q = np.array(q0 if q0 is not None else self.home_qpos, dtype=np.float64)
+        jacp = np.zeros((3, m.nv))
+        J = np.zeros((4, 4))
+        J[3, 1:] = 1.0
+        lam = 1e-4
+        for _ in range(iters):
+            k.qpos[self._qadr] = q
+            mj.mj_kinematics(m, k)
+            mj.mj_comPos(m, k)
+            err = np.empty(4)
+            err[:3] = tip - k.site_xpos[self._ee_site]
+            err[3] = pitch - (q[1] + q[2] + q[3])
+            if np.max(np.abs(err)) < tol:
+                break
+            mj.mj_jacSite(m, k, jacp, None, self._ee_site)
+            J[:3] = jacp[:, self._dadr]
+            dq = J.T @ np.linalg.solve(J @ J.T + lam * np.eye(4), err)
+            n = np.linalg.norm(dq)
+            if n > 0.3:
+                dq *= 0.3 / n
+            q = np.clip(q + dq, self.joint_limits[0], self.joint_limits[1])
+        return q
+
+    # ------------------------------------------------------------------ internals
+
+    def _reset_state(self, q) -> None:
+        mj, d = self._mj, self.data
+        d.qpos[:] = 0.0
+        d.qvel[:] = 0.0
+        d.act[:] = 0.0 if d.act.size else d.act
+        d.time = 0.0
+        d.qpos[self._qadr] = np.clip(q, self.joint_limits[0], self.joint_limits[1])
+        self.command = d.qpos[self._qadr].copy()
+        d.ctrl[self._act] = self.command
+        self.collided = False
+        self.elapsed_steps = 0
+        mj.mj_forward(self.model, d)
+
+    def _touching_post(self) -> bool:
+        d = self.data
+        for i in range(d.ncon):
+            c = d.contact[i]
+            g1, g2 = int(c.geom1), int(c.geom2)
+            if (g1 == self._post_geom and g2 in self._arm_geoms) or (g2 == self._post_geom and g1 in self._arm_geoms):
+                return True
+        return False
+
+    def _info(self) -> dict:
+        dist = self.distance()
+        ok = bool(dist < SUCCESS_RADIUS and not self.collided)
+        return {"success": ok, "is_success": ok, "collided": bool(self.collided), "distance": dist}

@@ -1,0 +1,116 @@
+"""A scripted expert for the bundled arm task, with two modes (left / right of the post).
+
+Per episode it picks a mode at random (50/50), plans a smooth tool-tip path in the table plane from where
+the tip is to the goal -- a quadratic Bezier through a via point beside the post on the chosen side -- and
+times it with a minimum-jerk profile. Each control step it returns the joint position targets that put the
+tip on the path, from MuJoCo-Jacobian IK (``ArmEnv.solve_ik``) warm-started from the previous solution, so
+the actions are smooth absolute joint targets. In the "reach" variant the path is a straight line (the mode
+is still drawn and recorded, but both modes give the same path).
+
+The expert uses privileged observations: ``obs["goal"]`` (and ``obs["joint_pos"]``). Over ROS the goal comes
+from the sim node's ``~/episode`` topic (see ``genil_ros/ros/record_demos.py``); ``env`` is then only the
+kinematic model (an ``ArmEnv(render=False)``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from genil_ros.sim import env as E
+
+MODES = ("left", "right")
+
+
+class ScriptedExpert:
+    """``reset()`` at each episode start, then ``act(obs) -> (4,) joint targets`` once per control step."""
+
+    max_tip_speed = 0.16  # m/s along the path
+    min_duration_s = 2.2
+    clearance = 0.075  # minimum horizontal distance of the tip path from the post's axis (m)
+
+    def __init__(self, env: "E.ArmEnv", seed: Optional[int] = None):
+        self.env = env
+        self._rng = np.random.default_rng(seed)
+        self.mode: Optional[str] = None
+        self.reset()
+
+    def reset(self, mode: Optional[str] = None) -> None:
+        """Start a new episode: draw the mode (or force ``mode``); the path is planned at the first ``act``."""
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        self.mode = mode or MODES[int(self._rng.integers(2))]
+        self._side_offset = float(self._rng.uniform(0.13, 0.16))
+        self._speed_scale = float(self._rng.uniform(0.85, 1.15))
+        self._plan = None
+        self._k = 0
+        self._q = None
+
+    # ------------------------------------------------------------------ acting
+
+    def act(self, obs: dict) -> np.ndarray:
+        q_now = np.asarray(obs["joint_pos"], dtype=np.float64)
+        if self._plan is None:
+            self._make_plan(q_now, np.asarray(obs["goal"], dtype=np.float64))
+            self._q = q_now.copy()
+        self._k += 1
+        tau = min(1.0, self._k * self.env.dt / self._duration)
+        s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5  # minimum jerk
+        tip = self._point(s)
+        self._q = self.env.solve_ik(tip, q0=self._q, iters=50)
+        return self._q.astype(np.float32)
+
+    @property
+    def done(self) -> bool:
+        """True once the planned path has been fully commanded (the expert then holds the goal)."""
+        return self._plan is not None and self._k * self.env.dt >= self._duration
+
+    # ------------------------------------------------------------------ planning
+
+    def _make_plan(self, q_now: np.ndarray, goal: np.ndarray) -> None:
+        start = self.env.forward_kinematics(q_now)
+        p0, p2 = start[:2], goal[:2]
+        ctrl = None
+        if self.env.has_obstacle:
+            post = E.POST_POS
+            sign = 1.0 if self.mode == "left" else -1.0
+            offset = self._side_offset
+            for _ in range(10):
+                via = np.array([post[0], post[1] + sign * offset])
+                ctrl = 2 * via - 0.5 * (p0 + p2)  # the Bezier passes through `via` at s = 0.5
+                pts = self._bezier(p0, ctrl, p2, np.linspace(0, 1, 200))
+                if np.min(np.linalg.norm(pts - post, axis=1)) >= self.clearance:
+                    break
+                offset += 0.02
+        if ctrl is None:
+            ctrl = 0.5 * (p0 + p2)  # straight line
+        self._plan = (p0, ctrl, p2, start[2], goal[2])
+        pts = self._bezier(p0, ctrl, p2, np.linspace(0, 1, 200))
+        length = float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
+        self._duration = max(self.min_duration_s, 1.6 * length / self.max_tip_speed) * self._speed_scale
+
+    @staticmethod
+    def _bezier(p0, c, p2, s):
+        s = np.asarray(s)[..., None]
+        return (1 - s) ** 2 * p0 + 2 * s * (1 - s) * c + s**2 * p2
+
+    def _point(self, s: float) -> np.ndarray:
+        p0, c, p2, z0, z1 = self._plan
+        xy = self._bezier(p0, c, p2, s)
+        z = z0 + (z1 - z0) * min(1.0, s * 1.5)  # settle to the goal height a little before arriving
+        return np.array([xy[0], xy[1], z])
+
+
+def run_episode(env: "E.ArmEnv", expert: ScriptedExpert, seed: Optional[int] = None) -> dict:
+    """One episode of the expert on ``env`` (direct, no ROS): returns success, mode, steps, collided."""
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    steps = 0
+    while True:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        steps += 1
+        if terminated or truncated:
+            break
+    return {"success": bool(info["success"]), "mode": expert.mode, "steps": steps,
+            "collided": bool(info["collided"]), "distance": float(info["distance"])}
