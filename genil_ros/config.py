@@ -243,6 +243,15 @@ class AdversarialConfig:
     max_grad_norm: float = 0.5
     policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
     seed: int = 0
+    # environment for RL: the bundled MuJoCo arm ("arm", ArmEnv state-only) or the numpy point-mass toy
+    env: Literal["arm", "point"] = "arm"
+    variant: Literal["obstacle", "reach"] = "obstacle"
+    max_episode_steps: int = 100  # time limit per episode (truncation) on top of the env's own
+    action_scale: float = 0.1  # rad per control tick: target = joint_pos + action_scale * clip(u, -1, 1)
+    init_log_std: float = -0.5  # initial log std of the Gaussian policy (in units of action_scale)
+    expert_episodes: int = 50  # episodes of the scripted expert when no --expert dataset/bags are given
+    checkpoint_every_iters: int = 20
+    eval_episodes: int = 20  # deterministic evaluation episodes at the end (success, motion distance)
 
     def validate(self, where: str) -> None:
         for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",
@@ -254,6 +263,9 @@ class AdversarialConfig:
         _check(self.task_reward_weight >= 0 and self.style_reward_weight >= 0, where + ".task_reward_weight",
                "reward weights must be >= 0")
         _check(self.grad_penalty >= 0, where + ".grad_penalty", "must be >= 0")
+        for key in ("max_episode_steps", "action_scale", "expert_episodes", "checkpoint_every_iters"):
+            _check(getattr(self, key) > 0, f"{where}.{key}", "must be > 0")
+        _check(self.eval_episodes >= 0, where + ".eval_episodes", "must be >= 0")
 
 
 @dataclass

@@ -1,0 +1,173 @@
+"""Expert demonstrations for the discriminators: from a dataset directory (``EpisodeStore``), from
+rosbags (through the dataset builder of ``genil_ros.data``), or straight from the scripted expert in the
+sim (quick experiments).
+
+An expert set is a list of episodes, each ``{"state": (N, S) float32, "action": (N, A) float32}`` with
+states/actions in ``joint_names`` order, exactly the dataset contract. From it:
+
+- GAIL pairs   ``[s_t, a_t - q_t]``   (``gail_features``),
+- AMP pairs    ``[s_t, s_{t+1}]``     within an episode (``amp_features``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from genil_ros.adversarial.discriminators import amp_features, gail_features
+from genil_ros.errors import DataError
+
+__all__ = ["ExpertSet", "features_from_episodes", "load_expert", "run_episodes", "EpisodeLog"]
+
+BAG_SUFFIXES = (".mcap", ".db3")
+
+
+@dataclass
+class ExpertSet:
+    episodes: list[dict]
+    joint_names: list[str]
+    source: str
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return int(sum(len(e["state"]) for e in self.episodes))
+
+
+def features_from_episodes(episodes: Sequence[dict], algo: str, num_joints: int, where: str = "expert") -> np.ndarray:
+    feats = []
+    for i, ep in enumerate(episodes):
+        s = np.asarray(ep["state"], np.float32)
+        if algo == "gail":
+            if "action" not in ep:
+                raise DataError(f"{where}: episode {i} has no 'action' (GAIL needs state-action pairs)")
+            a = np.asarray(ep["action"], np.float32)
+            if len(a) != len(s):
+                raise DataError(f"{where}: episode {i} has {len(s)} states but {len(a)} actions")
+            feats.append(gail_features(s, a, num_joints))
+        elif "next_state" in ep:
+            feats.append(amp_features(s, np.asarray(ep["next_state"], np.float32)))
+        elif len(s) >= 2:
+            feats.append(amp_features(s[:-1], s[1:]))
+    if not feats or sum(len(f) for f in feats) == 0:
+        raise DataError(f"{where}: no usable {'state-action pairs' if algo == 'gail' else 'state transitions'} "
+                        f"(episodes too short or empty)")
+    return np.concatenate(feats, 0)
+
+
+def _is_bag(p: Path) -> bool:
+    return (p.is_file() and p.suffix in BAG_SUFFIXES) or (p.is_dir() and (p / "metadata.yaml").is_file())
+
+
+def _check_names(names: Sequence[str], wanted: Sequence[str], where: str) -> None:
+    if list(names) != list(wanted):
+        missing = [j for j in wanted if j not in names]
+        extra = [j for j in names if j not in wanted]
+        raise DataError(f"{where}: joint names {list(names)} do not match the config's task.joint_names {list(wanted)}"
+                        + (f" (missing joint {missing[0]!r})" if missing else "")
+                        + (f" (unexpected joint {extra[0]!r})" if extra else ""))
+
+
+def load_store(path: Path, joint_names: Sequence[str], state_dim: int) -> ExpertSet:
+    from genil_ros.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    names = store.meta.get("joint_names") or []
+    _check_names(names, joint_names, str(path))
+    eps = []
+    for i in range(store.num_episodes):
+        ep = store.episode(i)
+        s = np.asarray(ep["state"], np.float32)
+        if s.ndim != 2 or s.shape[1] != state_dim:
+            raise DataError(f"{path}: episode {i} 'state' has shape {s.shape}, expected (N, {state_dim}) "
+                            f"(task.use_velocity differs from the dataset?)")
+        eps.append({"state": s, "action": np.asarray(ep["action"], np.float32)})
+    if not eps:
+        raise DataError(f"{path}: the dataset has no episodes")
+    return ExpertSet(eps, list(names), str(path))
+
+
+def load_bags(paths: Sequence[Path], cfg, where: Optional[str] = None) -> ExpertSet:
+    """Bags -> episodes with the dataset engineer's reader (``genil_ros.data``), state-only (no images)."""
+    from genil_ros.adversarial import bags as bag_adapter
+
+    eps = bag_adapter.episodes_from_bags(paths, cfg)
+    return ExpertSet(eps, list(cfg.task.joint_names), where or ", ".join(str(p) for p in paths))
+
+
+def load_expert(path, cfg) -> ExpertSet:
+    """A dataset directory (meta.json), one bag (.mcap/.db3 file or rosbag2 directory), or a directory of bags."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: expert data not found (give a dataset directory or rosbag2 files)")
+    if p.is_dir() and (p / "meta.json").is_file():
+        return load_store(p, cfg.task.joint_names, cfg.task.state_dim)
+    if _is_bag(p):
+        return load_bags([p], cfg)
+    if p.is_dir():
+        bags = sorted(c for c in p.iterdir() if _is_bag(c))
+        if bags:
+            return load_bags(bags, cfg, where=str(p))
+    raise DataError(f"{p}: neither a dataset directory (meta.json) nor rosbag2 files (.mcap, .db3, metadata.yaml)")
+
+
+@dataclass
+class EpisodeLog:
+    """What :func:`run_episodes` saw: per-episode success/return/length and the transitions."""
+
+    success: list[bool] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    episodes: list[dict] = field(default_factory=list)  # {"state", "action", "next_state"} per episode
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.success)) if self.success else 0.0
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else 0.0
+
+
+def run_episodes(env, actor: Callable[[dict], np.ndarray], n: int, seed: int, max_steps: int, disc_state,
+                 reset_actor: Optional[Callable[[], None]] = None) -> EpisodeLog:
+    """Run ``n`` episodes (seeds ``seed .. seed + n - 1``); ``actor(obs) -> absolute joint targets``.
+
+    Each episode's ``state`` has one more row than ``action`` trimmed: ``state[t]``, ``action[t]``,
+    ``next_state[t]`` (the state after ``action[t]``)."""
+    log = EpisodeLog()
+    for k in range(n):
+        obs, _ = env.reset(seed=seed + k)
+        if reset_actor is not None:
+            reset_actor()
+        S, A, S2 = [], [], []
+        ret, succ = 0.0, False
+        for _t in range(max_steps):
+            a = np.asarray(actor(obs), np.float32)
+            S.append(disc_state(obs))
+            A.append(a)
+            obs, r, term, trunc, info = env.step(a)
+            S2.append(disc_state(obs))
+            ret += float(r)
+            succ = succ or bool(info.get("success", False))
+            if term or trunc:
+                break
+        log.success.append(succ)
+        log.returns.append(ret)
+        log.lengths.append(len(S))
+        log.episodes.append({"state": np.stack(S), "action": np.stack(A), "next_state": np.stack(S2)})
+    return log
+
+
+def transitions(log: EpisodeLog, algo: str, num_joints: int) -> np.ndarray:
+    """Features of every transition in a log (uses the true next state, also at episode ends)."""
+    out = []
+    for ep in log.episodes:
+        if algo == "gail":
+            out.append(gail_features(ep["state"], ep["action"], num_joints))
+        else:
+            out.append(amp_features(ep["state"], ep["next_state"]))
+    return np.concatenate(out, 0)

@@ -1,0 +1,61 @@
+"""How close a policy's motion is to the expert's, measured without the training discriminator.
+
+- ``motion_w1``: mean over feature dimensions of the 1-D Wasserstein-1 distance between expert and
+  policy transition features ``[s, s' - s]`` (joint positions and per-tick joint steps), each dimension
+  standardised by the expert's std. 0 = same marginal distributions.
+- ``classifier_accuracy``: balanced held-out accuracy of a fresh classifier (same MLP as GAIL's D) trained
+  to tell expert from policy transitions. 0.5 = indistinguishable, 1.0 = trivially separable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from genil_ros.adversarial.discriminators import Discriminator, gail_loss_from_logits
+
+__all__ = ["step_features", "motion_w1", "classifier_accuracy"]
+
+
+def step_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
+    return np.concatenate([state, next_state - state], axis=-1).astype(np.float32)
+
+
+def motion_w1(expert: np.ndarray, policy: np.ndarray, n_quantiles: int = 200) -> float:
+    expert = np.asarray(expert, np.float64)
+    policy = np.asarray(policy, np.float64)
+    std = expert.std(0) + 1e-6
+    qs = (np.arange(n_quantiles) + 0.5) / n_quantiles
+    qe = np.quantile(expert / std, qs, axis=0)
+    qp = np.quantile(policy / std, qs, axis=0)
+    return float(np.abs(qe - qp).mean())
+
+
+def classifier_accuracy(expert: np.ndarray, policy: np.ndarray, seed: int = 0, steps: int = 400,
+                        hidden=(64, 64), batch: int = 256) -> float:
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    expert = np.asarray(expert, np.float32)
+    policy = np.asarray(policy, np.float32)
+
+    def split(x):
+        idx = rng.permutation(len(x))
+        k = max(1, int(0.7 * len(x)))
+        return x[idx[:k]], x[idx[k:]] if len(x) > k else x[idx[:1]]
+
+    etr, ete = split(expert)
+    ptr, pte = split(policy)
+    d = Discriminator("gail", expert.shape[1], hidden)
+    d.norm.update(np.concatenate([etr, ptr]))
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3)
+    for _ in range(steps):
+        e = torch.as_tensor(etr[rng.integers(0, len(etr), batch)])
+        p = torch.as_tensor(ptr[rng.integers(0, len(ptr), batch)])
+        loss = gail_loss_from_logits(d(e), d(p))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc_e = (d(torch.as_tensor(ete)) > 0).float().mean().item()
+        acc_p = (d(torch.as_tensor(pte)) < 0).float().mean().item()
+    return 0.5 * (acc_e + acc_p)

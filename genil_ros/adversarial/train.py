@@ -1,0 +1,366 @@
+"""`genil-ros train-adversarial`: GAIL or AMP discriminator + PPO on the bundled sim (state observations).
+
+::
+
+    genil-ros train-adversarial --algo amp --config config/sim_task.yaml --out runs/amp
+        [--expert DATASET_DIR_OR_BAGS] [--resume] [--steps N] [--seed S]
+
+Without ``--expert`` the scripted expert of the sim provides ``adversarial.expert_episodes`` episodes.
+Per iteration: ``num_envs x rollout_steps`` transitions with the current policy; the reward
+``w_G * task + w_S * style`` (GAIL's style term is ``-log(1 - D)``, AMP's ``max(0, 1 - 0.25 (D - 1)^2)``)
+is computed with the current discriminator; the discriminator then takes ``disc_updates_per_iter``
+steps on expert vs replayed policy transitions; PPO updates the policy. TensorBoard logs go to
+``<out>/tb``, the checkpoint to ``<out>/checkpoint`` (atomic) and the final evaluation to
+``<out>/eval.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["AdversarialTrainer", "make_env", "make_expert_actor", "scripted_expert_set", "add_arguments", "run"]
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def make_env(cfg, seed: int):
+    a = cfg.adversarial
+    if a.env == "point":
+        from genil_ros.adversarial.envs import PointReachEnv
+
+        return PointReachEnv(seed=seed, max_episode_steps=a.max_episode_steps,
+                             control_rate_hz=cfg.task.control_rate_hz)
+    from genil_ros.sim.env import ArmEnv
+
+    return ArmEnv(variant=a.variant, render=False, seed=seed, control_rate_hz=cfg.task.control_rate_hz)
+
+
+def env_joint_info(cfg) -> tuple[list[str], Optional[np.ndarray], Optional[np.ndarray]]:
+    if cfg.adversarial.env == "point":
+        from genil_ros.adversarial.envs import PointReachEnv
+
+        lo, hi = PointReachEnv.JOINT_LIMITS
+        return list(PointReachEnv.JOINT_NAMES), lo, hi
+    from genil_ros.sim import env as sim_env
+
+    lo, hi = sim_env.JOINT_LIMITS
+    return list(sim_env.JOINT_NAMES), np.asarray(lo), np.asarray(hi)
+
+
+def make_expert_actor(cfg, env, seed: int):
+    if cfg.adversarial.env == "point":
+        from genil_ros.adversarial.envs import PointReachExpert
+
+        ex = PointReachExpert(env, seed=seed)
+    else:
+        from genil_ros.sim.expert import ScriptedExpert
+
+        ex = ScriptedExpert(env, seed=seed)
+    return ex
+
+
+def scripted_expert_set(cfg, n_episodes: int, seed: int):
+    """Roll out the scripted expert: (ExpertSet, EpisodeLog)."""
+    from genil_ros.adversarial.envs import ObsSpec
+    from genil_ros.adversarial.expert import ExpertSet, run_episodes
+
+    spec = ObsSpec(cfg.task.use_velocity)
+    env = make_env(cfg, seed)
+    ex = make_expert_actor(cfg, env, seed)
+    log = run_episodes(env, ex.act, n_episodes, seed=seed, max_steps=cfg.adversarial.max_episode_steps,
+                       disc_state=spec.disc_state, reset_actor=ex.reset)
+    close = getattr(env, "close", None)
+    if close:
+        close()
+    names, _, _ = env_joint_info(cfg)
+    eps = [{"state": e["state"], "action": e["action"], "next_state": e["next_state"]} for e in log.episodes]
+    return ExpertSet(eps, names, f"scripted expert ({cfg.adversarial.env}, {n_episodes} episodes, seed {seed})",
+                     {"success_rate": log.success_rate, "mean_return": log.mean_return}), log
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class AdversarialTrainer:
+    def __init__(self, cfg, algo: str, expert, out: Optional[Path] = None, seed: Optional[int] = None):
+        import torch
+
+        from genil_ros.adversarial.discriminators import DiscriminatorTrainer
+        from genil_ros.adversarial.envs import ActionMap, ObsSpec, VecEnv
+        from genil_ros.adversarial.expert import features_from_episodes
+        from genil_ros.adversarial.ppo import PPO, ActorCritic
+
+        a = cfg.adversarial
+        self.cfg = cfg
+        self.algo = algo
+        self.seed = a.seed if seed is None else seed
+        self.out = Path(out) if out is not None else None
+        torch.manual_seed(self.seed)
+        self.spec = ObsSpec(cfg.task.use_velocity)
+        names, lo, hi = env_joint_info(cfg)
+        self.joint_names = names
+        self.num_joints = len(names)
+        if list(expert.joint_names) != names:
+            from genil_ros.errors import DataError
+
+            raise DataError(f"{expert.source}: expert joints {list(expert.joint_names)} differ from the env's {names}")
+        self.expert = expert
+        self.expert_features = features_from_episodes(expert.episodes, algo, self.num_joints, where=expert.source)
+        self.amap = ActionMap(a.action_scale, lo, hi)
+        self.venv = VecEnv([lambda i=i: make_env(cfg, self.seed * 1000 + i) for i in range(a.num_envs)],
+                           max_episode_steps=a.max_episode_steps, seed=self.seed)
+        obs0 = self.venv.reset()
+        obs_dim = len(self.spec.policy_obs(obs0[0]))
+        self.model = ActorCritic(obs_dim, self.num_joints, a.policy_hidden, a.init_log_std)
+        self.ppo = PPO(self.model, lr=a.policy_lr, clip=a.ppo_clip, epochs=a.ppo_epochs,
+                       minibatch_size=a.ppo_minibatch_size, value_coef=a.value_coef, entropy_coef=a.entropy_coef,
+                       max_grad_norm=a.max_grad_norm, seed=self.seed)
+        self.disc = DiscriminatorTrainer(algo, self.expert_features, hidden=a.disc_hidden, lr=a.disc_lr,
+                                         weight_decay=a.disc_weight_decay, logit_reg=a.disc_logit_reg,
+                                         grad_penalty=a.grad_penalty if algo == "amp" or a.grad_penalty else 0.0,
+                                         batch_size=a.disc_batch_size, replay_size=a.replay_buffer_size,
+                                         seed=self.seed)
+        self.iteration = 0
+        self.env_steps = 0
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self._ep_ret = np.zeros(a.num_envs)
+        self._ep_style = np.zeros(a.num_envs)
+        self._ep_succ = np.zeros(a.num_envs, dtype=bool)
+        self.history: list[dict] = []
+
+    # ---- one iteration
+    def collect(self) -> dict:
+        from genil_ros.adversarial.discriminators import amp_features, gail_features
+
+        a = self.cfg.adversarial
+        T, N = a.rollout_steps, self.venv.n
+        obs = self.venv.obs
+        P = len(self.spec.policy_obs(obs[0]))
+        buf_obs = np.zeros((T, N, P), np.float32)
+        buf_u = np.zeros((T, N, self.num_joints), np.float32)
+        buf_logp = np.zeros((T, N), np.float32)
+        buf_v = np.zeros((T, N), np.float32)
+        buf_task = np.zeros((T, N), np.float32)
+        buf_boot = np.zeros((T, N), np.float32)
+        buf_term = np.zeros((T, N), bool)
+        buf_end = np.zeros((T, N), bool)
+        feats = []
+        done_eps = {"return": [], "success": [], "style": []}
+        for t in range(T):
+            pobs = np.stack([self.spec.policy_obs(o) for o in obs])
+            self.model.obs_norm.update(pobs)
+            u, logp, v = self.model.act(pobs, generator=self.gen)
+            q = np.stack([o["joint_pos"] for o in obs]).astype(np.float32)
+            act = np.stack([self.amap(q[i], u[i]) for i in range(N)])
+            s = np.stack([self.spec.disc_state(o) for o in obs])
+            nobs, r, term, trunc, succ, final = self.venv.step(act)
+            s2 = np.stack([self.spec.disc_state(final[i] if final[i] is not None else nobs[i]) for i in range(N)])
+            f = gail_features(s, act, self.num_joints) if self.algo == "gail" else amp_features(s, s2)
+            feats.append(f)
+            for i in range(N):
+                if trunc[i]:
+                    buf_boot[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
+            buf_obs[t], buf_u[t], buf_logp[t], buf_v[t], buf_task[t] = pobs, u, logp, v, r
+            buf_term[t] = term
+            buf_end[t] = term | trunc
+            self._ep_ret += r
+            self._ep_succ |= succ
+            for i in np.nonzero(term | trunc)[0]:
+                done_eps["return"].append(self._ep_ret[i])
+                done_eps["success"].append(bool(self._ep_succ[i]))
+                self._ep_ret[i] = 0.0
+                self._ep_succ[i] = False
+            obs = nobs
+        feats = np.stack(feats)  # (T, N, F)
+        return dict(obs=buf_obs, u=buf_u, logp=buf_logp, v=buf_v, task=buf_task, boot=buf_boot, term=buf_term,
+                    end=buf_end, feats=feats, done=done_eps, last_obs=obs)
+
+    def iterate(self) -> dict:
+        from genil_ros.adversarial.ppo import RolloutBatch, compute_gae
+
+        a = self.cfg.adversarial
+        ro = self.collect()
+        T, N = ro["task"].shape
+        F = ro["feats"].shape[-1]
+        style = self.disc.reward(ro["feats"].reshape(-1, F)).reshape(T, N)
+        total = a.task_reward_weight * ro["task"] + a.style_reward_weight * style + ro["boot"]
+        last_v = self.model.predict_value(np.stack([self.spec.policy_obs(o) for o in ro["last_obs"]]))
+        adv, ret = compute_gae(total, ro["v"], ro["term"], ro["end"], last_v, a.gamma, a.gae_lambda)
+        dinfo = self.disc.update(ro["feats"].reshape(-1, F), a.disc_updates_per_iter)
+        pinfo = self.ppo.update(RolloutBatch(ro["obs"].reshape(T * N, -1), ro["u"].reshape(T * N, -1),
+                                             ro["logp"].reshape(-1), adv.reshape(-1), ret.reshape(-1),
+                                             ro["v"].reshape(-1)))
+        self.iteration += 1
+        self.env_steps += T * N
+        m = {"iteration": self.iteration, "env_steps": self.env_steps,
+             "reward/task": float(ro["task"].mean()), "reward/style": float(style.mean()),
+             "reward/total": float((total - ro["boot"]).mean()),
+             **{f"disc/{k}": v for k, v in dinfo.items()}, **{f"ppo/{k}": v for k, v in pinfo.items()}}
+        if ro["done"]["return"]:
+            m["episode/task_return"] = float(np.mean(ro["done"]["return"]))
+            m["episode/success"] = float(np.mean(ro["done"]["success"]))
+            m["episode/count"] = len(ro["done"]["return"])
+        self.history.append(m)
+        return m
+
+    # ---- evaluation
+    def evaluate(self, episodes: int, seed: int = 10_000) -> dict:
+        """Deterministic policy on fixed seeds: success, task return and motion distance to the expert."""
+        from genil_ros.adversarial.expert import run_episodes, transitions
+        from genil_ros.adversarial.metrics import classifier_accuracy, motion_w1, step_features
+
+        env = make_env(self.cfg, seed)
+
+        def actor(o):
+            u, _, _ = self.model.act(self.spec.policy_obs(o)[None], deterministic=True)
+            return self.amap(o["joint_pos"].astype(np.float32), u[0])
+
+        log = run_episodes(env, actor, episodes, seed=seed, max_steps=self.cfg.adversarial.max_episode_steps,
+                           disc_state=self.spec.disc_state)
+        close = getattr(env, "close", None)
+        if close:
+            close()
+        pol = np.concatenate([step_features(e["state"], e["next_state"]) for e in log.episodes])
+        exp = np.concatenate([step_features(e["state"], e["next_state"] if "next_state" in e else
+                                            np.concatenate([e["state"][1:], e["state"][-1:]]))
+                              for e in self.expert.episodes])
+        pf = transitions(log, self.algo, self.num_joints)
+        ev = self.disc.evaluate(pf)
+        return {"success_rate": log.success_rate, "task_return": log.mean_return,
+                "mean_length": float(np.mean(log.lengths)), "motion_w1": motion_w1(exp, pol),
+                "classifier_accuracy": classifier_accuracy(exp, pol, seed=self.seed),
+                "disc_reward": ev["reward_policy"], "disc_acc_policy": ev["acc_policy"], "episodes": episodes}
+
+    # ---- checkpoints
+    def meta(self) -> dict:
+        return {"kind": "adversarial", "algo": self.algo, "iteration": self.iteration, "env_steps": self.env_steps,
+                "feature_dim": int(self.disc.dim), "num_joints": self.num_joints, "joint_names": self.joint_names,
+                "use_velocity": bool(self.cfg.task.use_velocity),
+                "features": "[s, a - q]" if self.algo == "gail" else "[s, s']", "disc_hidden": list(self.cfg.adversarial.disc_hidden),
+                "seed": self.seed, "expert_source": self.expert.source}
+
+    def save(self, directory: Path) -> Path:
+        from genil_ros.adversarial.checkpoint import save_checkpoint_dir
+        from genil_ros.adversarial.discriminators import optimizer_tensors
+        from genil_ros.config import dump_config
+
+        pol = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        pol.update({f"opt.{k}": v for k, v in optimizer_tensors(self.ppo.opt).items()})
+        return save_checkpoint_dir(directory, {"disc": self.disc.state_tensors(), "policy": pol}, self.meta(),
+                                   dump_config(self.cfg))
+
+    def load(self, directory: Path) -> None:
+        from genil_ros.adversarial.checkpoint import load_checkpoint_dir
+        from genil_ros.adversarial.discriminators import load_module_strict, load_optimizer_tensors
+        from genil_ros.errors import CheckpointError
+
+        meta, t = load_checkpoint_dir(directory, ("disc", "policy"))
+        if meta.get("algo") != self.algo:
+            raise CheckpointError(f"{directory}: checkpoint is {meta.get('algo')!r}, this run is {self.algo!r}")
+        if meta.get("feature_dim") != self.disc.dim:
+            raise CheckpointError(f"{directory}: discriminator features have {meta.get('feature_dim')} dims, "
+                                  f"this run {self.disc.dim}")
+        self.disc.load_state_tensors(t["disc"], str(directory))
+        load_module_strict(self.model, {k[6:]: v for k, v in t["policy"].items() if k.startswith("model.")},
+                           str(directory))
+        opt = {k[4:]: v for k, v in t["policy"].items() if k.startswith("opt.")}
+        if opt:
+            load_optimizer_tensors(self.ppo.opt, opt)
+        self.iteration = int(meta["iteration"])
+        self.env_steps = int(meta["env_steps"])
+        self.gen.manual_seed(self.seed + self.iteration)
+        self.disc.rng = np.random.default_rng(self.seed + self.iteration)
+        self.ppo.rng = np.random.default_rng(self.seed + 7 * self.iteration)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--algo", choices=["gail", "amp"], default=None, help="default: adversarial.algo of the config")
+    parser.add_argument("--config", default="sim_task.yaml", help="experiment YAML (or a name in config/)")
+    parser.add_argument("--expert", default=None,
+                        help="dataset directory or rosbag2 file/directory of bags; default: the scripted expert")
+    parser.add_argument("--out", required=True, help="output directory (tb/, checkpoint/, metrics.jsonl, eval.json)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    parser.add_argument("--steps", type=int, default=None, help="total env steps (overrides adversarial.total_env_steps)")
+    parser.add_argument("--seed", type=int, default=None, help="overrides adversarial.seed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from genil_ros.adversarial.expert import load_expert
+    from genil_ros.config import load_config
+    from genil_ros.errors import CheckpointError, GenilError
+    from genil_ros.paths import config_path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(config_path(args.config))
+    algo = args.algo or cfg.adversarial.algo
+    cfg.adversarial.algo = algo
+    seed = cfg.adversarial.seed if args.seed is None else args.seed
+    cfg.adversarial.seed = seed
+    total = args.steps or cfg.adversarial.total_env_steps
+    out = Path(args.out)
+    ckpt = out / "checkpoint"
+    if args.resume and not ckpt.is_dir():
+        raise CheckpointError(f"{ckpt}: nothing to resume from")
+    if not args.resume and ckpt.is_dir():
+        raise GenilError(f"{out}: already holds a checkpoint; pass --resume to continue or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.expert:
+        expert = load_expert(args.expert, cfg)
+        print(f"expert: {expert.source}: {len(expert.episodes)} episodes, {expert.num_steps} steps")
+    else:
+        expert, _ = scripted_expert_set(cfg, cfg.adversarial.expert_episodes, seed=seed + 777)
+        print(f"expert: {expert.source}: success {expert.info['success_rate']:.2f}, "
+              f"return {expert.info['mean_return']:.2f}")
+    trainer = AdversarialTrainer(cfg, algo, expert, out, seed=seed)
+    if args.resume:
+        trainer.load(ckpt)
+        print(f"resumed from {ckpt} at iteration {trainer.iteration} ({trainer.env_steps} env steps)")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    metrics_path = out / "metrics.jsonl"
+    bar = tqdm(total=total, initial=min(trainer.env_steps, total), unit="step", desc=f"{algo}", dynamic_ncols=True)
+    every = cfg.adversarial.checkpoint_every_iters
+    try:
+        with metrics_path.open("a", encoding="utf-8") as mf:
+            while trainer.env_steps < total:
+                m = trainer.iterate()
+                for k, v in m.items():
+                    if k not in ("iteration", "env_steps"):
+                        writer.add_scalar(k, v, trainer.env_steps)
+                mf.write(json.dumps(m) + "\n")
+                mf.flush()
+                bar.update(m["env_steps"] - bar.n)
+                bar.set_postfix(acc=f"{m['disc/accuracy']:.2f}", style=f"{m['reward/style']:.2f}",
+                                succ=f"{m.get('episode/success', float('nan')):.2f}")
+                if trainer.iteration % every == 0:
+                    trainer.save(ckpt)
+    finally:
+        bar.close()
+    trainer.save(ckpt)
+    if cfg.adversarial.eval_episodes:
+        ev = trainer.evaluate(cfg.adversarial.eval_episodes)
+        for k, v in ev.items():
+            writer.add_scalar(f"eval/{k}", v, trainer.env_steps)
+        tmp = out / f"eval.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(ev, indent=2))
+        os.replace(tmp, out / "eval.json")
+        print("eval: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()))
+    writer.close()
+    return 0
