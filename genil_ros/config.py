@@ -129,8 +129,14 @@ class DatasetConfig:
     min_episode_steps: int = 4
     use_header_stamps: bool = True  # False (or stamps all zero) -> receive time, with a warning
     image_format: Literal["rgb"] = "rgb"
+    # "gaps": every span without a gap / stale stream is an episode; "bag": one episode per bag
+    # (leading / trailing stale ticks are trimmed; a hole inside the bag is an error).
+    episode_split: Literal["gaps", "bag"] = "gaps"
+    image_compression: Literal["zstd", "none"] = "zstd"  # frames on disk: zstd chunks, or raw memmappable .npy
+    chunk_frames: int = 16  # frames per compressed chunk (random access decodes one or two chunks)
 
     def validate(self, where: str) -> None:
+        _check(self.chunk_frames >= 1, where + ".chunk_frames", "must be >= 1")
         if self.action_source == "command":
             _check(bool(self.action_topic), where + ".action_topic", "is required when action_source is 'command'")
         _check(self.max_staleness_s > 0, where + ".max_staleness_s", "must be > 0")
