@@ -1,0 +1,350 @@
+"""`sim_node`: the bundled MuJoCo arm as a ROS 2 robot that behaves like a ros2_control one.
+
+Publishes (all in sim time, which it also publishes on ``/clock``):
+  - ``/joint_states`` (sensor_msgs/JointState: name, position, velocity, effort) every physics tick (``rate_hz``)
+  - ``/camera/image_raw`` (sensor_msgs/Image rgb8, sensor-data QoS) at ``camera_rate_hz``
+  - ``/clock`` (rosgraph_msgs/Clock) every tick
+  - ``~/success`` (std_msgs/Bool) at ``status_rate_hz``: True once the tool tip has reached the target this
+    episode without touching the post (latched until the next reset, so a lost message loses nothing)
+  - ``~/status`` (std_msgs/String, JSON) at ``status_rate_hz``: episode, sim_time, success, success_now,
+    collided, distance
+  - ``~/episode`` (std_msgs/String, JSON, transient-local): the episode's description at each reset
+    (index, seed, goal, target, obstacle, start time). The goal in it is privileged: for scripted experts
+    and evaluation, never for the policy, which sees the target only in the camera image.
+Subscribes:
+  - ``/forward_position_controller/commands`` (std_msgs/Float64MultiArray): joint position targets in
+    ``joint_names`` order, applied at once (like forward_command_controller)
+  - ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): joints matched by
+    name (a subset is fine: the others hold), points interpolated linearly by ``time_from_start`` from the
+    command at receipt; ``header.stamp`` zero = start now; an empty trajectory stops (holds). The newest
+    command of either kind replaces the previous one.
+Services: ``~/reset`` (std_srvs/Trigger): a new episode (new target, start pose); the response's message is
+the episode JSON.
+
+``real_time_factor``: 1 = real time, 2 = twice as fast, 0 = as fast as the CPU allows. When the CPU cannot
+keep up, sim time runs slower than asked (never jumps), so nodes with ``use_sim_time`` stay consistent.
+
+Run: ``ros2 run genil_ros sim_node --ros-args --params-file config/sim_node.yaml`` or ``genil-ros sim``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+NODE_NAME = "sim_node"
+
+# name -> (default, description); the defaults equal config/sim_node.yaml
+PARAMETERS = {
+    "variant": ("obstacle", "task variant: obstacle (two ways around a post) or reach"),
+    "rate_hz": (100.0, "physics tick = /joint_states and /clock rate, in sim time"),
+    "real_time_factor": (1.0, "sim seconds per wall second; 0 = as fast as possible"),
+    "camera_rate_hz": (20.0, "camera image rate in sim time"),
+    "status_rate_hz": (10.0, "~/success and ~/status rate in sim time"),
+    "image_size": ([96, 96], "camera image [height, width]"),
+    "seed": (-1, "seed of the first episode (episode k uses seed + k); -1 = random"),
+    "joint_states_topic": ("/joint_states", ""),
+    "camera_topic": ("/camera/image_raw", ""),
+    "camera_frame_id": ("front_camera", ""),
+    "position_topic": ("/forward_position_controller/commands", "std_msgs/Float64MultiArray commands"),
+    "trajectory_topic": ("/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/JointTrajectory"),
+    "publish_clock": (True, "publish /clock (sim time)"),
+}
+
+
+class _Trajectory:
+    """A JointTrajectory being executed: positions (N, 4) at sim times (N,), interpolated linearly."""
+
+    def __init__(self, t0: float, q0: np.ndarray, times: np.ndarray, positions: np.ndarray):
+        self.t0 = t0
+        self.times = np.concatenate([[0.0], times]) if times[0] > 0 else times
+        self.positions = np.vstack([q0, positions]) if times[0] > 0 else positions
+
+    def sample(self, t: float) -> np.ndarray:
+        rel = t - self.t0
+        if rel <= self.times[0]:
+            return self.positions[0].copy()
+        if rel >= self.times[-1]:
+            return self.positions[-1].copy()
+        return np.array([np.interp(rel, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
+
+
+def make_node(node_args: Optional[list] = None):
+    """Build the SimNode (rclpy must be initialised). Separate from main() so tests can build one in-process."""
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Bool, Float64MultiArray, String
+    from std_srvs.srv import Trigger
+    from trajectory_msgs.msg import JointTrajectory
+
+    from genil_ros.errors import GenilError
+    from genil_ros.ros.conversions import ns_to_stamp, numpy_to_image_msg, stamp_to_ns
+    from genil_ros.sim.env import JOINT_NAMES, ArmEnv
+
+    class SimNode(Node):
+        def __init__(self):
+            super().__init__(NODE_NAME)
+            from rcl_interfaces.msg import ParameterDescriptor
+
+            for name, (default, desc) in PARAMETERS.items():
+                # numbers may come as 2 or 2.0 from a params file: accept both, convert below
+                dyn = isinstance(default, float)
+                self.declare_parameter(name, default, ParameterDescriptor(description=desc, dynamic_typing=dyn))
+            p = {name: self.get_parameter(name).value for name in PARAMETERS}
+            for name, (default, _) in PARAMETERS.items():
+                if isinstance(default, float):
+                    try:
+                        p[name] = float(p[name])
+                    except (TypeError, ValueError):
+                        raise GenilError(f"{NODE_NAME}: parameter {name}: {p[name]!r} is not a number") from None
+            self.p = p
+            size = list(p["image_size"])
+            if len(size) != 2 or min(size) <= 0:
+                raise GenilError(f"{NODE_NAME}: parameter image_size: {size} must be [height, width]")
+            for key in ("rate_hz", "camera_rate_hz", "status_rate_hz"):
+                if not p[key] > 0:
+                    raise GenilError(f"{NODE_NAME}: parameter {key}: {p[key]} must be > 0")
+            if p["real_time_factor"] < 0:
+                raise GenilError(f"{NODE_NAME}: parameter real_time_factor: {p['real_time_factor']} must be >= 0")
+            self.env = ArmEnv(variant=p["variant"], image_size=tuple(size), render=True,
+                              control_rate_hz=float(p["rate_hz"]))
+            self.joint_names = list(JOINT_NAMES)
+            self.tick_ns = int(round(self.env.dt * 1e9))  # whole physics timesteps per tick
+            self.camera_period_ns = int(round(1e9 / p["camera_rate_hz"]))
+            self.status_period_ns = int(round(1e9 / p["status_rate_hz"]))
+            self.rtf = float(p["real_time_factor"])
+            self.now_ns = 0  # sim time; monotonic across episodes
+            self.episode_start_ns = 0
+            self.next_camera_ns = 0
+            self.next_status_ns = 0
+            self.episode_index = -1
+            self.base_seed = int(p["seed"]) if int(p["seed"]) >= 0 else int(np.random.SeedSequence().entropy % 2**31)
+            self.trajectory: Optional[_Trajectory] = None
+            self.succeeded = False
+            self.frames = 0
+
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.pub_js = self.create_publisher(JointState, p["joint_states_topic"], 10)
+            self.pub_img = self.create_publisher(Image, p["camera_topic"], qos_profile_sensor_data)
+            self.pub_clock = self.create_publisher(Clock, "/clock", 10) if p["publish_clock"] else None
+            self.pub_success = self.create_publisher(Bool, "~/success", 10)
+            self.pub_status = self.create_publisher(String, "~/status", 10)
+            self.pub_episode = self.create_publisher(String, "~/episode", latched)
+            self.create_subscription(Float64MultiArray, p["position_topic"], self._on_position, 10)
+            self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_trajectory, 10)
+            self.create_service(Trigger, "~/reset", self._on_reset)
+            self._JointState, self._Clock, self._Bool, self._String = JointState, Clock, Bool, String
+            self._ns_to_stamp, self._img_msg, self._stamp_to_ns = ns_to_stamp, numpy_to_image_msg, stamp_to_ns
+            self.reset_episode()
+            self.get_logger().info(
+                f"variant={p['variant']} rate={p['rate_hz']} Hz camera={p['camera_rate_hz']} Hz "
+                f"real_time_factor={self.rtf or 'max'} image={size[0]}x{size[1]} seed={self.base_seed}")
+
+        # -------------------------------------------------------------- episode
+        def reset_episode(self) -> dict:
+            self.episode_index += 1
+            seed = (self.base_seed + self.episode_index) % 2**31
+            self.env.reset(seed=seed)
+            self.trajectory = None
+            self.succeeded = False
+            self.episode_start_ns = self.now_ns
+            self.next_camera_ns = self.now_ns
+            self.next_status_ns = self.now_ns
+            info = self.env.episode_info()
+            info.update(episode=self.episode_index, start_time=self.now_ns * 1e-9)
+            self.pub_episode.publish(self._String(data=json.dumps(info)))
+            self._publish_state()
+            return info
+
+        def _on_reset(self, request, response):
+            info = self.reset_episode()
+            self.get_logger().info(f"episode {info['episode']}: goal {np.round(info['goal'], 3).tolist()}")
+            response.success = True
+            response.message = json.dumps(info)
+            return response
+
+        # -------------------------------------------------------------- commands
+        def _on_position(self, msg) -> None:
+            data = np.asarray(msg.data, dtype=np.float64)
+            topic = self.p["position_topic"]
+            if data.shape != (len(self.joint_names),):
+                self.get_logger().error(f"{topic}: expected {len(self.joint_names)} values "
+                                        f"({', '.join(self.joint_names)}), got {data.size}; ignored",
+                                        throttle_duration_sec=2.0)
+                return
+            if not np.all(np.isfinite(data)):
+                self.get_logger().error(f"{topic}: non-finite command {data.tolist()}; ignored",
+                                        throttle_duration_sec=2.0)
+                return
+            self.trajectory = None
+            self.env.set_command(data)
+
+        def _on_trajectory(self, msg) -> None:
+            topic = self.p["trajectory_topic"]
+            log = self.get_logger()
+            if not msg.points:  # an empty trajectory: stop and hold where the command is now
+                self.trajectory = None
+                return
+            unknown = [j for j in msg.joint_names if j not in self.joint_names]
+            if unknown or len(set(msg.joint_names)) != len(msg.joint_names):
+                log.error(f"{topic}: unknown or duplicate joint(s) {unknown or list(msg.joint_names)} "
+                          f"(this robot has {self.joint_names}); trajectory rejected")
+                return
+            idx = [self.joint_names.index(j) for j in msg.joint_names]
+            q0 = self.env.command.copy()
+            times, rows = [], []
+            for k, pt in enumerate(msg.points):
+                if len(pt.positions) != len(idx):
+                    log.error(f"{topic}: point {k} has {len(pt.positions)} positions for "
+                              f"{len(idx)} joints; trajectory rejected")
+                    return
+                row = q0.copy()
+                row[idx] = pt.positions
+                rows.append(row)
+                times.append(pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9)
+            times = np.asarray(times)
+            rows = np.asarray(rows)
+            if np.any(np.diff(times) <= 0) or times[0] < 0 or not np.all(np.isfinite(rows)):
+                log.error(f"{topic}: time_from_start must increase strictly and positions be finite; "
+                          "trajectory rejected")
+                return
+            start_ns = self._stamp_to_ns(msg.header.stamp)
+            t0 = (start_ns if start_ns > 0 else self.now_ns) * 1e-9
+            self.trajectory = _Trajectory(t0, q0, times, rows)
+
+        # -------------------------------------------------------------- stepping
+        def tick(self) -> None:
+            if self.trajectory is not None:
+                self.env.set_command(self.trajectory.sample(self.now_ns * 1e-9))
+            self.env.advance(self.env.dt)
+            self.now_ns += self.tick_ns
+            self._publish_state()
+
+        def _publish_state(self) -> None:
+            stamp = self._ns_to_stamp(self.now_ns)
+            if self.pub_clock is not None:
+                self.pub_clock.publish(self._Clock(clock=stamp))
+            obs = self.env.observe(image=False)
+            js = self._JointState()
+            js.header.stamp = stamp
+            js.name = self.joint_names
+            js.position = obs["joint_pos"].astype(float).tolist()
+            js.velocity = obs["joint_vel"].astype(float).tolist()
+            js.effort = self.env.data.actuator_force[self.env._act].astype(float).tolist()
+            self.pub_js.publish(js)
+            if self.env.is_success():
+                self.succeeded = True
+            if self.now_ns >= self.next_camera_ns:
+                self.next_camera_ns += self.camera_period_ns
+                self.pub_img.publish(self._img_msg(self.env.render(), self.now_ns, self.p["camera_frame_id"]))
+                self.frames += 1
+            if self.now_ns >= self.next_status_ns:
+                self.next_status_ns += self.status_period_ns
+                self.pub_success.publish(self._Bool(data=self.succeeded))
+                status = {"episode": self.episode_index, "sim_time": self.now_ns * 1e-9,
+                          "episode_time": (self.now_ns - self.episode_start_ns) * 1e-9,
+                          "success": self.succeeded, "success_now": self.env.is_success(),
+                          "collided": self.env.collided, "distance": self.env.distance()}
+                self.pub_status.publish(self._String(data=json.dumps(status)))
+
+        def destroy_node(self):
+            self.env.close()
+            return super().destroy_node()
+
+    return SimNode()
+
+
+def spin(node, executor, stop=None) -> None:
+    """Tick the sim at rate_hz * real_time_factor (wall clock) while serving callbacks; 0 = flat out."""
+    period = 0.0 if node.rtf == 0 else node.tick_ns * 1e-9 / node.rtf
+    next_t = time.monotonic()
+    while stop is None or not stop():
+        now = time.monotonic()
+        if now < next_t:
+            executor.spin_once(timeout_sec=next_t - now)
+            continue
+        try:
+            node.tick()
+            executor.spin_once(timeout_sec=0.0)
+        except Exception:
+            if stop is not None and stop():  # shut down (SIGINT/SIGTERM) in the middle of a tick
+                return
+            raise
+        next_t += period
+        if time.monotonic() - next_t > 0.25:  # cannot keep up: slow sim time down rather than jump
+            next_t = time.monotonic()
+
+
+def main(argv: Optional[list] = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from genil_ros.errors import GenilError
+
+    argv = list(sys.argv if argv is None else argv)
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin(node, executor, stop=lambda: not rclpy.ok())
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except GenilError as e:
+        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# --------------------------------------------------------------------------- `genil-ros sim`
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params-file", default="sim_node.yaml",
+                        help="ROS params file (default: the package's config/sim_node.yaml)")
+    parser.add_argument("--variant", choices=["obstacle", "reach"], help="task variant")
+    parser.add_argument("--real-time-factor", type=float, help="sim seconds per wall second; 0 = as fast as possible")
+    parser.add_argument("--rate-hz", type=float, help="physics tick / joint_states rate")
+    parser.add_argument("--camera-rate-hz", type=float, help="camera rate")
+    parser.add_argument("--seed", type=int, help="seed of the first episode")
+    parser.add_argument("ros_args", nargs="*", help="extra ROS arguments after --ros-args (e.g. -r __ns:=/arm)")
+
+
+def ros_argv(args) -> list:
+    """The argv for main() that `genil-ros sim` options stand for."""
+    from genil_ros.errors import GenilError
+    from genil_ros.paths import config_path
+
+    argv = [NODE_NAME, "--ros-args"]
+    if args.params_file:
+        path = config_path(args.params_file)
+        if not path.is_file():
+            raise GenilError(f"{path}: params file not found")
+        argv += ["--params-file", str(path)]
+    for opt, name in (("variant", "variant"), ("real_time_factor", "real_time_factor"), ("rate_hz", "rate_hz"),
+                      ("camera_rate_hz", "camera_rate_hz"), ("seed", "seed")):
+        val = getattr(args, opt, None)
+        if val is not None:
+            argv += ["-p", f"{name}:={val}"]
+    return argv + list(args.ros_args or [])
+
+
+def run(args) -> int:
+    return main(ros_argv(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
