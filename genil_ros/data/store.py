@@ -125,7 +125,7 @@ class EpisodeWriter:
     def __init__(self, store: "StoreWriter", index: int):
         self.store = store
         self.index = index
-        self.dir = store.tmp / "episodes" / f"{index:06d}"
+        self.dir = store.tmp / "episodes" / f"open-{index}"  # renamed to its final number when closed
         self.dir.mkdir(parents=True)
         self._low: dict[str, list[np.ndarray]] = {k: [] for k in _LOWDIM}
         self._cams = {c["name"]: c for c in store.cameras}
@@ -276,7 +276,7 @@ class StoreWriter:
         self.extra = dict(extra or {})
         self.episodes: list[dict] = []
         self._stats = {"state": _Stats(), "action": _Stats()}
-        self._open: Optional[EpisodeWriter] = None
+        self._open: list[EpisodeWriter] = []  # several may be open (cameras of one bag advance unevenly)
         self._next = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clean_stale()
@@ -308,12 +308,10 @@ class StoreWriter:
         """Start streaming an episode; ``info`` (e.g. source_bag, t_start) goes into meta.json."""
         if self.done:
             raise RuntimeError("store already finalized")
-        if self._open is not None and not self._open.closed:
-            raise RuntimeError("close the previous episode first")
         ep = EpisodeWriter(self, self._next)
         ep.info = dict(info)
         self._next += 1
-        self._open = ep
+        self._open.append(ep)
         return ep
 
     def add_episode(self, data: Mapping[str, Any], **info) -> int:
@@ -332,18 +330,17 @@ class StoreWriter:
         return len(self.episodes) - 1
 
     def _episode_done(self, ep: EpisodeWriter, low: dict) -> None:
-        final = len(self.episodes)
-        if ep.index != final:  # renumber so that episode directories stay contiguous after aborts
-            os.replace(ep.dir, self.tmp / "episodes" / f"{final:06d}")
+        final = len(self.episodes)  # numbered in closing order, contiguous whatever was aborted
+        os.replace(ep.dir, self.tmp / "episodes" / f"{final:06d}")
         ts = low["timestamp"]
         self.episodes.append({"length": int(len(ts)), "t_start": float(ts[0]), "t_end": float(ts[-1]), **ep.info})
         self._stats["state"].add(low["state"])
         self._stats["action"].add(low["action"])
-        self._open = None
+        self._open.remove(ep)
 
     def _episode_aborted(self, ep: EpisodeWriter) -> None:
-        if self._open is ep:
-            self._open = None
+        if ep in self._open:
+            self._open.remove(ep)
 
     @property
     def num_episodes(self) -> int:
@@ -353,8 +350,8 @@ class StoreWriter:
         """Write meta.json and move the store into place atomically; returns the opened store."""
         if self.done:
             raise RuntimeError("store already finalized")
-        if self._open is not None and not self._open.closed:
-            self._open.close()
+        for ep in list(self._open):
+            ep.close()
         if not self.episodes:
             self.abort()
             raise DataError(f"{self.path}: no episodes to write")
@@ -401,8 +398,8 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Throw the half-written store away (the target directory is untouched)."""
-        if self._open is not None and not self._open.closed:
-            self._open.abort()
+        for ep in list(self._open):
+            ep.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.done = True
 
