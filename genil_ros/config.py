@@ -258,6 +258,8 @@ class AdversarialConfig:
     expert_episodes: int = 50  # episodes of the scripted expert when no --expert dataset/bags are given
     checkpoint_every_iters: int = 20
     eval_episodes: int = 20  # deterministic evaluation episodes at the end (success, motion distance)
+    terminate_on_success: bool = False  # RL episodes: False = fixed length (reach and hold), no incentive to stall
+    disc_goal: bool = False  # append the (privileged) goal to the discriminator state: scripted-expert data only
 
     def validate(self, where: str) -> None:
         for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",

@@ -13,7 +13,7 @@ positions in ``s`` (the commanded step, which carries the "style" of the motion 
 where in the workspace the arm is). Objective: binary cross-entropy, expert -> 1, policy -> 0, on logits
 ``l``; ``D = sigmoid(l)``; reward ``-log(1 - D) = softplus(l)``.
 
-AMP (Peng et al. 2021) scores state transitions: ``x = [s, s']``. Objective: least squares, expert -> +1,
+AMP (Peng et al. 2021) scores state transitions (s, s'), fed as ``x = [s, s' - s]`` (see ``amp_features``). Objective: least squares, expert -> +1,
 policy -> -1, plus ``w_gp / 2 * E_expert[ ||grad_x D||^2 ]`` (the gradient penalty on expert samples);
 style reward ``max(0, 1 - 0.25 (D - 1)^2)``. Total reward ``w_G * task + w_S * style``.
 
@@ -59,8 +59,14 @@ def gail_features(state: np.ndarray, action: np.ndarray, num_joints: int) -> np.
 
 
 def amp_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
-    """AMP input ``[s, s']``."""
-    return np.concatenate([np.asarray(state, np.float32), np.asarray(next_state, np.float32)], axis=-1)
+    """AMP input for the transition (s, s'): ``[s, s' - s]``.
+
+    The same information as ``[s, s']``, but after per-dimension normalisation the per-tick change is on
+    the scale of its own spread instead of being a tiny difference of two large, almost equal inputs;
+    with positions-only states (bags without velocities) that is what lets D see the motion under the
+    gradient penalty."""
+    state = np.asarray(state, np.float32)
+    return np.concatenate([state, np.asarray(next_state, np.float32) - state], axis=-1)
 
 
 # --------------------------------------------------------------------------- objectives and rewards

@@ -93,14 +93,16 @@ class PointReachExpert:
 class ObsSpec:
     """Which observation entries make the policy input and the discriminator state."""
 
-    def __init__(self, use_velocity: bool = False):
+    def __init__(self, use_velocity: bool = False, use_goal: bool = False):
         self.use_velocity = use_velocity
+        self.use_goal = use_goal
 
     def policy_obs(self, obs: dict) -> np.ndarray:
         return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["goal"]]).astype(np.float32)
 
     def disc_state(self, obs: dict) -> np.ndarray:
-        parts = [obs["joint_pos"]] + ([obs["joint_vel"]] if self.use_velocity else [])
+        parts = [obs["joint_pos"]] + ([obs["joint_vel"]] if self.use_velocity else []) + \
+            ([obs["goal"]] if self.use_goal else [])
         return np.concatenate(parts).astype(np.float32)
 
 

@@ -6,7 +6,7 @@ An expert set is a list of episodes, each ``{"state": (N, S) float32, "action": 
 states/actions in ``joint_names`` order, exactly the dataset contract. From it:
 
 - GAIL pairs   ``[s_t, a_t - q_t]``   (``gail_features``),
-- AMP pairs    ``[s_t, s_{t+1}]``     within an episode (``amp_features``).
+- AMP pairs    ``[s_t, s_{t+1} - s_t]`` within an episode (``amp_features``).
 """
 
 from __future__ import annotations
@@ -79,12 +79,11 @@ def load_store(path: Path, joint_names: Sequence[str], state_dim: int) -> Expert
     _check_names(names, joint_names, str(path))
     eps = []
     for i in range(store.num_episodes):
-        ep = store.episode(i)
-        s = np.asarray(ep["state"], np.float32)
+        s = np.asarray(store.lowdim(i, "state"), np.float32)  # low-dim only: no image decoding
         if s.ndim != 2 or s.shape[1] != state_dim:
             raise DataError(f"{path}: episode {i} 'state' has shape {s.shape}, expected (N, {state_dim}) "
                             f"(task.use_velocity differs from the dataset?)")
-        eps.append({"state": s, "action": np.asarray(ep["action"], np.float32)})
+        eps.append({"state": s, "action": np.asarray(store.lowdim(i, "action"), np.float32)})
     if not eps:
         raise DataError(f"{path}: the dataset has no episodes")
     return ExpertSet(eps, list(names), str(path))

@@ -38,7 +38,8 @@ def make_env(cfg, seed: int):
                              control_rate_hz=cfg.task.control_rate_hz)
     from genil_ros.sim.env import ArmEnv
 
-    return ArmEnv(variant=a.variant, render=False, seed=seed, control_rate_hz=cfg.task.control_rate_hz)
+    return ArmEnv(variant=a.variant, render=False, seed=seed, control_rate_hz=cfg.task.control_rate_hz,
+                  max_episode_steps=a.max_episode_steps, terminate_on_success=a.terminate_on_success)
 
 
 def env_joint_info(cfg) -> tuple[list[str], Optional[np.ndarray], Optional[np.ndarray]]:
@@ -70,7 +71,7 @@ def scripted_expert_set(cfg, n_episodes: int, seed: int):
     from genil_ros.adversarial.envs import ObsSpec
     from genil_ros.adversarial.expert import ExpertSet, run_episodes
 
-    spec = ObsSpec(cfg.task.use_velocity)
+    spec = ObsSpec(cfg.task.use_velocity, cfg.adversarial.disc_goal)
     env = make_env(cfg, seed)
     ex = make_expert_actor(cfg, env, seed)
     log = run_episodes(env, ex.act, n_episodes, seed=seed, max_steps=cfg.adversarial.max_episode_steps,
@@ -102,7 +103,7 @@ class AdversarialTrainer:
         self.seed = a.seed if seed is None else seed
         self.out = Path(out) if out is not None else None
         torch.manual_seed(self.seed)
-        self.spec = ObsSpec(cfg.task.use_velocity)
+        self.spec = ObsSpec(cfg.task.use_velocity, cfg.adversarial.disc_goal)
         names, lo, hi = env_joint_info(cfg)
         self.joint_names = names
         self.num_joints = len(names)
@@ -241,8 +242,8 @@ class AdversarialTrainer:
     def meta(self) -> dict:
         return {"kind": "adversarial", "algo": self.algo, "iteration": self.iteration, "env_steps": self.env_steps,
                 "feature_dim": int(self.disc.dim), "num_joints": self.num_joints, "joint_names": self.joint_names,
-                "use_velocity": bool(self.cfg.task.use_velocity),
-                "features": "[s, a - q]" if self.algo == "gail" else "[s, s']", "disc_hidden": list(self.cfg.adversarial.disc_hidden),
+                "use_velocity": bool(self.cfg.task.use_velocity), "disc_goal": bool(self.cfg.adversarial.disc_goal),
+                "features": "[s, a - q]" if self.algo == "gail" else "[s, s' - s]", "disc_hidden": list(self.cfg.adversarial.disc_hidden),
                 "seed": self.seed, "expert_source": self.expert.source}
 
     def save(self, directory: Path) -> Path:
@@ -320,6 +321,9 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     if args.expert:
+        if cfg.adversarial.disc_goal:
+            raise GenilError(f"{args.config}: adversarial.disc_goal: datasets and bags do not record the goal; "
+                             "set it false or train against the scripted expert (no --expert)")
         expert = load_expert(args.expert, cfg)
         print(f"expert: {expert.source}: {len(expert.episodes)} episodes, {expert.num_steps} steps")
     else:

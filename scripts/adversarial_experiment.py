@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Evidence for GAIL / AMP on the bundled arm (state-only ArmEnv, scripted expert demonstrations).
+
+Runs PPO with (a) the task reward only, (b) AMP style + task, (c) GAIL alone (no task reward) for each
+seed, evaluates each final policy on fixed episodes, and writes:
+
+    <out>/<run>_s<seed>/metrics.jsonl   training curves (one JSON per PPO iteration)
+    <out>/<run>_s<seed>/eval.json       success, task return, motion distances to the expert
+    <out>/results.json                  all evals + the expert's own numbers
+    <out>/curves.png                    success / discriminator accuracy / style reward vs env steps,
+                                        and the final motion distances per run
+
+Usage (CPU; one core is enough):
+
+    OMP_NUM_THREADS=1 nice python scripts/adversarial_experiment.py --out out/adversarial \\
+        --variant reach --steps 150000 --seeds 0 1 --runs task amp gail
+
+``--plot-only`` redraws the figure and the table from an existing ``<out>``.
+Motion distance: ``motion_w1`` (per-dimension Wasserstein-1 of [q, q' - q] vs the expert, in expert stds)
+and ``classifier_accuracy`` (held-out accuracy of a fresh expert-vs-policy classifier; 0.5 = indistinguishable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+RUNS = {
+    # name: (algo, overrides of the adversarial section)
+    "task": ("amp", {"task_reward_weight": 1.0, "style_reward_weight": 0.0}),
+    "amp": ("amp", {"task_reward_weight": 0.5, "style_reward_weight": 0.5}),
+    "gail": ("gail", {"task_reward_weight": 0.0, "style_reward_weight": 1.0, "disc_goal": True}),
+}
+
+BASE = {
+    "num_envs": 16, "rollout_steps": 64, "ppo_epochs": 5, "ppo_minibatch_size": 512, "policy_hidden": [64, 64],
+    "disc_hidden": [128, 128], "disc_batch_size": 256, "disc_updates_per_iter": 8, "disc_lr": 1.0e-4,
+    "max_episode_steps": 50, "action_scale": 0.15, "init_log_std": -0.5, "expert_episodes": 64,
+    "eval_episodes": 30, "gamma": 0.97, "gae_lambda": 0.95, "policy_lr": 3.0e-4, "terminate_on_success": False,
+}
+
+
+def make_cfg(variant: str, run: str, seed: int):
+    from genil_ros.config import config_from_dict, config_to_dict, load_config
+    from genil_ros.paths import config_path
+
+    base = config_to_dict(load_config(config_path("sim_task.yaml")))
+    algo, over = RUNS[run]
+    base["adversarial"].update(BASE)
+    base["adversarial"].update(over)
+    base["adversarial"].update({"algo": algo, "variant": variant, "seed": seed, "env": "arm"})
+    return config_from_dict(base, source=f"experiment:{run}")
+
+
+def train_one(out: Path, variant: str, run: str, seed: int, steps: int) -> dict:
+    from tqdm import tqdm
+
+    from genil_ros.adversarial.train import AdversarialTrainer, scripted_expert_set
+
+    cfg = make_cfg(variant, run, seed)
+    expert, log = scripted_expert_set(cfg, cfg.adversarial.expert_episodes, seed=seed + 777)
+    tr = AdversarialTrainer(cfg, cfg.adversarial.algo, expert, seed=seed)
+    d = out / f"{run}_s{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with (d / "metrics.jsonl").open("w") as f, tqdm(total=steps, desc=f"{run} s{seed}", mininterval=10,
+                                                     file=sys.stdout) as bar:
+        while tr.env_steps < steps:
+            m = tr.iterate()
+            f.write(json.dumps(m) + "\n")
+            f.flush()
+            bar.update(m["env_steps"] - bar.n)
+    ev = tr.evaluate(cfg.adversarial.eval_episodes)
+    ev.update(run=run, seed=seed, variant=variant, env_steps=tr.env_steps, train_seconds=time.time() - t0)
+    tr.save(d / "checkpoint")
+    (d / "eval.json").write_text(json.dumps(ev, indent=2))
+    print(f"{run} s{seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.items() if isinstance(v, float)), flush=True)
+    return ev
+
+
+def expert_reference(variant: str, seed: int) -> dict:
+    """The scripted expert evaluated like a policy (fresh seeds) against its own training demos."""
+    from genil_ros.adversarial.expert import run_episodes
+    from genil_ros.adversarial.metrics import classifier_accuracy, motion_w1, step_features
+    from genil_ros.adversarial.train import make_env, make_expert_actor, scripted_expert_set
+    from genil_ros.adversarial.envs import ObsSpec
+
+    cfg = make_cfg(variant, "task", seed)
+    demo, _ = scripted_expert_set(cfg, cfg.adversarial.expert_episodes, seed=seed + 777)
+    env = make_env(cfg, 10_000)
+    ex = make_expert_actor(cfg, env, 10_000)
+    log = run_episodes(env, ex.act, cfg.adversarial.eval_episodes, seed=10_000,
+                       max_steps=cfg.adversarial.max_episode_steps, disc_state=ObsSpec().disc_state, reset_actor=ex.reset)
+    e = np.concatenate([step_features(x["state"], x["next_state"]) for x in demo.episodes])
+    p = np.concatenate([step_features(x["state"], x["next_state"]) for x in log.episodes])
+    return {"run": "expert", "seed": seed, "success_rate": log.success_rate, "task_return": log.mean_return,
+            "motion_w1": motion_w1(e, p), "classifier_accuracy": classifier_accuracy(e, p, seed=seed)}
+
+
+def load_curves(d: Path) -> list[dict]:
+    with (d / "metrics.jsonl").open() as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def smooth(y, k=5):
+    y = np.asarray(y, float)
+    if len(y) < k:
+        return y
+    return np.convolve(np.pad(y, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
+
+
+def plot(out: Path, results: list[dict], expert: list[dict]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"task": "tab:gray", "amp": "tab:blue", "gail": "tab:orange"}
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.2))
+    for r in results:
+        d = out / f"{r['run']}_s{r['seed']}"
+        cur = [m for m in load_curves(d) if "episode/success" in m]
+        x = [m["env_steps"] for m in cur]
+        c = colors.get(r["run"], "k")
+        lab = f"{r['run']} s{r['seed']}"
+        ax[0].plot(x, smooth([m["episode/success"] for m in cur]), color=c, alpha=0.8, label=lab)
+        ax[1].plot(x, smooth([m["episode/task_return"] for m in cur]), color=c, alpha=0.8, label=lab)
+        allm = load_curves(d)
+        ax[2].plot([m["env_steps"] for m in allm], smooth([m["disc/accuracy"] for m in allm]), color=c, alpha=0.8,
+                   label=lab)
+    if expert:
+        es = float(np.mean([e["success_rate"] for e in expert]))
+        ax[0].axhline(es, color="k", ls="--", label=f"expert {es:.2f}")
+    ax[0].set_title("training success (episodes, stochastic policy)")
+    ax[1].set_title("training task return per episode")
+    ax[2].set_title("discriminator accuracy (its own)")
+    for a in ax[:3]:
+        a.set_xlabel("env steps")
+        a.legend(fontsize=7)
+    names = sorted({r["run"] for r in results}, key=list(RUNS).index)
+    w1 = [[r["motion_w1"] for r in results if r["run"] == n] for n in names]
+    ca = [[r["classifier_accuracy"] for r in results if r["run"] == n] for n in names]
+    su = [[r["success_rate"] for r in results if r["run"] == n] for n in names]
+    if expert:
+        names = names + ["expert"]
+        w1.append([e["motion_w1"] for e in expert])
+        ca.append([e["classifier_accuracy"] for e in expert])
+        su.append([e["success_rate"] for e in expert])
+    xs = np.arange(len(names))
+    for j, (vals, lab) in enumerate(((su, "eval success"), (ca, "classifier acc. (0.5 = expert-like)"),
+                                     (w1, "motion W1 to expert"))):
+        ax[3].bar(xs + (j - 1) * 0.27, [np.mean(v) for v in vals], 0.27, label=lab,
+                  yerr=[np.std(v) for v in vals])
+    ax[3].set_xticks(xs, names)
+    ax[3].set_title("final evaluation (deterministic policy)")
+    ax[3].legend(fontsize=7)
+    fig.tight_layout()
+    p = out / "curves.png"
+    tmp = out / f"curves.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, p)
+    return p
+
+
+def table(results: list[dict], expert: list[dict]) -> str:
+    rows = ["run     seeds  success        task_return     motion_w1      clf_acc"]
+    for n in [*RUNS, "expert"]:
+        rs = [r for r in results if r["run"] == n] if n != "expert" else expert
+        if not rs:
+            continue
+
+        def ms(k):
+            v = [r[k] for r in rs]
+            return f"{np.mean(v):6.3f}±{np.std(v):5.3f}"
+
+        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('task_return')}  {ms('motion_w1')}  "
+                    f"{ms('classifier_accuracy')}")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="out/adversarial")
+    ap.add_argument("--variant", default="reach", choices=["reach", "obstacle"])
+    ap.add_argument("--steps", type=int, default=150_000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--plot-only", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.plot_only:
+        for seed in args.seeds:
+            for run in args.runs:
+                train_one(out, args.variant, run, seed, args.steps)
+        expert = [expert_reference(args.variant, s) for s in args.seeds]
+        (out / "expert.json").write_text(json.dumps(expert, indent=2))
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*/eval.json"))]
+    expert = json.loads((out / "expert.json").read_text()) if (out / "expert.json").is_file() else []
+    (out / "results.json").write_text(json.dumps({"runs": results, "expert": expert}, indent=2))
+    print(table(results, expert))
+    print(f"figure: {plot(out, results, expert)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
