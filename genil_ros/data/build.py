@@ -2,8 +2,9 @@
 
 Each bag is streamed twice and never held in RAM:
 
-1. joint states and commands are deserialised (small), images only have their header stamp read from
-   the serialized bytes; from the stamps the control-rate timeline is planned (``data/sync.py``);
+1. all messages of the configured topics are deserialised and checked (images are not decoded) and the
+   joint states and commands kept (small); from the stamps the control-rate timeline is planned
+   (``data/sync.py``);
 2. the camera topics are read again and only the frames the timeline holds are decoded (OpenCV),
    resized to the configured size and streamed into the store in compressed chunks.
 
@@ -23,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from genil_ros.data.bags import Bag, DataWarning, bag_sha256, header_stamp_ns, short_type
+from genil_ros.data.bags import Bag, DataWarning, bag_sha256, short_type
 from genil_ros.errors import DataError
 
 __all__ = ["build_dataset", "expand_bag_paths", "add_arguments", "run", "JOINT_STATE", "IMAGE", "COMPRESSED",
@@ -125,6 +126,8 @@ class _JointIndexer:
 
 def _read_lowdim(bag: Bag, cfg, roles: dict, pbar) -> dict[str, _Stream]:
     """Pass 1: joint states and commands deserialised, image stamps read from the bytes."""
+    from genil_ros.data.images import check_compressed_format, check_image
+
     task = cfg.task
     joints = task.joint_names
     streams = {role: _Stream(topic, msgtype, role) for role, (topic, msgtype) in roles.items()}
@@ -139,14 +142,15 @@ def _read_lowdim(bag: Bag, cfg, roles: dict, pbar) -> dict[str, _Stream]:
         pbar.update(1)
         for s in by_topic[topic]:
             s.log.append(t)
-            if s.role.startswith("camera:"):
-                try:
-                    s.hdr.append(header_stamp_ns(raw, bag.ros1))
-                except ValueError:
-                    raise DataError(f"{_where(bag, topic)}: message {len(s.log) - 1} is too short to be an image "
-                                    f"(corrupt bag?)") from None
-                continue
             msg = bag.deserialize(raw, s.msgtype, topic)
+            if s.role.startswith("camera:"):  # checked here (cheap), decoded in pass 2 if the timeline holds it
+                s.hdr.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+                where = f"{_where(bag, topic)} (message {len(s.log) - 1})"
+                if s.msgtype == IMAGE:
+                    check_image(msg.encoding, msg.height, msg.width, msg.step, len(msg.data), where=where)
+                else:
+                    check_compressed_format(msg.format, where=where)
+                continue
             if s.role == "joint_states":
                 s.hdr.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
                 pos = js_pos(msg.name, msg.position)

@@ -46,6 +46,26 @@ def decode_image(encoding: str, height: int, width: int, step: int, data, *, whe
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGRA2RGB)
 
 
+def check_image(encoding: str, height: int, width: int, step: int, nbytes: int, *, where: str = "image") -> None:
+    """The checks of :func:`decode_image` without decoding (cheap): DataError naming ``where``."""
+    enc = encoding.lower()
+    if enc not in _ENCODINGS:
+        raise DataError(f"{where}: unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    if height <= 0 or width <= 0:
+        raise DataError(f"{where}: empty image ({width}x{height})")
+    row = width * _ENCODINGS[enc]
+    step = step or row
+    if step < row or nbytes < step * (height - 1) + row:
+        raise DataError(f"{where}: image data has {nbytes} bytes, expected {step * height} for "
+                        f"{width}x{height} {encoding} with step {step}")
+
+
+def check_compressed_format(fmt: str, *, where: str = "image") -> None:
+    f = fmt.lower()
+    if not any(k in f for k in ("jpeg", "jpg", "png")):
+        raise DataError(f"{where}: unsupported CompressedImage format {fmt!r} (supported: jpeg, png)")
+
+
 def decode_compressed(fmt: str, data, *, where: str = "image") -> np.ndarray:
     """A sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
     import cv2

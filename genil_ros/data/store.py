@@ -586,6 +586,12 @@ class EpisodeStore:
         self._files.clear()
         self._cache.clear()
 
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def __getstate__(self):  # DataLoader workers: reopen files in the child
         d = dict(self.__dict__)
         d["_files"] = {}
