@@ -52,11 +52,24 @@ def launch_setup(context, *args, **kwargs):
     controller = LaunchConfiguration("controller").perform(context).strip()
     if controller not in CONTROLLERS:
         raise ValueError(f"real_arm.launch.py: controller:={controller!r} must be one of {sorted(CONTROLLERS)}")
-    passed = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS if name != "controller"}
-    passed["output_mode"] = CONTROLLERS[controller]
-    passed["configure"] = "true"
     include = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(POLICY_LAUNCH)), launch_arguments=list(passed.items()))
+        PythonLaunchDescriptionSource(str(POLICY_LAUNCH)),
+        launch_arguments=[
+            ("params_file", LaunchConfiguration("params_file")),
+            ("checkpoint", LaunchConfiguration("checkpoint")),
+            ("output_mode", CONTROLLERS[controller]),
+            ("trajectory_topic", LaunchConfiguration("trajectory_topic")),
+            ("position_topic", LaunchConfiguration("position_topic")),
+            ("joint_states_topic", LaunchConfiguration("joint_states_topic")),
+            ("camera_topics", LaunchConfiguration("camera_topics")),
+            ("namespace", LaunchConfiguration("namespace")),
+            ("device", LaunchConfiguration("device")),
+            ("use_sim_time", LaunchConfiguration("use_sim_time")),
+            ("log_level", LaunchConfiguration("log_level")),
+            ("configure", "true"),
+            ("activate", LaunchConfiguration("activate")),
+        ],
+    )
     return [
         LogInfo(msg=f"genil_ros real arm: policy -> {controller} controller; params "
                     f"{LaunchConfiguration('params_file').perform(context)}"),
