@@ -52,7 +52,7 @@ ROS = [
     "ros-diagnostic-msgs",
     "ros-lifecycle-msgs",
 ]
-DEV = ["pytest>=7", "pytest-timeout>=2"]
+DEV = ["pytest>=7", "pytest-timeout>=2", "xacro>=2"]  # xacro: test/test_launch.py expands the Gazebo URDF
 
 setup(
     name=package_name,

@@ -141,12 +141,25 @@ def argument_table(tree: ast.Module) -> dict[str, str | None]:
 
 
 def used_configurations(name: str) -> set[str]:
-    return {
-        _const_str(node.args[0])
-        for node in ast.walk(_tree(name))
-        if isinstance(node, ast.Call) and _call_name(node) == "LaunchConfiguration" and node.args
-        and _const_str(node.args[0])
-    }
+    """Argument names read with LaunchConfiguration('x'), directly or through a helper of the file such
+    as `def _flag(context, name): LaunchConfiguration(name)...` called as `_flag(context, 'x')`."""
+    tree = _tree(name)
+    helpers = {}  # function name -> index of the parameter it passes to LaunchConfiguration
+    for f in tree.body:
+        if isinstance(f, ast.FunctionDef):
+            params = [a.arg for a in f.args.args]
+            for node in ast.walk(f):
+                if isinstance(node, ast.Call) and _call_name(node) == "LaunchConfiguration" and node.args \
+                        and isinstance(node.args[0], ast.Name) and node.args[0].id in params:
+                    helpers[f.name] = params.index(node.args[0].id)
+    used = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        index = 0 if _call_name(node) == "LaunchConfiguration" else helpers.get(_call_name(node))
+        if index is not None and len(node.args) > index and _const_str(node.args[index]):
+            used.add(_const_str(node.args[index]))
+    return used
 
 
 def started_executables(name: str) -> list[tuple[str, str]]:
