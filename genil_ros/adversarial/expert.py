@@ -79,22 +79,32 @@ def load_store(path: Path, joint_names: Sequence[str], state_dim: int) -> Expert
     _check_names(names, joint_names, str(path))
     eps = []
     for i in range(store.num_episodes):
-        s = np.asarray(store.lowdim(i, "state"), np.float32)  # low-dim only: no image decoding
+        s = np.array(store.lowdim(i, "state"), np.float32)  # low-dim only (no image decoding), copied
         if s.ndim != 2 or s.shape[1] != state_dim:
             raise DataError(f"{path}: episode {i} 'state' has shape {s.shape}, expected (N, {state_dim}) "
                             f"(task.use_velocity differs from the dataset?)")
-        eps.append({"state": s, "action": np.asarray(store.lowdim(i, "action"), np.float32)})
+        eps.append({"state": s, "action": np.array(store.lowdim(i, "action"), np.float32)})
     if not eps:
         raise DataError(f"{path}: the dataset has no episodes")
     return ExpertSet(eps, list(names), str(path))
 
 
 def load_bags(paths: Sequence[Path], cfg, where: Optional[str] = None) -> ExpertSet:
-    """Bags -> episodes with the dataset engineer's reader (``genil_ros.data``), state-only (no images)."""
-    from genil_ros.adversarial import bags as bag_adapter
+    """Bags -> episodes through the dataset builder (``genil_ros.data.build``: same topic roles, joint
+    reordering by name, control-rate synchronisation and errors as ``genil-ros dataset build``), without
+    cameras, into a temporary state-only store that is read back and deleted."""
+    import copy
+    import tempfile
 
-    eps = bag_adapter.episodes_from_bags(paths, cfg)
-    return ExpertSet(eps, list(cfg.task.joint_names), where or ", ".join(str(p) for p in paths))
+    from genil_ros.data.build import build_dataset
+
+    c = copy.deepcopy(cfg)
+    c.task.cameras = []  # state and action only: no image decoding
+    with tempfile.TemporaryDirectory(prefix="genil_adv_bags_") as td:
+        build_dataset(c, [str(p) for p in paths], Path(td) / "ds", progress=False)
+        es = load_store(Path(td) / "ds", cfg.task.joint_names, cfg.task.state_dim)
+    es.source = where or ", ".join(str(p) for p in paths)
+    return es
 
 
 def load_expert(path, cfg) -> ExpertSet:
