@@ -31,6 +31,13 @@ from typing import Optional
 import numpy as np
 
 DEFAULT_TOPICS = ["/joint_states", "/camera/image_raw", "/forward_position_controller/commands"]
+KNOWN_TYPES = {  # given to the recorder so that it subscribes at once, without waiting for discovery
+    "/joint_states": "sensor_msgs/msg/JointState",
+    "/camera/image_raw": "sensor_msgs/msg/Image",
+    "/forward_position_controller/commands": "std_msgs/msg/Float64MultiArray",
+    "/sim_node/success": "std_msgs/msg/Bool",
+    "/clock": "rosgraph_msgs/msg/Clock",
+}
 
 
 def add_arguments(parser) -> None:
@@ -44,6 +51,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-steps", type=int, default=80, help="give up on an episode after this many control steps")
     parser.add_argument("--hold-steps", type=int, default=5, help="control steps recorded after success")
     parser.add_argument("--topics", nargs="+", default=DEFAULT_TOPICS, help="topics to record")
+    parser.add_argument("--max-command-gap", type=float, default=0.2,
+                        help="re-record an episode whose recorded commands are further apart than this (sim s); "
+                             "keep it below the dataset's max_staleness_s (a loaded CPU can delay the expert)")
     parser.add_argument("--keep-failed", action="store_true", help="keep bags of failed episodes")
     parser.add_argument("--no-spawn-sim", dest="spawn_sim", action="store_false",
                         help="use a sim_node that is already running instead of starting one")
@@ -172,7 +182,10 @@ class DemoRecorder:
         goal = np.asarray(info["goal"], dtype=np.float64)
         self.expert.reset()
         period = 1.0 / args.control_rate_hz
-        recorder = BagRecorder(self.node, str(bag_path), list(args.topics))
+        topics = list(args.topics)
+        if all(t in KNOWN_TYPES for t in topics):
+            topics = {t: KNOWN_TYPES[t] for t in topics}
+        recorder = BagRecorder(self.node, str(bag_path), topics)
         success, steps, after = False, 0, 0
         try:
             t_next = self.js_time() + period  # one tick of the initial state before the first command
@@ -193,21 +206,27 @@ class DemoRecorder:
             t_end = self.js_time() + period
             self.spin_until(lambda: self.js_time() >= t_end, args.timeout, "the last tick")
         finally:
-            _close_recorder(recorder)
+            recorder.stop()
+        gap = command_gap(bag_path, "/forward_position_controller/commands")
         return {"episode": info["episode"], "seed": info.get("seed"), "goal": info["goal"],
-                "mode": self.expert.mode, "success": success, "steps": steps}
+                "mode": self.expert.mode, "success": success, "steps": steps,
+                "max_command_gap_s": gap, "late": gap is not None and gap > args.max_command_gap}
 
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
 
 
-def _close_recorder(rec) -> None:
-    for name in ("close", "stop"):
-        fn = getattr(rec, name, None)
-        if callable(fn):
-            fn()
-            return
+def command_gap(bag_path: Path, topic: str) -> Optional[float]:
+    """Largest gap (s, bag receive times) between consecutive messages on ``topic`` in a rosbag2."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag_path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            return None
+        times = np.array([t for _, t, _ in reader.messages(connections=conns)], dtype=np.int64)
+    return float(np.max(np.diff(times)) * 1e-9) if len(times) > 1 else None
 
 
 def record(args) -> dict:
@@ -237,13 +256,15 @@ def record(args) -> dict:
         bar = tqdm(total=args.episodes, desc="recording demos", unit="ep")
         while kept < args.episodes:
             if tries >= 2 * args.episodes + 10:
-                raise GenilError(f"record_demos: only {kept} of {tries} episodes succeeded; is the sim the "
-                                 f"'{args.variant}' variant?")
+                late = sum(e["late"] for e in episodes)
+                raise GenilError(f"record_demos: only {kept} of {tries} episodes succeeded ({late} had commands "
+                                 f"late by more than --max-command-gap {args.max_command_gap} s: lower "
+                                 f"--real-time-factor); is the sim the '{args.variant}' variant?")
             tries += 1
             name = f"episode_{k:04d}"
             result = rec.record_episode(out / name)
             result["bag"] = name
-            if result["success"] or args.keep_failed:
+            if (result["success"] and not result["late"]) or args.keep_failed:
                 kept += 1
                 k += 1
                 bar.update(1)
@@ -264,6 +285,7 @@ def record(args) -> dict:
         "episodes": episodes,
         "attempted": len(episodes),
         "success_rate": float(np.mean([e["success"] for e in episodes])),
+        "late": int(sum(e["late"] for e in episodes)),
         "modes": {m: sum(e["mode"] == m for e in episodes if e["bag"]) for m in ("left", "right")},
         "topics": list(args.topics),
     }
@@ -291,7 +313,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def run(args) -> int:
     s = record(args)
     print(f"recorded {sum(1 for e in s['episodes'] if e['bag'])} bags in {args.out}: expert success "
-          f"{s['success_rate']:.2f} over {s['attempted']} episodes, modes {s['modes']}")
+          f"{s['success_rate']:.2f} over {s['attempted']} episodes, modes {s['modes']}, "
+          f"{s['late']} re-recorded for late commands")
     return 0
 
 
