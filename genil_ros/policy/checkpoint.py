@@ -1,0 +1,288 @@
+"""Checkpoint directories: safetensors weights + readable config / normalizer / meta, written atomically.
+
+```
+<dir>/model.safetensors    the trained weights
+<dir>/ema.safetensors      the EMA weights (what load_policy uses by default)
+<dir>/config.yaml          the full ExperimentConfig it was trained with
+<dir>/normalizer.json      per-dimension min/max of state and action
+<dir>/meta.json            format_version, shapes, created, git commit, extra (epoch, step, losses...)
+<dir>/training_state.pt    optional: optimiser / LR schedule / EMA state for --resume (torch.save;
+                           read back only with weights_only=True)
+```
+
+The whole directory is written as ``<dir>.tmp-<pid>`` and renamed into place; an existing checkpoint
+is moved aside first and deleted only after the rename succeeded, so a kill mid-save never leaves a
+half-written ``<dir>``. A leftover ``<dir>.old-<pid>`` (killed between the two renames) is picked up
+by :func:`load_policy` when ``<dir>`` itself is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+
+from genil_ros.errors import CheckpointError
+
+__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "read_meta", "resolve_checkpoint_dir",
+           "check_task_compatible", "resolve_device", "load_training_state"]
+
+FORMAT_VERSION = 1
+FILES = ("model.safetensors", "ema.safetensors", "config.yaml", "normalizer.json", "meta.json")
+TRAINING_STATE = "training_state.pt"
+
+PathLike = Union[str, os.PathLike]
+
+
+def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from genil_ros.errors import GenilError
+
+        raise GenilError(f"device {str(device)!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    return dev
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except Exception:  # noqa: BLE001 - no git, not a checkout: simply unknown
+        return None
+
+
+def _shapes(policy) -> dict:
+    cfg = policy.cfg
+    return {
+        "state_dim": policy.state_dim,
+        "action_dim": policy.action_dim,
+        "n_obs_steps": policy.n_obs_steps,
+        "horizon": policy.horizon,
+        "n_action_steps": policy.n_action_steps,
+        "joint_names": list(cfg.task.joint_names),
+        "use_velocity": bool(cfg.task.use_velocity),
+        "cameras": [{"name": c.name, "height": c.height, "width": c.width} for c in cfg.task.cameras],
+        "obs_feature_dim": policy.obs_encoder.feature_dim,
+        "num_parameters": sum(p.numel() for p in policy.parameters()),
+    }
+
+
+def _state_for_file(sd: Mapping[str, torch.Tensor]) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torch.Tensor]] = None, cfg=None,
+                    extra: Optional[Mapping[str, Any]] = None, training_state: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write a checkpoint directory atomically. ``policy`` may be wrapped (DDP); ``ema_state`` is a full
+    state dict of the policy with EMA weights (default: the model weights); ``cfg`` defaults to
+    ``policy.cfg``; ``extra`` goes into meta.json; ``training_state`` (optimiser etc.) into
+    training_state.pt."""
+    from safetensors.torch import save_file
+
+    from genil_ros.config import dump_config
+
+    policy = getattr(policy, "module", policy)
+    cfg = cfg if cfg is not None else policy.cfg
+    target = Path(dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        model_sd = _state_for_file(policy.state_dict())
+        save_file(model_sd, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        ema_sd = _state_for_file(ema_state) if ema_state is not None else model_sd
+        if set(ema_sd) != set(model_sd):
+            raise ValueError("ema_state must have the same keys as the policy's state_dict")
+        save_file(ema_sd, str(tmp / "ema.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        (tmp / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        (tmp / "normalizer.json").write_text(policy.normalizer.to_json(), encoding="utf-8")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": "genil_ros.diffusion_policy",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "torch_version": torch.__version__,
+            "shapes": _shapes(policy),
+            "extra": dict(extra or {}),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
+        if training_state is not None:
+            torch.save(dict(training_state), tmp / TRAINING_STATE)
+        _fsync_dir(tmp, files=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _fsync_dir(path: Path, files: bool = False) -> None:
+    """fsync the files in ``path`` (when ``files``) and the directory entry itself (best effort)."""
+    paths = [f for f in path.iterdir() if f.is_file()] if files else []
+    for f in paths + [path]:
+        try:
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def resolve_checkpoint_dir(dir: PathLike) -> Path:
+    """The checkpoint directory for ``dir``: itself, or ``dir/final`` for a training output directory,
+    or a ``<dir>.old-*`` left behind by a save that was killed between its two renames."""
+    p = Path(dir)
+    if p.is_dir() and (p / "meta.json").is_file():
+        return p
+    if p.is_dir() and (p / "final" / "meta.json").is_file():
+        return p / "final"
+    if not p.exists():
+        olds = sorted(glob.glob(glob.escape(str(p)) + ".old-*"))
+        if olds and (Path(olds[-1]) / "meta.json").is_file():
+            return Path(olds[-1])
+        raise CheckpointError(f"{p}: checkpoint directory not found")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint directory (it is a file)")
+    raise CheckpointError(f"{p}: not a checkpoint directory (no meta.json; expected {', '.join(FILES)})")
+
+
+def read_meta(dir: PathLike) -> dict:
+    p = resolve_checkpoint_dir(dir)
+    f = p / "meta.json"
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{f}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise CheckpointError(f"{f}: no format_version (not a genil_ros checkpoint)")
+    v = meta["format_version"]
+    if not isinstance(v, int) or v < 1:
+        raise CheckpointError(f"{f}: invalid format_version {v!r}")
+    if v > FORMAT_VERSION:
+        raise CheckpointError(f"{f}: format_version {v} is newer than this genil_ros supports ({FORMAT_VERSION}); "
+                              "upgrade genil_ros to load it")
+    return meta
+
+
+def check_task_compatible(policy, task, where: str = "task") -> None:
+    """Raise CheckpointError unless ``task`` (a TaskConfig, e.g. a node's config override) observes and
+    commands exactly what ``policy`` was trained on."""
+    t0 = policy.cfg.task
+    problems = []
+    if list(task.joint_names) != list(t0.joint_names):
+        problems.append(f"joint_names {list(task.joint_names)} != checkpoint's {list(t0.joint_names)}")
+    if bool(task.use_velocity) != bool(t0.use_velocity):
+        problems.append(f"use_velocity {task.use_velocity} != checkpoint's {t0.use_velocity}")
+    c0 = [(c.name, c.height, c.width) for c in t0.cameras]
+    c1 = [(c.name, c.height, c.width) for c in task.cameras]
+    if c0 != c1:
+        problems.append(f"cameras (name, height, width) {c1} != checkpoint's {c0}")
+    h0, h1 = t0.horizon, task.horizon
+    if (h1.n_obs_steps, h1.horizon) != (h0.n_obs_steps, h0.horizon):
+        problems.append(f"horizon (n_obs_steps, horizon) {(h1.n_obs_steps, h1.horizon)} != checkpoint's "
+                        f"{(h0.n_obs_steps, h0.horizon)}")
+    if problems:
+        raise CheckpointError(f"{where}: does not match the checkpoint: " + "; ".join(problems))
+
+
+def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_ema: bool = True, task=None):
+    """Load a checkpoint directory -> DiffusionPolicy in eval mode on ``device``.
+
+    ``task`` (optional TaskConfig) is checked against the checkpoint's task (CheckpointError if it
+    differs in joints, cameras or horizons)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from genil_ros.config import ConfigError, load_config
+    from genil_ros.policy.diffusion import DiffusionPolicy
+    from genil_ros.policy.normalizer import Normalizer
+
+    p = resolve_checkpoint_dir(dir)
+    meta = read_meta(p)
+    for name in FILES:
+        if not (p / name).is_file():
+            raise CheckpointError(f"{p}: missing {name} (a checkpoint has {', '.join(FILES)})")
+    try:
+        cfg = load_config(p / "config.yaml")
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: config.yaml is not valid: {e}") from None
+    try:
+        norm_data = json.loads((p / "normalizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{p / 'normalizer.json'}: unreadable ({type(e).__name__}: {e})") from None
+    normalizer = Normalizer.from_dict(norm_data, where=str(p / "normalizer.json"))
+    dev = resolve_device(device)
+    policy = DiffusionPolicy(cfg)
+    for key, dim in (("state", policy.state_dim), ("action", policy.action_dim)):
+        if key not in normalizer:
+            raise CheckpointError(f"{p / 'normalizer.json'}: no statistics for {key!r}")
+        if normalizer.dim(key) != dim:
+            raise CheckpointError(f"{p / 'normalizer.json'}: {key} has {normalizer.dim(key)} dimensions, "
+                                  f"config.yaml says {dim}")
+    policy.normalizer.load_from(normalizer)
+    wfile = p / ("ema.safetensors" if use_ema else "model.safetensors")
+    try:
+        sd = load_file(str(wfile))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{wfile}: unreadable ({type(e).__name__}: {e})") from None
+    own = policy.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k, got, want = wrong[0]
+            parts.append(f"{len(wrong)} tensors have other shapes, e.g. {k}: {got} in the file, {want} for this config")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}")
+        raise CheckpointError(f"{wfile}: weights do not fit the network built from config.yaml "
+                              f"(built for other shapes): " + "; ".join(parts))
+    policy.load_state_dict(sd, strict=True)
+    if task is not None:
+        check_task_compatible(policy, task)
+    policy.to(dev).eval()
+    policy.checkpoint_meta = meta
+    policy.checkpoint_dir = p
+    return policy
+
+
+def load_training_state(dir: PathLike) -> Optional[dict]:
+    """The optimiser / schedule / EMA state saved for --resume (weights_only load), or None."""
+    f = Path(dir) / TRAINING_STATE
+    if not f.is_file():
+        return None
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{f}: cannot read the training state ({type(e).__name__}: {e})") from None

@@ -1,0 +1,250 @@
+"""DiffusionPolicy: observation encoder + conditional 1-D U-Net + diffusers noise schedulers.
+
+Training (``compute_loss``, also ``forward`` so DDP hooks see it): add DDPM noise at a random step to the
+normalised action chunk and regress the noise (``epsilon``) or the clean chunk (``sample``).
+Inference (``predict_action`` / ``sample_actions``): start from Gaussian noise and denoise with DDPM,
+DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once per call, K samples
+per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Optional
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from genil_ros.config import ExperimentConfig
+from genil_ros.policy.model import ConditionalUnet1D
+from genil_ros.policy.normalizer import Normalizer
+from genil_ros.policy.vision import ObsEncoder
+
+__all__ = ["DiffusionPolicy", "make_scheduler", "SCHEDULERS"]
+
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver")
+
+
+def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",
+                   prediction_type: str = "epsilon"):
+    """A diffusers scheduler over the training noise schedule."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type)
+    if kind == "ddpm":
+        return DDPMScheduler(**common, clip_sample=True, variance_type="fixed_small")
+    if kind == "ddim":
+        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0)
+    if kind == "dpmsolver":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           lower_order_final=True)
+    raise ValueError(f"unknown scheduler {kind!r} (expected one of {', '.join(SCHEDULERS)})")
+
+
+class DiffusionPolicy(nn.Module):
+    """Diffusion Policy for one task (``cfg.task``), network ``cfg.policy``.
+
+    ``normalizer`` must be fitted (``policy.normalizer.fit_stats(store.stats())``) before training;
+    a loaded checkpoint brings its own.
+    """
+
+    def __init__(self, cfg: ExperimentConfig):
+        super().__init__()
+        self.cfg = copy.deepcopy(cfg)
+        task, pc = self.cfg.task, self.cfg.policy
+        self.state_dim = task.state_dim
+        self.action_dim = task.action_dim
+        self.n_obs_steps = task.horizon.n_obs_steps
+        self.horizon = task.horizon.horizon
+        self.n_action_steps = task.horizon.n_action_steps
+        self.camera_names = [c.name for c in task.cameras]
+        self.normalizer = Normalizer()
+        self.obs_encoder = ObsEncoder(self.state_dim, task.cameras, pc.vision, self.n_obs_steps)
+        self.model = ConditionalUnet1D(
+            input_dim=self.action_dim, global_cond_dim=self.obs_encoder.output_dim,
+            diffusion_step_embed_dim=pc.diffusion_step_embed_dim, down_dims=pc.down_dims,
+            kernel_size=pc.kernel_size, n_groups=pc.n_groups, cond_predict_scale=pc.cond_predict_scale,
+        )
+        self.prediction_type = pc.prediction_type
+        self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
+        self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
+        self._graph = None  # optional CUDA-graph runner of the denoising network
+        self.set_inference(pc.inference_scheduler, pc.num_inference_steps)
+
+    # ----------------------------------------------------------------- settings
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def set_inference(self, scheduler: str = "ddim", steps: int = 10) -> None:
+        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver") and its number of denoising steps."""
+        n = self.cfg.policy.num_train_timesteps
+        if not isinstance(steps, int) or not 1 <= steps <= n:
+            raise ValueError(f"num_inference_steps {steps!r} must be an int in 1..num_train_timesteps = {n}")
+        pc = self.cfg.policy
+        self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type)
+        self.inference_scheduler_name = scheduler
+        self.num_inference_steps = steps
+        self._step_takes_generator = "generator" in inspect.signature(self.inference_scheduler.step).parameters
+
+    def set_inference_precision(self, dtype: Optional[str | torch.dtype] = None) -> None:
+        """Run the networks under autocast in ``dtype`` ("fp16", "bf16") at inference; None = float32.
+        The scheduler arithmetic stays in float32."""
+        table = {None: None, "fp32": None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+        self.inference_dtype = table[dtype] if not isinstance(dtype, torch.dtype) else dtype
+
+    # ----------------------------------------------------------------- observation
+    def _check_obs(self, obs: dict) -> int:
+        if "state" not in obs:
+            raise KeyError(f"observation has no 'state' (keys: {sorted(obs)})")
+        st = obs["state"]
+        if st.ndim != 3 or st.shape[1] != self.n_obs_steps or st.shape[2] != self.state_dim:
+            raise ValueError(f"obs['state'] must be (B, T_o={self.n_obs_steps}, {self.state_dim}), got {tuple(st.shape)}")
+        B = st.shape[0]
+        for name in self.camera_names:
+            if name not in obs:
+                raise KeyError(f"observation has no camera {name!r} (keys: {sorted(obs)})")
+            h, w = self.obs_encoder.camera_sizes[name]
+            shape = tuple(obs[name].shape)
+            if shape != (B, self.n_obs_steps, 3, h, w):
+                raise ValueError(f"obs[{name!r}] must be (B={B}, T_o={self.n_obs_steps}, 3, {h}, {w}), got {shape}")
+        return B
+
+    def encode_obs(self, obs: dict) -> torch.Tensor:
+        """Raw obs dict -> global conditioning (B, T_o * obs_feature_dim)."""
+        dev = self.device
+        nobs = {"state": self.normalizer.normalize("state", obs["state"].to(dev, torch.float32))}
+        for name in self.camera_names:
+            nobs[name] = obs[name].to(dev, non_blocking=True)
+        return self.obs_encoder(nobs)
+
+    # ----------------------------------------------------------------- training
+    def compute_loss(self, batch: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """MSE diffusion loss on a batch ``{"obs": {...}, "action": (B, T_p, A)}`` (raw units)."""
+        obs, action = batch["obs"], batch["action"]
+        B = self._check_obs(obs)
+        dev = self.device
+        if tuple(action.shape) != (B, self.horizon, self.action_dim):
+            raise ValueError(f"action must be (B={B}, T_p={self.horizon}, {self.action_dim}), got {tuple(action.shape)}")
+        x0 = self.normalizer.normalize("action", action.to(dev, torch.float32))
+        cond = self.encode_obs(obs)
+        gdev = generator.device if generator is not None else dev
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (B,), generator=generator,
+                          device=gdev).to(dev)
+        noisy = self.noise_scheduler.add_noise(x0, noise, t)
+        pred = self.model(noisy, t, cond)
+        target = noise if self.prediction_type == "epsilon" else x0
+        return F.mse_loss(pred.float(), target)
+
+    def forward(self, batch: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:  # noqa: D401
+        """Same as :meth:`compute_loss` (so DistributedDataParallel wraps the training step)."""
+        return self.compute_loss(batch, generator)
+
+    # ----------------------------------------------------------------- inference
+    def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self._graph is not None and self._graph.matches(x, cond):
+            return self._graph(x, t, cond)
+        if self.inference_dtype is not None:
+            with torch.autocast(x.device.type, dtype=self.inference_dtype):
+                return self.model(x, t, cond).float()
+        return self.model(x, t, cond)
+
+    def _encode(self, obs: dict) -> torch.Tensor:
+        if self.inference_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.inference_dtype):
+                return self.encode_obs(obs).float()
+        return self.encode_obs(obs)
+
+    @torch.no_grad()
+    def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        B = self._check_obs(obs)
+        K = int(num_samples)
+        if K < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        dev = self.device
+        cond = self._encode(obs)
+        if K > 1:
+            cond = cond.repeat_interleave(K, dim=0)
+        sched = self.inference_scheduler
+        sched.set_timesteps(self.num_inference_steps, device=dev)
+        x = randn_tensor((B * K, self.horizon, self.action_dim), generator=generator, device=dev, dtype=torch.float32)
+        x = x * sched.init_noise_sigma
+        kw = {"generator": generator} if self._step_takes_generator else {}
+        for t in sched.timesteps:
+            model_in = sched.scale_model_input(x, t)
+            out = self._net(model_in, t.expand(B * K) if t.ndim == 0 else t, cond)
+            x = sched.step(out, t, x, **kw).prev_sample
+        x = x.clamp(-1.0, 1.0)
+        act = self.normalizer.unnormalize("action", x)
+        return act.reshape(B, K, self.horizon, self.action_dim)
+
+    @torch.no_grad()
+    def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """One action chunk per observation window: (B, T_p, A), raw units."""
+        return self.sample_actions(obs, 1, generator)[:, 0]
+
+    # ----------------------------------------------------------------- CUDA graphs
+    def enable_cuda_graph(self, batch_size: int = 1, num_samples: int = 1, warmup: int = 3) -> bool:
+        """Capture the denoising network for inputs of ``batch_size * num_samples`` chunks in a CUDA graph
+        (replayed for matching shapes; other shapes take the normal path). Returns False (and does
+        nothing) when the policy is not on a CUDA device."""
+        if self.device.type != "cuda":
+            self._graph = None
+            return False
+        self._graph = _GraphedNet(self, batch_size * num_samples, warmup)
+        return True
+
+    def disable_cuda_graph(self) -> None:
+        self._graph = None
+
+    def train(self, mode: bool = True):  # graphs hold inference-mode activations; drop them on train()
+        if mode:
+            self._graph = None
+        return super().train(mode)
+
+
+class _GraphedNet:
+    """A CUDA graph of ``policy.model`` (under the policy's inference autocast) with static buffers."""
+
+    def __init__(self, policy: DiffusionPolicy, n: int, warmup: int):
+        dev = policy.device
+        self.policy = policy
+        self.x = torch.zeros(n, policy.horizon, policy.action_dim, device=dev)
+        self.t = torch.zeros(n, dtype=torch.long, device=dev)
+        self.cond = torch.zeros(n, policy.obs_encoder.output_dim, device=dev)
+        graph_dtype = policy.inference_dtype
+
+        def run():
+            if graph_dtype is not None:
+                with torch.autocast("cuda", dtype=graph_dtype):
+                    return policy.model(self.x, self.t, self.cond).float()
+            return policy.model(self.x, self.t, self.cond)
+
+        self.dtype = graph_dtype
+        with torch.no_grad():
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(max(1, warmup)):
+                    run()
+            torch.cuda.current_stream().wait_stream(s)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = run()
+
+    def matches(self, x: torch.Tensor, cond: torch.Tensor) -> bool:
+        return (x.shape == self.x.shape and cond.shape == self.cond.shape and x.device == self.x.device
+                and self.dtype == self.policy.inference_dtype)
+
+    def __call__(self, x, t, cond):
+        self.x.copy_(x)
+        self.t.copy_(t.expand(self.t.shape[0]) if t.ndim == 0 else t)
+        self.cond.copy_(cond)
+        self.graph.replay()
+        return self.out.clone()

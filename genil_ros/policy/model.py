@@ -1,0 +1,160 @@
+"""The noise-prediction network of Diffusion Policy (Chi et al. 2023, CNN variant).
+
+A 1-D temporal U-Net over the action chunk ``(B, T_p, A)``. Every residual block is FiLM-conditioned on
+one global vector: the sinusoidal diffusion-step embedding (through a small MLP) concatenated with the
+flattened ``T_o`` observation features. Convolutions run along time, channels are action dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["SinusoidalPosEmb", "Conv1dBlock", "ConditionalResidualBlock1D", "ConditionalUnet1D"]
+
+
+class SinusoidalPosEmb(nn.Module):
+    """Transformer-style sinusoidal embedding of a (B,) tensor of diffusion steps -> (B, dim)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"diffusion_step_embed_dim must be even, got {dim}")
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / max(half - 1, 1)))
+        args = t.float()[:, None] * freqs[None, :]
+        return torch.cat([args.sin(), args.cos()], dim=-1)
+
+
+class Conv1dBlock(nn.Sequential):
+    """Conv1d -> GroupNorm -> Mish, length preserving."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, n_groups: int):
+        super().__init__(
+            nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(_groups(out_ch, n_groups), out_ch),
+            nn.Mish(),
+        )
+
+
+def _groups(channels: int, n_groups: int) -> int:
+    """The largest divisor of ``channels`` that is <= n_groups (GroupNorm needs a divisor)."""
+    g = min(n_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class ConditionalResidualBlock1D(nn.Module):
+    """Two conv blocks; between them the features are modulated by FiLM from the conditioning vector.
+
+    With ``cond_predict_scale`` the conditioning predicts a per-channel scale and bias
+    (``h * scale + bias``), otherwise only a bias.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, kernel_size: int = 5, n_groups: int = 8,
+                 cond_predict_scale: bool = True):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            Conv1dBlock(in_ch, out_ch, kernel_size, n_groups),
+            Conv1dBlock(out_ch, out_ch, kernel_size, n_groups),
+        ])
+        self.out_ch = out_ch
+        self.cond_predict_scale = cond_predict_scale
+        self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, out_ch * (2 if cond_predict_scale else 1)))
+        self.residual_conv = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.blocks[0](x)
+        film = self.cond_encoder(cond).unsqueeze(-1)  # (B, C or 2C, 1)
+        if self.cond_predict_scale:
+            scale, bias = film[:, : self.out_ch], film[:, self.out_ch:]
+            h = h * scale + bias
+        else:
+            h = h + film
+        h = self.blocks[1](h)
+        return h + self.residual_conv(x)
+
+
+class ConditionalUnet1D(nn.Module):
+    """1-D U-Net: ``forward(sample (B, T, A), timestep (B,) or scalar, global_cond (B, G)) -> (B, T, A)``.
+
+    ``down_dims`` gives the channels per level; every level but the last halves the time axis. Chunks
+    whose length is not a multiple of ``2 ** (len(down_dims) - 1)`` are padded (replicating the last
+    step) inside and cropped back, so any T_p works.
+    """
+
+    def __init__(self, input_dim: int, global_cond_dim: int, diffusion_step_embed_dim: int = 128,
+                 down_dims: Sequence[int] = (256, 512, 1024), kernel_size: int = 5, n_groups: int = 8,
+                 cond_predict_scale: bool = True):
+        super().__init__()
+        down_dims = list(down_dims)
+        dsed = diffusion_step_embed_dim
+        self.input_dim = input_dim
+        self.global_cond_dim = global_cond_dim
+        self.diffusion_step_encoder = nn.Sequential(
+            SinusoidalPosEmb(dsed), nn.Linear(dsed, dsed * 4), nn.Mish(), nn.Linear(dsed * 4, dsed),
+        )
+        cond_dim = dsed + global_cond_dim
+        all_dims = [input_dim] + down_dims
+        in_out = list(zip(all_dims[:-1], all_dims[1:]))
+
+        def res(i, o):
+            return ConditionalResidualBlock1D(i, o, cond_dim, kernel_size, n_groups, cond_predict_scale)
+
+        self.down_modules = nn.ModuleList()
+        for ind, (d_in, d_out) in enumerate(in_out):
+            last = ind == len(in_out) - 1
+            self.down_modules.append(nn.ModuleList([
+                res(d_in, d_out), res(d_out, d_out),
+                nn.Conv1d(d_out, d_out, 3, stride=2, padding=1) if not last else nn.Identity(),
+            ]))
+        mid = down_dims[-1]
+        self.mid_modules = nn.ModuleList([res(mid, mid), res(mid, mid)])
+        self.up_modules = nn.ModuleList()
+        # Every up level doubles the time axis again; the skip of the full-resolution level is not used.
+        for d_in, d_out in reversed(in_out[1:]):
+            self.up_modules.append(nn.ModuleList([
+                res(d_out * 2, d_in), res(d_in, d_in), nn.ConvTranspose1d(d_in, d_in, 4, stride=2, padding=1),
+            ]))
+        self.final_conv = nn.Sequential(
+            Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
+            nn.Conv1d(down_dims[0], input_dim, 1),
+        )
+        self.time_multiple = 2 ** (len(down_dims) - 1)
+
+    def forward(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = sample.shape
+        if not torch.is_tensor(timestep):
+            timestep = torch.tensor([timestep], dtype=torch.long, device=sample.device)
+        elif timestep.ndim == 0:
+            timestep = timestep[None].to(sample.device)
+        timestep = timestep.expand(B)
+        cond = self.diffusion_step_encoder(timestep).to(sample.dtype)
+        if global_cond is not None:
+            cond = torch.cat([cond, global_cond.to(cond.dtype)], dim=-1)
+
+        x = sample.transpose(1, 2)  # (B, A, T)
+        pad = (-T) % self.time_multiple
+        if pad:
+            x = F.pad(x, (0, pad), mode="replicate")
+        skips = []
+        for res1, res2, down in self.down_modules:
+            x = res2(res1(x, cond), cond)
+            skips.append(x)
+            x = down(x)
+        for m in self.mid_modules:
+            x = m(x, cond)
+        for res1, res2, up in self.up_modules:
+            x = torch.cat([x, skips.pop()], dim=1)
+            x = res2(res1(x, cond), cond)
+            x = up(x)
+        x = self.final_conv(x)
+        return x[..., :T].transpose(1, 2)
