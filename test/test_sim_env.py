@@ -138,3 +138,32 @@ def test_success_needs_the_goal_radius():
 def test_bad_variant_is_a_clear_error():
     with pytest.raises(GenilError, match="variant 'maze'"):
         ArmEnv(variant="maze", render=False)
+
+
+def test_expert_replans_when_the_goal_changes():
+    env = ArmEnv(render=False)
+    expert = ScriptedExpert(env, seed=1)
+    obs, _ = env.reset(seed=0)
+    expert.act(obs)
+    obs, _ = env.reset(seed=1)  # a new episode without expert.reset()
+    for _ in range(60):
+        obs, _, term, trunc, info = env.step(expert.act(obs))
+        if term or trunc:
+            break
+    assert info["success"]
+
+
+def test_sim_cli_arguments_become_ros_parameters():
+    import argparse
+
+    from genil_ros.ros import sim_node
+
+    parser = argparse.ArgumentParser()
+    sim_node.add_arguments(parser)
+    argv = sim_node.ros_argv(parser.parse_args(["--variant", "reach", "--real-time-factor", "3", "--seed", "4"]))
+    assert argv[:2] == ["sim_node", "--ros-args"]
+    assert argv[argv.index("--params-file") + 1].endswith("config/sim_node.yaml")
+    for p in ("variant:=reach", "real_time_factor:=3.0", "seed:=4"):
+        assert p in argv
+    with pytest.raises(GenilError, match="nope.yaml"):
+        sim_node.ros_argv(parser.parse_args(["--params-file", "nope.yaml"]))
