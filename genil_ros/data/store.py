@@ -432,7 +432,8 @@ class EpisodeStore:
 
     # -- construction
     @classmethod
-    def open(cls, path: Union[str, os.PathLike]) -> "EpisodeStore":
+    def open(cls, path: Union[str, os.PathLike], cache_chunks: int = 64) -> "EpisodeStore":
+        """Open a store; ``cache_chunks``: decompressed chunks kept in the LRU cache (per process)."""
         p = Path(path)
         mp = p / "meta.json"
         if not mp.is_file():
@@ -447,7 +448,7 @@ class EpisodeStore:
         for key in ("episode_lengths", "joint_names", "control_rate_hz", "stats"):
             if key not in meta:
                 raise DataError(f"{mp}: key {key!r} is missing")
-        return cls(p, meta)
+        return cls(p, meta, cache_chunks=cache_chunks)
 
     @classmethod
     def create(cls, path: Union[str, os.PathLike], **kwargs) -> StoreWriter:
