@@ -116,6 +116,7 @@ class ArmEnv:
         self.dt = self.n_substeps * m.opt.timestep
 
         self._renderer = None
+        self._extra_renderers: dict = {}
         if self.render_enabled:
             try:
                 self._renderer = mujoco.Renderer(m, height=h, width=w)
@@ -161,17 +162,29 @@ class ArmEnv:
         truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
         return obs, float(reward), terminated, truncated, info
 
-    def render(self) -> np.ndarray:
-        """The ``front`` camera image (H, W, 3) uint8 RGB of the current state."""
+    def render(self, size: Optional[tuple] = None) -> np.ndarray:
+        """The ``front`` camera image (H, W, 3) uint8 RGB of the current state.
+
+        ``size`` = (height, width) renders at another size (e.g. for videos; up to 480 x 640) with a second
+        renderer kept for that size; the default is the observation's ``image_size``."""
         if self._renderer is None:
             raise GenilError("ArmEnv: created with render=False, so it has no camera image")
-        self._renderer.update_scene(self.data, camera=CAMERA_NAME)
-        return self._renderer.render().copy()
+        r = self._renderer
+        if size is not None and tuple(size) != self.image_size:
+            h, w = int(size[0]), int(size[1])
+            if not (0 < h <= 480 and 0 < w <= 640):
+                raise GenilError(f"ArmEnv: render size {tuple(size)} must be within (480, 640)")
+            r = self._extra_renderers.get((h, w))
+            if r is None:
+                r = self._extra_renderers[(h, w)] = self._mj.Renderer(self.model, height=h, width=w)
+        r.update_scene(self.data, camera=CAMERA_NAME)
+        return r.render().copy()
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for r in list(self._extra_renderers.values()) + ([self._renderer] if self._renderer is not None else []):
+            r.close()
+        self._extra_renderers = {}
+        self._renderer = None
 
     def __del__(self):
         try:

@@ -39,7 +39,7 @@ def _side(ee_xy: np.ndarray) -> Optional[str]:
 
 def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed: int = 1000, batch_size: int = 10,
                     max_steps: Optional[int] = None, video_path: Optional[str] = None, progress: bool = True,
-                    generator_seed: int = 0) -> dict:
+                    generator_seed: int = 0, video_size: Optional[tuple] = (288, 288)) -> dict:
     """Success rate and paths of ``policy`` over ``episodes`` episodes of the sim (episode i: seed + i)."""
     import torch
     from tqdm import tqdm
@@ -75,7 +75,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed:
             ee = [[o["ee_pos"][:2].copy()] for o in obs]
             record = video_path is not None and start == 0
             if record:
-                frames.append(obs[0]["image"])
+                frames.append(envs[0].render(video_size))
             while not all(done):
                 live = [i for i in range(n) if not done[i]]
                 state = np.stack([np.stack([_state(h, task.use_velocity) for h in hist[i]]) for i in live])
@@ -93,7 +93,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed:
                         steps[i] += 1
                         info[i] = inf
                         if record and i == 0:
-                            frames.append(o["image"])
+                            frames.append(envs[0].render(video_size))
                         if term or trunc:
                             done[i] = True
                             break
@@ -128,10 +128,10 @@ def _state(o: dict, use_velocity: bool) -> np.ndarray:
     return np.concatenate([o["joint_pos"], o["joint_vel"]]) if use_velocity else o["joint_pos"]
 
 
-def _write_video(path: str, frames: list, scale: int = 3, fps: int = 10) -> None:
+def _write_video(path: str, frames: list, fps: int = 10) -> None:
     import imageio.v2 as imageio
 
-    big = [np.kron(f, np.ones((scale, scale, 1), dtype=np.uint8)) for f in frames]
+    big = frames
     tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
     if path.lower().endswith(".gif"):
         imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
@@ -154,6 +154,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, help="number of denoising steps override")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
     parser.add_argument("--video", help="write the first episode as a GIF / MP4 here")
+    parser.add_argument("--video-size", type=int, nargs=2, default=[288, 288], metavar=("H", "W"),
+                        help="video frame size (rendered at this size, up to 480 x 640)")
     parser.add_argument("--json", help="write the full results as JSON here")
 
 
@@ -167,7 +169,8 @@ def run(args) -> int:
     policy = load_policy(model_path(args.checkpoint), device=args.device, use_ema=not args.no_ema)
     if args.scheduler or args.steps:
         policy.set_inference(args.scheduler or policy.inference_scheduler_name, args.steps or policy.num_inference_steps)
-    res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video)
+    res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
+                          video_size=tuple(args.video_size))
     print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
           f"collisions {res['collision_rate']:.2f}; sides of successes {res['sides_of_successes']}; "
           f"inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk (median, {policy.device})")
