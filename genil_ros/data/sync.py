@@ -94,12 +94,13 @@ def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode
         valid &= ok
     # a joint-state gap longer than episode_gap_s between two ticks always cuts
     breaks = np.zeros(len(ticks), dtype=bool)
-    if len(ticks) > 1:
+    if len(ticks) > 1 and len(ref) > 1:
+        big = np.r_[0, (np.diff(ref) > episode_gap_s * 1e9).astype(np.int64)]  # big[i]: gap before message i
+        cum = np.cumsum(big)
         ri = index[reference]
-        changed = np.r_[False, ri[1:] != ri[:-1]] & (ri > 0)
-        prev_gap = np.zeros(len(ticks), dtype=np.int64)
-        prev_gap[changed] = ref[ri[changed]] - ref[ri[changed] - 1]
-        breaks = changed & (prev_gap > episode_gap_s * 1e9)
+        a, b = ri[:-1], ri[1:]
+        have = (a >= 0) & (b >= 0)
+        breaks[1:] = have & (cum[np.maximum(b, 0)] - cum[np.maximum(a, 0)] > 0)
     spans = find_spans(valid, breaks)
     need = min_steps + (1 if next_state else 0)
     kept = [s for s in spans if s[1] - s[0] >= need]
