@@ -62,7 +62,8 @@ class ScriptedExpert:
         tau = min(1.0, self._k * self.env.dt / self._duration)
         s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5  # minimum jerk
         tip = self._point(s)
-        self._q = self.env.solve_ik(tip, q0=self._q, iters=50)
+        pitch = self._pitch0 + (E.TOOL_PITCH - self._pitch0) * min(1.0, 2.0 * s)  # straighten the tool gently
+        self._q = self.env.solve_ik(tip, q0=self._q, pitch=pitch, iters=50)
         return self._q.astype(np.float32)
 
     @property
@@ -74,6 +75,7 @@ class ScriptedExpert:
 
     def _make_plan(self, q_now: np.ndarray, goal: np.ndarray) -> None:
         start = self.env.forward_kinematics(q_now)
+        self._pitch0 = float(q_now[1] + q_now[2] + q_now[3])
         p0, p2 = start[:2], goal[:2]
         ctrl = None
         if self.env.has_obstacle:
