@@ -276,6 +276,9 @@ def test_cli_build_and_one_line_error(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 episodes, 11 steps" in r.stdout
     assert EpisodeStore.open(tmp_path / "ds").num_episodes == 1
+    r = subprocess.run([sys.executable, "-m", "genil_ros.cli", "dataset", "info", str(tmp_path / "ds")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "1 episodes, 11 steps at 10.0 Hz" in r.stdout and "sha256" in r.stdout
     r = subprocess.run(cmd + [str(tmp_path / "bag"), "-o", str(tmp_path / "ds")], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr

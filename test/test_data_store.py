@@ -143,6 +143,11 @@ def test_sequence_dataset_alignment_and_padding(tmp_path, in_memory):
     loader = torch.utils.data.DataLoader(ds, batch_size=5, shuffle=True)
     batch = next(iter(loader))
     assert batch["obs"]["front"].shape == (5, To, 3, 8, 10)
+    if not in_memory:  # forked workers reading chunks from shared descriptors get the right frames
+        ref = torch.stack([ds[i]["obs"]["front"] for i in range(len(ds))])
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork")
+        got = torch.cat([b["obs"]["front"] for b in loader])
+        assert torch.equal(got, ref)
 
 
 def test_sequence_dataset_episode_and_camera_selection(tmp_path):

@@ -260,7 +260,7 @@ class StoreWriter:
         if chunk_frames < 1:
             raise DataError(f"{self.path}: chunk_frames must be >= 1")
         if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path}: already exists (remove it or overwrite it)")
+            raise DataError(f"{self.path}: already exists (remove it, or overwrite it: --overwrite)")
         if self.path.exists() and not (self.path / "meta.json").is_file() and any(self.path.iterdir()):
             raise DataError(f"{self.path}: exists and is not a dataset; refusing to replace it")
         self.joint_names = list(joint_names)
@@ -536,15 +536,16 @@ class EpisodeStore:
         idx = self._idx.get((i, cam))
         if idx is None:
             idx = self._idx[(i, cam)] = np.load(self._dir(i) / f"{cam}.idx.npy")
-        f = self._files.get((i, cam))
-        if f is None:
+        fd = self._files.get((i, cam))
+        if fd is None:
             if len(self._files) > 256:
-                for fh in self._files.values():
-                    fh.close()
-                self._files.clear()
-            f = self._files[(i, cam)] = open(self._dir(i) / f"{cam}.zst", "rb")
-        f.seek(int(idx[c]))
-        blob = f.read(int(idx[c + 1] - idx[c]))
+                self.close()
+            fd = self._files[(i, cam)] = os.open(self._dir(i) / f"{cam}.zst", os.O_RDONLY)
+        # pread: no shared file offset, so forked DataLoader workers can share the descriptor
+        size = int(idx[c + 1] - idx[c])
+        blob = os.pread(fd, size, int(idx[c]))
+        if len(blob) != size:
+            raise DataError(f"{self._dir(i) / (cam + '.zst')}: truncated (chunk {c})")
         try:
             raw = _zstd().decompress(blob)
         except Exception as e:
@@ -582,8 +583,11 @@ class EpisodeStore:
         return out
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
+        for fd in self._files.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self._files.clear()
         self._cache.clear()
 
