@@ -1,0 +1,165 @@
+"""The training loop (over an in-memory torch Dataset) and `genil-ros train` over a real EpisodeStore:
+learning, EMA, checkpoints (periodic, pruned, final), TensorBoard scalars, seeding, --resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from genil_ros.cli import main as cli_main
+from genil_ros.config import config_from_dict
+from genil_ros.policy.checkpoint import load_policy
+from genil_ros.policy.train import dataset_stats, train_policy
+
+torch.set_num_threads(1)
+
+
+class LinearDemo(torch.utils.data.Dataset):
+    """action chunk = a fixed linear function of the last state (+ the step index): easy to learn."""
+
+    def __init__(self, n=96, T_o=2, T_p=8, D=3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.state = torch.rand(n, T_o, D, generator=g) * 2 - 1
+        ramp = torch.linspace(0, 0.5, T_p)[None, :, None]
+        self.action = self.state[:, -1:, :] * 0.8 + ramp
+
+    def __len__(self):
+        return len(self.state)
+
+    def __getitem__(self, i):
+        return {"obs": {"state": self.state[i]}, "action": self.action[i]}
+
+
+def tiny_cfg(**train):
+    t = {"batch_size": 16, "lr": 2e-3, "lr_warmup_steps": 5, "checkpoint_every_epochs": 1, "log_every_steps": 1,
+         "ema_decay": 0.9, "seed": 0}
+    t.update(train)
+    return config_from_dict({
+        "task": {"joint_names": ["a", "b", "c"], "horizon": {"n_obs_steps": 2, "horizon": 8, "n_action_steps": 4}},
+        "policy": {"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": 4},
+        "train": t,
+    })
+
+
+def test_training_loop_learns_and_writes_checkpoints(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = LinearDemo(320), LinearDemo(32, seed=1)
+    cfg = tiny_cfg(num_epochs=6)
+    out = tmp_path / "run"
+    final = train_policy(cfg, train, val, None, out, device="cpu", progress=False, keep=2, log=lambda *_: None)
+    assert final == out / "final"
+    meta = json.loads((final / "meta.json").read_text())
+    assert meta["extra"]["global_step"] == 6 * 20 and meta["extra"]["epoch"] == 6
+    assert (final / "training_state.pt").is_file()
+    # periodic checkpoints every epoch, only the newest 2 kept (the last epoch is the final one)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0004", "epoch_0005"]
+
+    ea = EventAccumulator(str(out / "tensorboard"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/loss", "val/action_mse"} <= tags
+    losses = [e.value for e in ea.Scalars("train/loss")]
+    assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5]), losses
+    lrs = [e.value for e in ea.Scalars("train/lr")]
+    assert lrs[0] < lrs[4] and lrs[-1] < max(lrs)  # warm-up, then cosine decay
+    # EMA weights (default) and raw weights are both loadable and differ
+    ema, raw = load_policy(out, device="cpu"), load_policy(out, device="cpu", use_ema=False)
+    k = "model.final_conv.1.weight"
+    assert not torch.equal(ema.state_dict()[k], raw.state_dict()[k])
+    # the normalizer came from the data
+    st = dataset_stats(train)
+    assert np.allclose(ema.normalizer.to_dict()["fields"]["action"]["max"], st["action"]["max"])
+
+
+def test_training_is_seeded(tmp_path):
+    cfg = tiny_cfg(max_steps=4)
+    a = train_policy(cfg, LinearDemo(48), None, None, tmp_path / "a", device="cpu", progress=False, log=lambda *_: None)
+    b = train_policy(cfg, LinearDemo(48), None, None, tmp_path / "b", device="cpu", progress=False, log=lambda *_: None)
+    pa, pb = load_policy(a, device="cpu", use_ema=False), load_policy(b, device="cpu", use_ema=False)
+    for k, v in pa.state_dict().items():
+        assert torch.equal(v, pb.state_dict()[k]), k
+    cfg.train.seed = 1
+    c = train_policy(cfg, LinearDemo(48), None, None, tmp_path / "c", device="cpu", progress=False, log=lambda *_: None)
+    pc = load_policy(c, device="cpu", use_ema=False)
+    assert not torch.equal(pc.state_dict()["model.final_conv.1.weight"], pa.state_dict()["model.final_conv.1.weight"])
+
+
+# --------------------------------------------------------------------------- the CLI over a real store
+
+
+def make_store(path, joints=("a", "b", "c"), n_eps=4, length=12, hw=(32, 32)):
+    from genil_ros.data.store import EpisodeStore
+
+    rng = np.random.default_rng(0)
+    w = EpisodeStore.create(path, joint_names=list(joints), cameras=[{"name": "front", "height": hw[0], "width": hw[1]}],
+                            control_rate_hz=10.0)
+    for e in range(n_eps):
+        t = np.arange(length, dtype=np.float64) / 10.0
+        state = np.stack([np.sin(t + e + j) for j in range(len(joints))], 1).astype(np.float32)
+        action = np.roll(state, -1, axis=0)
+        img = rng.integers(0, 256, (length, hw[0], hw[1], 3), dtype=np.uint8)
+        w.add_episode({"state": state, "action": action, "timestamp": t, "front": img})
+    return w.finalize()
+
+
+def write_cfg(path, joints=("a", "b", "c"), hw=(32, 32), **train):
+    t = {"batch_size": 8, "num_epochs": 2, "lr_warmup_steps": 2, "checkpoint_every_epochs": 1, "val_fraction": 0.25}
+    t.update(train)
+    d = {"task": {"joint_names": list(joints),
+                  "cameras": [{"name": "front", "topic": "/camera/image_raw", "height": hw[0], "width": hw[1]}],
+                  "horizon": {"n_obs_steps": 2, "horizon": 8, "n_action_steps": 4}},
+         "policy": {"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": 2,
+                    "vision": {"feature_dim": 8, "num_keypoints": 4}},
+         "train": t}
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_cli_train_on_episode_store_and_resume(tmp_path, capsys):
+    store = make_store(tmp_path / "ds")
+    cfg = write_cfg(tmp_path / "cfg.yaml")
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--dataset", str(store.path), "--out", str(out), "--device", "cpu",
+            "--no-progress"]
+    assert cli_main(args + ["--max-steps", "3"]) == 0
+    meta = json.loads((out / "final" / "meta.json").read_text())
+    assert meta["extra"]["global_step"] == 3
+    assert meta["extra"]["dataset"]["num_episodes"] == 4 and len(meta["extra"]["dataset"]["val_episodes"]) == 1
+    assert meta["extra"]["val_loss"] is not None
+    p = load_policy(out, device="cpu")
+    assert p.camera_names == ["front"]
+    # the normalizer was fitted from the store's statistics
+    st = store.stats()
+    assert np.allclose(p.normalizer.to_dict()["fields"]["state"]["min"], st["state"]["min"])
+    obs = {"state": torch.zeros(1, 2, 3), "front": torch.zeros(1, 2, 3, 32, 32, dtype=torch.uint8)}
+    assert p.predict_action(obs).shape == (1, 8, 3)
+
+    # the same --out again without --resume is refused, with a one-line error
+    assert cli_main(args + ["--max-steps", "3"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # --resume continues from the newest checkpoint up to the new step count
+    assert cli_main(args + ["--max-steps", "5", "--resume"]) == 0
+    meta2 = json.loads((out / "final" / "meta.json").read_text())
+    assert meta2["extra"]["global_step"] == 5
+    assert "resuming from" in capsys.readouterr().out
+
+
+def test_cli_train_errors_name_the_problem(tmp_path, capsys):
+    store = make_store(tmp_path / "ds", n_eps=2, length=6)
+    base = ["train", "--dataset", str(store.path), "--device", "cpu", "--no-progress"]
+    cfg = write_cfg(tmp_path / "joints.yaml", joints=("a", "b", "elbow"))
+    assert cli_main(base + ["--config", str(cfg), "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "joint_names" in err and "elbow" in err and len(err.strip().splitlines()) == 1
+    cfg = write_cfg(tmp_path / "size.yaml", hw=(48, 48))
+    assert cli_main(base + ["--config", str(cfg), "--out", str(tmp_path / "o2")]) == 2
+    assert "front" in capsys.readouterr().err
+    cfg = write_cfg(tmp_path / "ok.yaml")
+    assert cli_main(["train", "--config", str(cfg), "--dataset", str(tmp_path / "nope"), "--out",
+                     str(tmp_path / "o3"), "--device", "cpu"]) == 2
+    assert "nope" in capsys.readouterr().err
