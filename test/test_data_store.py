@@ -1,7 +1,6 @@
 """Episode store (write / read / atomicity) and the Diffusion-Policy SequenceDataset."""
 
 import json
-import os
 
 import numpy as np
 import pytest
