@@ -1,1 +1,10 @@
-"""data"""
+"""data: rosbags -> training dataset (no rclpy here).
+
+- ``bags.py``      reading rosbag2 (mcap / sqlite3, compressed or not) and ROS 1 bags through ``rosbags``
+- ``sync.py``      zero-order hold onto the control-rate timeline, staleness, spans
+- ``build.py``     ``genil-ros dataset build --config CFG BAGS... -o DIR`` (``build_dataset``)
+- ``store.py``     the on-disk episode store (``EpisodeStore``)
+- ``dataset.py``   the torch ``SequenceDataset`` and ``split_episodes``
+- ``images.py``    image / joint-state decoding shared with the ROS nodes
+- ``synthetic.py`` writing bags without ROS (tests, benchmarks)
+"""
