@@ -167,3 +167,18 @@ def test_sim_cli_arguments_become_ros_parameters():
         assert p in argv
     with pytest.raises(GenilError, match="nope.yaml"):
         sim_node.ros_argv(parser.parse_args(["--params-file", "nope.yaml"]))
+
+
+def test_rendering_then_importing_torch_compiler_does_not_crash():
+    """Mesa's EGL and triton both bring LLVM; rendering first must not make a later torch import segfault."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    code = ("from genil_ros.sim.env import ArmEnv\n"
+            "e = ArmEnv(seed=0); assert e.render().std() > 0\n"
+            "import triton, torch._dynamo\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

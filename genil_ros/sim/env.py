@@ -56,6 +56,21 @@ HOME_NOISE_RAD = 0.05
 MAX_EPISODE_STEPS = 80
 
 
+def _preload_triton() -> None:
+    """Load triton's LLVM before the GL library's (Mesa's software EGL, llvmpipe, brings its own LLVM).
+
+    In the other order the process segfaults as soon as torch imports triton (e.g. through torch._dynamo
+    when diffusers or torchvision load), so rendering first and importing the policy later would crash.
+    Costs a fraction of a second, and only where triton is installed and a renderer is made."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("triton") is not None:
+            import triton._C.libtriton  # noqa: F401
+    except Exception:
+        pass
+
+
 class ArmEnv:
     """Gymnasium-style arm task: ``reset(seed) -> (obs, info)``, ``step(action) -> (obs, r, term, trunc, info)``.
 
@@ -118,6 +133,7 @@ class ArmEnv:
         self._renderer = None
         self._extra_renderers: dict = {}
         if self.render_enabled:
+            _preload_triton()
             try:
                 self._renderer = mujoco.Renderer(m, height=h, width=w)
             except Exception as e:  # no GL: say how to fix it, in one line
