@@ -31,6 +31,7 @@ ML = [
     "safetensors>=0.4",
     "opencv-python-headless>=4.8",
     "rosbags>=0.10",
+    "backports.zstd; python_version<'3.14'",  # the dataset store's chunk compression (zstd)
     "mujoco>=3.1",
     "tqdm>=4.66",
     "tensorboard>=2.15",

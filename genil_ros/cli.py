@@ -14,6 +14,7 @@ from typing import Optional
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("genil_ros.ros.recorder_node", "record ROS 2 topics to a rosbag2 (mcap) without ros2 bag"),
+    "record-demos": ("genil_ros.ros.record_demos", "record scripted-expert demonstrations on the bundled sim"),
     "dataset": ("genil_ros.data.build", "build a training dataset from rosbags (dataset build ...)"),
     "train": ("genil_ros.policy.train", "train a diffusion policy (behaviour cloning) on a dataset"),
     "train-adversarial": ("genil_ros.adversarial.train", "GAIL / AMP discriminator + PPO on the bundled sim"),
