@@ -1,0 +1,345 @@
+"""`genil-ros demo` (`make demo`): the bundled MuJoCo arm driven by the diffusion policy over ROS 2.
+
+Two separate processes talk over real DDS, exactly as on a robot: ``sim_node`` (the arm: /joint_states,
+/camera/image_raw, /clock) and ``policy_node`` (lifecycle node, use_sim_time, JointTrajectory commands).
+This process only orchestrates: it resets episodes through the nodes' services, watches the sim's
+``~/status``, and at the end prints the success rate and the policy's latency figures, and writes
+
+  OUT/episode0.gif            the camera's view of the first episode
+  OUT/chunk_vs_executed.png   a predicted action chunk against the trajectory the arm then executed
+  OUT/summary.json            every episode and the figures
+
+``--retrain`` first makes the policy from scratch along the path a user follows with a real robot:
+record expert demonstrations over ROS 2 to rosbags -> build the dataset -> train -> evaluate, each
+stage with its own progress bar, then runs the closed loop with the new checkpoint.
+
+By default the demo runs on a ROS_DOMAIN_ID of its own (localhost only), so it never drives another
+robot on the network; ``--domain-id`` picks one to watch it with ``ros2 topic echo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from genil_ros.errors import GenilError
+
+DEFAULT_MODEL = "sim_obstacle_dp"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL,
+                        help=f"policy checkpoint directory or shipped model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--episodes", type=int, default=10, help="closed-loop episodes over ROS 2 (default 10)")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="sim speed (1 = real time; the policy node follows /clock)")
+    parser.add_argument("--device", default="auto", help="policy device: auto | cpu | cuda")
+    parser.add_argument("--output-mode", default="trajectory", choices=["trajectory", "position"],
+                        help="JointTrajectory (joint_trajectory_controller) or Float64MultiArray commands")
+    parser.add_argument("--seed", type=int, default=5000, help="seed of the first episode's scene")
+    parser.add_argument("--out", default="out/demo", help="where the GIF, plot and summary go (default out/demo)")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID to run on (default: a free one of its own, localhost only)")
+    parser.add_argument("--episode-timeout", type=float, default=10.0, help="sim seconds per episode (default 10)")
+    rt = parser.add_argument_group("retrain from scratch: record -> dataset -> train -> evaluate")
+    rt.add_argument("--retrain", action="store_true", help="make a new policy end to end before the demo")
+    rt.add_argument("--demos", type=int, default=150, help="expert demonstrations to record (default 150)")
+    rt.add_argument("--config", default="sim_task.yaml", help="experiment config for dataset and training")
+    rt.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    rt.add_argument("--eval-episodes", type=int, default=50, help="direct (no ROS) evaluation episodes")
+
+
+# --------------------------------------------------------------------------- retrain pipeline
+
+
+def _stage(title: str, argv: list[str]) -> None:
+    from genil_ros import cli
+
+    print(f"\n==> {title}\n    genil-ros {' '.join(argv)}", flush=True)
+    rc = cli.main(argv)
+    if rc != 0:
+        raise GenilError(f"stage '{title}' failed (exit {rc}); see the messages above")
+
+
+def retrain(args, out: Path) -> Path:
+    work = out / "retrain"
+    bags, dataset, run_dir = work / "bags", work / "dataset", work / "train"
+    _stage("1/4 record expert demonstrations over ROS 2 (rosbag2, mcap)",
+           ["record-demos", "--episodes", str(args.demos), "--out", str(bags), "--real-time-factor", "2"])
+    _stage("2/4 build the dataset from the bags",
+           ["dataset", "build", "--config", args.config, str(bags), "-o", str(dataset), "--overwrite"])
+    train = ["train", "--config", args.config, "--dataset", str(dataset), "--out", str(run_dir),
+             "--device", args.device]
+    if args.max_steps:
+        train += ["--max-steps", str(args.max_steps)]
+    _stage("3/4 train the diffusion policy", train)
+    ckpt = run_dir / "final"
+    if not ckpt.is_dir():
+        raise GenilError(f"{run_dir}: training wrote no final checkpoint")
+    _stage("4/4 evaluate on the sim (no ROS, batched)",
+           ["eval", "--checkpoint", str(ckpt), "--episodes", str(args.eval_episodes), "--device", args.device,
+            "--json", str(work / "eval.json")])
+    return ckpt
+
+
+# --------------------------------------------------------------------------- closed loop over ROS 2
+
+
+class _Watcher:
+    """The orchestrating node: services of both nodes, the sim's status, and what to plot."""
+
+    def __init__(self, node):
+        import threading
+
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
+        from std_srvs.srv import Trigger
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.node = node
+        self.lock = threading.Lock()
+        self.status: Optional[dict] = None
+        self.diag: dict = {}
+        self.frames: list = []
+        self.joints: list = []  # (t, positions) of the recorded episode
+        self.chunks: list = []  # (t0, [(dt, positions)]) of the recorded episode
+        self.recording = False
+        self.sim_reset = node.create_client(Trigger, "/sim_node/reset")
+        self.policy_reset = node.create_client(Trigger, "/policy_node/reset")
+        node.create_subscription(String, "/sim_node/status", self._on_status, 10)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
+        node.create_subscription(JointState, "/joint_states", self._on_joints, 50)
+        node.create_subscription(JointTrajectory, "/policy_node/predicted_chunk", self._on_chunk, 10)
+
+    @staticmethod
+    def _t(stamp) -> float:
+        return stamp.sec + stamp.nanosec * 1e-9
+
+    def _on_status(self, msg):
+        with self.lock:
+            self.status = json.loads(msg.data)
+
+    def _on_diag(self, msg):
+        for st in msg.status:
+            if "policy" in st.name:
+                with self.lock:
+                    self.diag = {kv.key: kv.value for kv in st.values}
+
+    def _on_image(self, msg):
+        if self.recording:
+            from genil_ros.data.images import decode_image
+
+            self.frames.append(decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data))
+
+    def _on_joints(self, msg):
+        if self.recording:
+            self.joints.append((self._t(msg.header.stamp), list(msg.position)))
+
+    def _on_chunk(self, msg):
+        if self.recording:
+            t0 = self._t(msg.header.stamp)
+            pts = [(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points]
+            self.chunks.append((t0, pts))
+
+    def call(self, client, what: str, timeout: float = 30.0) -> str:
+        from std_srvs.srv import Trigger
+
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise GenilError(f"{client.srv_name}: service not available after {timeout:.0f} s ({what})")
+        fut = client.call_async(Trigger.Request())
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not fut.done():
+            raise GenilError(f"{client.srv_name}: no answer within {timeout:.0f} s ({what})")
+        res = fut.result()
+        if not res.success:
+            raise GenilError(f"{client.srv_name}: {res.message}")
+        return res.message
+
+
+def _wait(pred, timeout: float, what: str, procs=()) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        for name, p in procs:
+            if not p.alive():
+                raise GenilError(f"{name} exited while waiting for {what}:\n{p.output()[-3000:]}")
+        time.sleep(0.05)
+    raise GenilError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def closed_loop(args, ckpt: Path, out: Path) -> dict:
+    import numpy as np
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from genil_ros.testing import ManagedProcess, isolated_ros_env, ros_domain
+
+    py = sys.executable
+    with ros_domain() as free_dom:
+        dom = args.domain_id if args.domain_id is not None else free_dom
+        env = isolated_ros_env(dom)
+        env.setdefault("MUJOCO_GL", "egl")
+        logs = out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        sim = ManagedProcess([py, "-m", "genil_ros.cli", "sim", "--real-time-factor", str(args.real_time_factor),
+                              "--seed", str(args.seed)], env, str(logs / "sim_node.log"))
+        pol = ManagedProcess([py, "-m", "genil_ros.cli", "policy", "--checkpoint", str(ckpt), "--device", args.device,
+                              "--output-mode", args.output_mode, "--use-sim-time"], env, str(logs / "policy_node.log"))
+        procs = [("sim_node", sim), ("policy_node", pol)]
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=dom)
+        node = rclpy.create_node("genil_demo", context=ctx)
+        watcher = _Watcher(node)
+        ex = MultiThreadedExecutor(context=ctx)
+        ex.add_node(node)
+        import threading
+
+        spin = threading.Thread(target=ex.spin, daemon=True)
+        spin.start()
+        episodes = []
+        try:
+            print(f"demo: sim_node + policy_node on ROS_DOMAIN_ID={dom} (logs in {logs})", flush=True)
+            _wait(lambda: watcher.diag.get("state") == "active", 180, "the policy node to load and activate", procs)
+            from tqdm import tqdm
+
+            bar = tqdm(range(args.episodes), desc="closed-loop episodes", unit="ep")
+            for k in bar:
+                watcher.recording = k == 0
+                info = json.loads(watcher.call(watcher.sim_reset, "reset the sim") or "{}")
+                watcher.call(watcher.policy_reset, "clear the policy's observation buffer")
+                ep_index = info.get("index", info.get("episode"))
+
+                def current():
+                    with watcher.lock:
+                        st = dict(watcher.status or {})
+                    if ep_index is not None and st.get("episode") != ep_index:
+                        return None
+                    return st
+
+                _wait(lambda: current() is not None, 30, "the sim's status for the new episode", procs)
+                end_wall = time.monotonic() + args.episode_timeout / max(args.real_time_factor, 0.05) * 3 + 30
+                while True:
+                    st = current() or {}
+                    if st.get("success") or st.get("episode_time", 0.0) >= args.episode_timeout:
+                        break
+                    if time.monotonic() > end_wall:
+                        raise GenilError("the sim's clock stopped advancing (see logs/sim_node.log)")
+                    for name, p in procs:
+                        if not p.alive():
+                            raise GenilError(f"{name} exited during episode {k}:\n{p.output()[-3000:]}")
+                    time.sleep(0.05)
+                watcher.recording = False
+                episodes.append({"episode": k, "seed": info.get("seed"), "success": bool(st.get("success")),
+                                 "collided": bool(st.get("collided")), "time_s": st.get("episode_time"),
+                                 "final_distance_m": st.get("distance")})
+                bar.set_postfix(success=f"{np.mean([e['success'] for e in episodes]):.2f}")
+            bar.close()
+            diag = dict(watcher.diag)
+        finally:
+            ex.shutdown()
+            node.destroy_node()
+            ctx.try_shutdown()
+            for _, p in procs:
+                p.stop()
+    return {"episodes": episodes, "diagnostics": diag, "frames": watcher.frames, "joints": watcher.joints,
+            "chunks": watcher.chunks}
+
+
+def _write_gif(path: Path, frames: list, fps: int = 20) -> None:
+    import cv2
+    import imageio.v2 as imageio
+
+    big = [cv2.resize(f, (f.shape[1] * 3, f.shape[0] * 3), interpolation=cv2.INTER_NEAREST) for f in frames]
+    tmp = path.with_name(path.name + ".tmp.gif")
+    imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
+    os.replace(tmp, path)
+
+
+def _plot_chunk(path: Path, joints: list, chunks: list, joint_names: list) -> bool:
+    """One predicted chunk (dashed) against what the arm did in the same time window (solid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not joints or not chunks:
+        return False
+    t0, pts = chunks[min(1, len(chunks) - 1)]  # the second chunk: mid-motion, after the first re-plan
+    tj = np.array([t for t, _ in joints])
+    qj = np.array([q for _, q in joints])
+    tp = np.array([t0 + dt for dt, _ in pts])
+    qp = np.array([q for _, q in pts])
+    fig, axes = plt.subplots(len(joint_names), 1, figsize=(7, 1.8 * len(joint_names)), sharex=True)
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        win = (tj >= tp[0] - 0.5) & (tj <= tp[-1] + 0.5)
+        ax.plot(tj[win] - tp[0], qj[win, i], "-", color="k", lw=1.5, label="executed (/joint_states)")
+        ax.plot(tp - tp[0], qp[:, i], "o--", color="tab:orange", ms=3, label="predicted chunk")
+        ax.set_ylabel(joint_names[i].replace("_joint", ""), fontsize=8)
+    np.atleast_1d(axes)[0].legend(fontsize=8, loc="best")
+    np.atleast_1d(axes)[-1].set_xlabel("time from the chunk's first published point [s]")
+    fig.suptitle("diffusion policy: predicted action chunk vs executed trajectory", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from genil_ros.paths import model_path
+
+    if args.episodes < 1:
+        raise GenilError(f"--episodes {args.episodes} must be >= 1")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.retrain:
+        ckpt = retrain(args, out)
+    else:
+        ckpt = model_path(args.checkpoint)
+        if not ckpt.is_dir():
+            raise GenilError(f"{args.checkpoint}: no such checkpoint directory or shipped model "
+                             f"(run `genil-ros demo --retrain` to make one from scratch)")
+    print(f"\n==> closed loop over ROS 2: {args.episodes} episodes with {ckpt}", flush=True)
+    res = closed_loop(args, ckpt, out)
+    eps, diag = res["episodes"], res["diagnostics"]
+    succ = float(np.mean([e["success"] for e in eps]))
+    summary = {"checkpoint": str(ckpt), "episodes": eps, "success_rate": succ,
+               "real_time_factor": args.real_time_factor, "policy_diagnostics": diag}
+    files = []
+    if res["frames"]:
+        _write_gif(out / "episode0.gif", res["frames"])
+        files.append(out / "episode0.gif")
+    from genil_ros.sim.env import JOINT_NAMES
+
+    if _plot_chunk(out / "chunk_vs_executed.png", res["joints"], res["chunks"], JOINT_NAMES):
+        files.append(out / "chunk_vs_executed.png")
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
+    files.append(out / "summary.json")
+
+    def d(key):
+        return diag.get(key, "n/a")
+
+    print(f"\nsuccess rate: {succ:.2f} ({sum(e['success'] for e in eps)}/{len(eps)} episodes, over ROS 2)")
+    print(f"policy on {d('device')}: inference latency median {d('inference_latency_median_ms')} ms, "
+          f"p99 {d('inference_latency_p99_ms')} ms; observation-to-command median "
+          f"{d('obs_to_command_latency_median_ms')} ms; control rate {d('measured_control_rate_hz')} Hz "
+          f"(nominal {d('control_rate_hz')})")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
