@@ -259,7 +259,7 @@ class AdversarialConfig:
     checkpoint_every_iters: int = 20
     eval_episodes: int = 20  # deterministic evaluation episodes at the end (success, motion distance)
     terminate_on_success: bool = False  # RL episodes: False = fixed length (reach and hold), no incentive to stall
-    disc_goal: bool = False  # append the (privileged) goal to the discriminator state: scripted-expert data only
+    disc_goal: bool = False  # append [goal, ee_pos - goal] (privileged) to the discriminator state: scripted expert only
 
     def validate(self, where: str) -> None:
         for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",

@@ -37,7 +37,8 @@ RUNS = {
     # name: (algo, overrides of the adversarial section)
     "task": ("amp", {"task_reward_weight": 1.0, "style_reward_weight": 0.0}),
     "amp": ("amp", {"task_reward_weight": 0.5, "style_reward_weight": 0.5}),
-    "gail": ("gail", {"task_reward_weight": 0.0, "style_reward_weight": 1.0, "disc_goal": True}),
+    "gail": ("gail", {"task_reward_weight": 0.0, "style_reward_weight": 1.0, "disc_goal": True,
+                      "disc_updates_per_iter": 4}),
 }
 
 BASE = {
@@ -89,7 +90,7 @@ def train_one(out: Path, variant: str, run: str, seed: int, steps: int) -> dict:
 def expert_reference(variant: str, seed: int) -> dict:
     """The scripted expert evaluated like a policy (fresh seeds) against its own training demos."""
     from genil_ros.adversarial.expert import run_episodes
-    from genil_ros.adversarial.metrics import classifier_accuracy, motion_w1, step_features
+    from genil_ros.adversarial.metrics import classifier_accuracy, motion_stats, motion_w1, step_features
     from genil_ros.adversarial.train import make_env, make_expert_actor, scripted_expert_set
     from genil_ros.adversarial.envs import ObsSpec
 
@@ -102,7 +103,24 @@ def expert_reference(variant: str, seed: int) -> dict:
     e = np.concatenate([step_features(x["state"], x["next_state"]) for x in demo.episodes])
     p = np.concatenate([step_features(x["state"], x["next_state"]) for x in log.episodes])
     return {"run": "expert", "seed": seed, "success_rate": log.success_rate, "task_return": log.mean_return,
-            "motion_w1": motion_w1(e, p), "classifier_accuracy": classifier_accuracy(e, p, seed=seed)}
+            "motion_w1": motion_w1(e, p), "classifier_accuracy": classifier_accuracy(e, p, seed=seed),
+            **motion_stats(log.episodes)}
+
+
+def reevaluate(out: Path, variant: str, run: str, seed: int) -> dict:
+    """Evaluate a finished run again from its checkpoint (same fixed evaluation episodes)."""
+    from genil_ros.adversarial.train import AdversarialTrainer, scripted_expert_set
+
+    d = out / f"{run}_s{seed}"
+    cfg = make_cfg(variant, run, seed)
+    expert, _ = scripted_expert_set(cfg, cfg.adversarial.expert_episodes, seed=seed + 777)
+    tr = AdversarialTrainer(cfg, cfg.adversarial.algo, expert, seed=seed)
+    tr.load(d / "checkpoint")
+    old = json.loads((d / "eval.json").read_text()) if (d / "eval.json").is_file() else {}
+    ev = tr.evaluate(cfg.adversarial.eval_episodes)
+    ev.update(run=run, seed=seed, variant=variant, env_steps=tr.env_steps, train_seconds=old.get("train_seconds"))
+    (d / "eval.json").write_text(json.dumps(ev, indent=2))
+    return ev
 
 
 def load_curves(d: Path) -> list[dict]:
@@ -171,18 +189,18 @@ def plot(out: Path, results: list[dict], expert: list[dict]) -> Path:
 
 
 def table(results: list[dict], expert: list[dict]) -> str:
-    rows = ["run     seeds  success        task_return     motion_w1      clf_acc"]
+    rows = ["run     seeds  success        task_return     motion_w1      clf_acc        step_mean      accel_mean"]
     for n in [*RUNS, "expert"]:
         rs = [r for r in results if r["run"] == n] if n != "expert" else expert
         if not rs:
             continue
 
         def ms(k):
-            v = [r[k] for r in rs]
+            v = [r.get(k, float("nan")) for r in rs]
             return f"{np.mean(v):6.3f}±{np.std(v):5.3f}"
 
         rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('task_return')}  {ms('motion_w1')}  "
-                    f"{ms('classifier_accuracy')}")
+                    f"{ms('classifier_accuracy')}  {ms('step_mean')}  {ms('accel_mean')}")
     return "\n".join(rows)
 
 
@@ -194,13 +212,21 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate finished runs from their checkpoints")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.plot_only:
+    if args.eval_only:
+        for seed in args.seeds:
+            for run in args.runs:
+                if (out / f"{run}_s{seed}" / "checkpoint").is_dir():
+                    print(f"{run} s{seed}: {reevaluate(out, args.variant, run, seed)}", flush=True)
+        expert = [expert_reference(args.variant, s) for s in args.seeds]
+        (out / "expert.json").write_text(json.dumps(expert, indent=2))
+    elif not args.plot_only:
         for seed in args.seeds:
             for run in args.runs:
                 train_one(out, args.variant, run, seed, args.steps)

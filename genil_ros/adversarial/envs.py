@@ -8,7 +8,8 @@ Observation contract (docs/interfaces.md, ``sim/env.py``): a dict with ``joint_p
 
 - policy (RL) input: ``[joint_pos, joint_vel, goal]`` (privileged goal, as the sim allows for RL);
 - discriminator state: ``joint_pos`` (+ ``joint_vel`` when ``task.use_velocity``), i.e. exactly the
-  dataset ``"state"`` vector recorded in bags (see ``discriminators.py``).
+  dataset ``"state"`` vector recorded in bags (see ``discriminators.py``); with ``adversarial.disc_goal``
+  (scripted-expert data only) also ``[goal, ee_pos - goal]``, a goal-conditioned discriminator.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ class ObsSpec:
         return np.concatenate([obs["joint_pos"], obs["joint_vel"], obs["goal"]]).astype(np.float32)
 
     def disc_state(self, obs: dict) -> np.ndarray:
-        parts = [obs["joint_pos"]] + ([obs["joint_vel"]] if self.use_velocity else []) + \
-            ([obs["goal"]] if self.use_goal else [])
+        parts = [obs["joint_pos"]] + ([obs["joint_vel"]] if self.use_velocity else [])
+        if self.use_goal:  # privileged task context: the goal and the tool tip's offset from it
+            g = np.asarray(obs["goal"], np.float32)
+            parts += [g, np.asarray(obs["ee_pos"], np.float32)[: len(g)] - g]
         return np.concatenate(parts).astype(np.float32)
 
 

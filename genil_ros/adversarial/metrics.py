@@ -3,6 +3,9 @@
 - ``motion_w1``: mean over feature dimensions of the 1-D Wasserstein-1 distance between expert and
   policy transition features ``[s, s' - s]`` (joint positions and per-tick joint steps), each dimension
   standardised by the expert's std. 0 = same marginal distributions.
+- ``motion_stats``: mean joint step per tick |q' - q| and mean joint "acceleration" |q'' - 2q' + q| (rad),
+  i.e. speed and smoothness of the motion, over the first ``window`` ticks of each episode (the motion,
+  not the hold at the goal).
 - ``classifier_accuracy``: balanced held-out accuracy of a fresh classifier (same MLP as GAIL's D) trained
   to tell expert from policy transitions. 0.5 = indistinguishable, 1.0 = trivially separable.
 """
@@ -14,7 +17,7 @@ import torch
 
 from genil_ros.adversarial.discriminators import Discriminator, gail_loss_from_logits
 
-__all__ = ["step_features", "motion_w1", "classifier_accuracy"]
+__all__ = ["step_features", "motion_w1", "classifier_accuracy", "motion_stats"]
 
 
 def step_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
@@ -59,3 +62,16 @@ def classifier_accuracy(expert: np.ndarray, policy: np.ndarray, seed: int = 0, s
         acc_e = (d(torch.as_tensor(ete)) > 0).float().mean().item()
         acc_p = (d(torch.as_tensor(pte)) < 0).float().mean().item()
     return 0.5 * (acc_e + acc_p)
+
+
+def motion_stats(episodes, window: int = 30, num_joints: int = None) -> dict:
+    steps, accs = [], []
+    for e in episodes:
+        q = np.concatenate([e["state"][:1], e["next_state"]], 0)[: window + 1]
+        if num_joints:
+            q = q[:, :num_joints]
+        d = np.diff(q, axis=0)
+        steps.append(np.abs(d).mean())
+        if len(d) > 1:
+            accs.append(np.abs(np.diff(d, axis=0)).mean())
+    return {"step_mean": float(np.mean(steps)), "accel_mean": float(np.mean(accs)) if accs else 0.0}

@@ -214,7 +214,7 @@ class AdversarialTrainer:
     def evaluate(self, episodes: int, seed: int = 10_000) -> dict:
         """Deterministic policy on fixed seeds: success, task return and motion distance to the expert."""
         from genil_ros.adversarial.expert import run_episodes, transitions
-        from genil_ros.adversarial.metrics import classifier_accuracy, motion_w1, step_features
+        from genil_ros.adversarial.metrics import classifier_accuracy, motion_stats, motion_w1, step_features
 
         env = make_env(self.cfg, seed)
 
@@ -236,7 +236,8 @@ class AdversarialTrainer:
         return {"success_rate": log.success_rate, "task_return": log.mean_return,
                 "mean_length": float(np.mean(log.lengths)), "motion_w1": motion_w1(exp, pol),
                 "classifier_accuracy": classifier_accuracy(exp, pol, seed=self.seed),
-                "disc_reward": ev["reward_policy"], "disc_acc_policy": ev["acc_policy"], "episodes": episodes}
+                "disc_reward": ev["reward_policy"], "disc_acc_policy": ev["acc_policy"], "episodes": episodes,
+                **motion_stats(log.episodes, num_joints=self.num_joints)}
 
     # ---- checkpoints
     def meta(self) -> dict:
