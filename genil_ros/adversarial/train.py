@@ -124,7 +124,7 @@ class AdversarialTrainer:
                        max_grad_norm=a.max_grad_norm, seed=self.seed)
         self.disc = DiscriminatorTrainer(algo, self.expert_features, hidden=a.disc_hidden, lr=a.disc_lr,
                                          weight_decay=a.disc_weight_decay, logit_reg=a.disc_logit_reg,
-                                         grad_penalty=a.grad_penalty if algo == "amp" or a.grad_penalty else 0.0,
+                                         grad_penalty=a.grad_penalty,
                                          batch_size=a.disc_batch_size, replay_size=a.replay_buffer_size,
                                          seed=self.seed)
         self.iteration = 0
