@@ -644,7 +644,11 @@ class PolicyNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             self._reset_runtime()
             self._active = True
-            self._control_timer = self.create_timer(self._period_s, self._on_tick, callback_group=self._g_control)
+            if self._control_timer is None:
+                self._control_timer = self.create_timer(self._period_s, self._on_tick,
+                                                        callback_group=self._g_control)
+            else:
+                self._control_timer.reset()
         self.get_logger().info(f"active: commanding {self._command_topic} at {1.0 / self._period_s:g} Hz "
                                f"({self._settings.output_mode} mode)")
         return TransitionCallbackReturn.SUCCESS
@@ -786,8 +790,7 @@ class PolicyNode(LifecycleNode):
     def _stop_commanding(self, reason: str) -> None:
         with self._lock:
             if self._control_timer is not None:
-                self.destroy_timer(self._control_timer)
-                self._control_timer = None
+                self._control_timer.cancel()  # destroyed at cleanup; destroying it here races the executor
             if self._active:
                 self._hold(reason, self.get_clock().now().nanoseconds, log=False)
             self._active = False
@@ -956,6 +959,8 @@ class PolicyNode(LifecycleNode):
                 reason = self._fault
             elif stale is not None:
                 reason = stale
+            elif not self._window.full():
+                reason = f"waiting for {self._spec.n_obs_steps} consecutive fresh observations"
             else:
                 reason = "waiting for the first action chunk"
             self._hold(reason, now_ns)
@@ -1162,6 +1167,7 @@ def main(argv: Optional[list] = None) -> int:
         except Exception as e:
             node.get_logger().error(f"stopping: {type(e).__name__}: {e}")
         executor.shutdown(timeout_sec=2.0)
+        executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

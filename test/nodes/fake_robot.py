@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-clock", type=float, default=None, help="publish /clock starting at this many seconds")
     ap.add_argument("--node-name", default="policy_node")
     ap.add_argument("--init", default="0.1,-0.2,0.3")
+    ap.add_argument("--record-published", action="store_true", help="also record the stamps it publishes")
     args = ap.parse_args(argv)
 
     from builtin_interfaces.msg import Time  # noqa: F401
@@ -112,7 +113,10 @@ def main(argv=None) -> int:
             del names[k], values[k]
         if mode == "nan":
             values = [math.nan] * len(values)
-        js_pub.publish(joint_state_msg(names, values, now_ns(), velocity=[0.0] * len(values)))
+        stamp = now_ns()
+        js_pub.publish(joint_state_msg(names, values, stamp, velocity=[0.0] * len(values)))
+        if args.record_published:
+            record("pub_joints", stamp_ns=stamp)
 
     def publish_images():
         mode = state["mode"]
@@ -136,6 +140,8 @@ def main(argv=None) -> int:
                 if mode == "garbage":
                     msg.data = bytes(10)
             pub.publish(msg)
+        if args.record_published:
+            record("pub_image", stamp_ns=stamp)
 
     node.create_timer(1.0 / args.rate, publish_joints)
     if cam_pubs:
