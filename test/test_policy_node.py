@@ -194,7 +194,7 @@ def test_receding_horizon_and_holding_on_bad_inputs(spawn, ros_context, tmp_path
         # each bad input: the node holds (one hold command at the last commanded position, then
         # nothing), says why in /diagnostics, and resumes by itself when the input is good again
         cases = [("silent", "/joint_states"), ("bad_encoding", "32FC1"), ("missing_joint", "missing joint"),
-                 ("nan", "non-finite"), ("garbage", "/camera/image_raw")]
+                 ("nan", "non-finite"), ("huge", "NaN/Inf"), ("garbage", "/camera/image_raw")]
         for mode, why in cases:
             t_bad = tester.set_mode(mode, rec)
             time.sleep(2.0)
@@ -231,6 +231,7 @@ def test_receding_horizon_and_holding_on_bad_inputs(spawn, ros_context, tmp_path
 def test_lifecycle_services_position_mode_and_sim_time(spawn, ros_context, tmp_path):
     ck = make_checkpoint(tmp_path / "ck", camera=True, compressed=True, camera_topic="/cam/compressed")
     other = make_checkpoint(tmp_path / "other", joints=("x", "y"))
+    diverged = make_checkpoint(tmp_path / "diverged", camera=True, compressed=True, nan_weights=True)
     rec = tmp_path / "robot.jsonl"
     robot = spawn([sys.executable, NODES / "fake_robot.py", "--record", rec, "--camera", "/cam/compressed",
                    "--compressed", "--sim-clock", "1000"], extra_env=ENV, name="robot")
@@ -265,6 +266,9 @@ def test_lifecycle_services_position_mode_and_sim_time(spawn, ros_context, tmp_p
         assert tester.set_param("checkpoint", str(other))
         resp = tester.trigger("reload")
         assert not resp.success and "joint_names" in resp.message  # kept the running model
+        assert tester.set_param("checkpoint", str(diverged))
+        resp = tester.trigger("reload")
+        assert not resp.success and "NaN" in resp.message, resp.message
         t_mid = time.time_ns()
         wait_for(lambda: len(kinds(read_record(rec), "position", t_mid)) >= 10, 30, "commands after reload", procs)
 

@@ -220,6 +220,20 @@ def zero_obs(spec: ModelSpec) -> dict:
     return obs
 
 
+def warm_up(model: ChunkModel, where: str) -> float:
+    """One inference on a zero observation; CheckpointError if it fails or gives NaN/Inf. Returns seconds."""
+    t0 = time.perf_counter()
+    try:
+        chunk = check_chunk(model(zero_obs(model.spec)), model.spec, where=where)
+    except GenilError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{where}: warm-up inference failed: {type(e).__name__}: {e}") from None
+    if not np.all(np.isfinite(chunk)):
+        raise CheckpointError(f"{where}: the policy outputs NaN/Inf (diverged weights?)")
+    return time.perf_counter() - t0
+
+
 def check_chunk(chunk: np.ndarray, spec: ModelSpec, where: str = "model") -> np.ndarray:
     chunk = np.asarray(chunk, dtype=np.float64)
     if chunk.shape != (spec.horizon, spec.action_dim):
@@ -717,10 +731,7 @@ class PolicyNode(LifecycleNode):
         rate = s.control_rate_hz or rate
         safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
 
-        # warm-up: one inference (allocations, kernels, CUDA graph replay)
-        t0 = time.perf_counter()
-        check_chunk(model(zero_obs(spec)), spec, where=s.checkpoint)
-        warm_s = time.perf_counter() - t0
+        warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
 
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -1108,7 +1119,7 @@ class PolicyNode(LifecycleNode):
             if why:
                 raise GenilError(f"{s.checkpoint}: does not fit the running task: {why} "
                                  f"(deactivate, cleanup and configure to switch tasks)")
-            check_chunk(model(zero_obs(model.spec)), model.spec, where=s.checkpoint)
+            warm_up(model, s.checkpoint)
         except Exception as e:
             msg = str(e) if isinstance(e, GenilError) else f"{type(e).__name__}: {e}"
             self.get_logger().error(f"reload failed, keeping {old.description}: {msg}")

@@ -10,6 +10,7 @@ time by publishing a std_msgs/String on ``/fake_robot/mode`` (reliable, transien
   bad_encoding   images with an unsupported encoding ("32FC1"); joint states normal
   missing_joint  joint states without the first joint; images normal
   nan            joint states with NaN positions; images normal
+  huge           joint states with absurd but finite positions (3e38): the policy's output overflows to NaN
   garbage        images with garbage bytes (a CompressedImage that does not decode, or a short Image)
 
 Usage: fake_robot.py --record out.jsonl --joints a,b,c [--camera /camera/image_raw [--compressed]]
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
             del names[k], values[k]
         if mode == "nan":
             values = [math.nan] * len(values)
+        if mode == "huge":
+            values = [3e38] * len(values)
         stamp = now_ns()
         js_pub.publish(joint_state_msg(names, values, stamp, velocity=[0.0] * len(values)))
         if args.record_published:

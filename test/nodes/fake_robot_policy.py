@@ -11,7 +11,7 @@ from typing import Sequence
 def make_checkpoint(path, joints: Sequence[str] = ("a", "b", "c"), camera: bool = False, image_hw=(32, 32),
                     compressed: bool = False, camera_topic: str = "/camera/image_raw", seed: int = 0,
                     horizon=(2, 8, 4), control_rate_hz: float = 10.0, inference_steps: int = 5,
-                    action_range=(-1.0, 1.0), down_dims=(16, 32)) -> Path:
+                    action_range=(-1.0, 1.0), down_dims=(16, 32), nan_weights: bool = False) -> Path:
     import torch
 
     from genil_ros.config import config_from_dict
@@ -31,4 +31,8 @@ def make_checkpoint(path, joints: Sequence[str] = ("a", "b", "c"), camera: bool 
     lo, hi = action_range
     policy.normalizer.fit("state", [lo] * n, [hi] * n)
     policy.normalizer.fit("action", [lo] * n, [hi] * n)
+    if nan_weights:  # a diverged training run
+        with torch.no_grad():
+            for prm in policy.model.parameters():
+                prm.fill_(float("nan"))
     return save_checkpoint(Path(path), policy, extra={"note": "untrained test checkpoint"})
