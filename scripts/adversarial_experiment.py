@@ -38,7 +38,7 @@ RUNS = {
     "task": ("amp", {"task_reward_weight": 1.0, "style_reward_weight": 0.0}),
     "amp": ("amp", {"task_reward_weight": 0.5, "style_reward_weight": 0.5}),
     "gail": ("gail", {"task_reward_weight": 0.0, "style_reward_weight": 1.0, "disc_goal": True,
-                      "disc_updates_per_iter": 4}),
+                      "disc_updates_per_iter": 2, "expert_episodes": 200}),
 }
 
 BASE = {
@@ -104,7 +104,7 @@ def expert_reference(variant: str, seed: int) -> dict:
     p = np.concatenate([step_features(x["state"], x["next_state"]) for x in log.episodes])
     return {"run": "expert", "seed": seed, "success_rate": log.success_rate, "task_return": log.mean_return,
             "motion_w1": motion_w1(e, p), "classifier_accuracy": classifier_accuracy(e, p, seed=seed),
-            **motion_stats(log.episodes)}
+            "final_distance": float(np.mean(log.final_distance)), **motion_stats(log.episodes)}
 
 
 def reevaluate(out: Path, variant: str, run: str, seed: int) -> dict:
@@ -189,7 +189,8 @@ def plot(out: Path, results: list[dict], expert: list[dict]) -> Path:
 
 
 def table(results: list[dict], expert: list[dict]) -> str:
-    rows = ["run     seeds  success        task_return     motion_w1      clf_acc        step_mean      accel_mean"]
+    rows = ["run     seeds  success        final_dist_m   task_return     motion_w1      clf_acc        step_mean      "
+            "accel_mean"]
     for n in [*RUNS, "expert"]:
         rs = [r for r in results if r["run"] == n] if n != "expert" else expert
         if not rs:
@@ -199,7 +200,7 @@ def table(results: list[dict], expert: list[dict]) -> str:
             v = [r.get(k, float("nan")) for r in rs]
             return f"{np.mean(v):6.3f}±{np.std(v):5.3f}"
 
-        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('task_return')}  {ms('motion_w1')}  "
+        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('final_distance')}  {ms('task_return')}  {ms('motion_w1')}  "
                     f"{ms('classifier_accuracy')}  {ms('step_mean')}  {ms('accel_mean')}")
     return "\n".join(rows)
 

@@ -131,6 +131,7 @@ class EpisodeLog:
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     episodes: list[dict] = field(default_factory=list)  # {"state", "action", "next_state"} per episode
+    final_distance: list[float] = field(default_factory=list)  # info["distance"] at the end (tip to goal), if given
 
     @property
     def success_rate(self) -> float:
@@ -165,6 +166,8 @@ def run_episodes(env, actor: Callable[[dict], np.ndarray], n: int, seed: int, ma
             if term or trunc:
                 break
         log.success.append(succ)
+        if "distance" in info:
+            log.final_distance.append(float(info["distance"]))
         log.returns.append(ret)
         log.lengths.append(len(S))
         log.episodes.append({"state": np.stack(S), "action": np.stack(A), "next_state": np.stack(S2)})

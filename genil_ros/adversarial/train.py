@@ -237,6 +237,7 @@ class AdversarialTrainer:
                 "mean_length": float(np.mean(log.lengths)), "motion_w1": motion_w1(exp, pol),
                 "classifier_accuracy": classifier_accuracy(exp, pol, seed=self.seed),
                 "disc_reward": ev["reward_policy"], "disc_acc_policy": ev["acc_policy"], "episodes": episodes,
+                "final_distance": float(np.mean(log.final_distance)) if log.final_distance else float("nan"),
                 **motion_stats(log.episodes, num_joints=self.num_joints)}
 
     # ---- checkpoints
