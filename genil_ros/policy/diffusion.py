@@ -172,13 +172,16 @@ class DiffusionPolicy(nn.Module):
         if K > 1:
             cond = cond.repeat_interleave(K, dim=0)
         sched = self.inference_scheduler
-        sched.set_timesteps(self.num_inference_steps, device=dev)
+        # The scheduler's own bookkeeping stays on the CPU (its table look-ups then need no GPU sync);
+        # the network gets the steps on the device.
+        sched.set_timesteps(self.num_inference_steps)
+        steps_dev = sched.timesteps.to(dev)
         x = randn_tensor((B * K, self.horizon, self.action_dim), generator=generator, device=dev, dtype=torch.float32)
         x = x * sched.init_noise_sigma
         kw = {"generator": generator} if self._step_takes_generator else {}
-        for t in sched.timesteps:
+        for i, t in enumerate(sched.timesteps):
             model_in = sched.scale_model_input(x, t)
-            out = self._net(model_in, t.expand(B * K) if t.ndim == 0 else t, cond)
+            out = self._net(model_in, steps_dev[i].expand(B * K), cond)
             x = sched.step(out, t, x, **kw).prev_sample
         x = x.clamp(-1.0, 1.0)
         act = self.normalizer.unnormalize("action", x)

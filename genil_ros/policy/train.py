@@ -260,6 +260,10 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
 
     if len(train_set) == 0:
         raise DataError("training set is empty (no samples)")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image and chunk sizes
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     # ---- resume or fresh start
     ckpt = None
@@ -320,7 +324,7 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     lr_sched = get_scheduler("cosine", optimizer, num_warmup_steps=min(tc.lr_warmup_steps, total_steps),
                              num_training_steps=total_steps)
-    ema = EMAModel(policy.parameters(), decay=tc.ema_decay, use_ema_warmup=True, power=tc.ema_power)
+    ema = EMAModel(policy.parameters(), decay=tc.ema_decay, use_ema_warmup=True, power=tc.ema_power, foreach=True)
     amp = _amp_dtype(tc.mixed_precision, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     start_epoch, global_step = 0, 0
