@@ -225,7 +225,7 @@ class _GraphedNet:
 
         def run():
             if graph_dtype is not None:
-                with torch.autocast("cuda", dtype=graph_dtype):
+                with torch.autocast("cuda", dtype=graph_dtype, cache_enabled=False):  # no cached casts across capture
                     return policy.model(self.x, self.t, self.cond).float()
             return policy.model(self.x, self.t, self.cond)
 
