@@ -110,7 +110,9 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
     diags = [r for r in rec if r["kind"] == "diag"]
     inf = float(diags[-1]["values"].get("inference_latency_median_ms", "nan")) if diags else float("nan")
     inf99 = float(diags[-1]["values"].get("inference_latency_p99_ms", "nan")) if diags else float("nan")
-    return {"commands": len(cmds), "chunks": len(first_use), "lat_med": np.median(lat) * 1e3,
+    dv = diags[-1]["values"] if diags else {}
+    return {"commands": len(cmds), "chunks": len(first_use), "holds": float(dv.get("holds", "nan")),
+            "missed": float(dv.get("missed_ticks", "nan")), "stale": float(dv.get("stale_ticks", "nan")), "lat_med": np.median(lat) * 1e3,
             "lat_p99": np.percentile(lat, 99) * 1e3, "jit_med": np.median(jitter) * 1e3,
             "jit_p99": np.percentile(jitter, 99) * 1e3, "inf_med": inf, "inf_p99": inf99}
 
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     print("# 10 Hz control, T_o=2 T_p=16 T_a=8, sim_task.yaml network, DDIM "
           f"{args.steps} steps; robot: joints 50 Hz, camera 96x96 rgb8 30 Hz; {args.runs} runs x {args.seconds:g} s")
     print(f"{'model':8} {'device':6} | {'obs->cmd med':>12} {'p99':>7} | {'jitter med':>10} {'p99':>6} | "
-          f"{'infer med':>9} {'p99':>7} | cmds chunks   (ms; per run, then median of runs)")
+          f"{'infer med':>9} {'p99':>7} | cmds chunks holds missed stale  (ms; per run, then median of runs)")
     with tempfile.TemporaryDirectory(prefix="genil_bench_") as tmp, ros_domain() as dom:
         work = Path(tmp)
         env = isolated_ros_env(dom)
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
                     rows.append(r)
                     print(f"{model:8} {device:6} | {r['lat_med']:12.1f} {r['lat_p99']:7.1f} | {r['jit_med']:10.2f} "
                           f"{r['jit_p99']:6.2f} | {r['inf_med']:9.1f} {r['inf_p99']:7.1f} | {r['commands']:4d} "
-                          f"{r['chunks']:6d}", flush=True)
+                          f"{r['chunks']:6d} {r['holds']:5.0f} {r['missed']:6.0f} {r['stale']:5.0f}", flush=True)
                 m = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
                 print(f"{model:8} {device:6} | {m['lat_med']:12.1f} {m['lat_p99']:7.1f} | {m['jit_med']:10.2f} "
                       f"{m['jit_p99']:6.2f} | {m['inf_med']:9.1f} {m['inf_p99']:7.1f} |   MEDIAN OF {args.runs} RUNS",

@@ -201,7 +201,7 @@ class DiffusionChunkModel(ChunkModel):
     def __call__(self, obs: dict) -> np.ndarray:
         torch = self._torch
         t_obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a CUDA graph's static buffers are normal tensors
             chunk = self.policy.predict_action(t_obs, generator=self._gen)
         return chunk[0].detach().to("cpu", torch.float64).numpy()
 
@@ -729,6 +729,9 @@ class PolicyNode(LifecycleNode):
             cams.append(CameraInput(c.name, topic, bool(comp), c.height, c.width))
         joint_topic = s.joint_states_topic or joint_topic
         rate = s.control_rate_hz or rate
+        if abs(rate - spec.control_rate_hz) > 1e-6:
+            self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
+                                      f"policy was trained at: each action is held for another duration than in training")
         safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
 
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
