@@ -15,7 +15,15 @@ from genil_ros.config import config_from_dict
 from genil_ros.policy.checkpoint import load_policy
 from genil_ros.policy.train import dataset_stats, train_policy
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small networks on a shared 2-core machine: one thread is faster (no OpenMP oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class LinearDemo(torch.utils.data.Dataset):
