@@ -205,6 +205,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.05
     checkpoint_every_epochs: int = 10
+    val_every_epochs: int = 1  # validation loss (EMA weights) and one batch's denoised-chunk error
     num_workers: int = 0
     log_every_steps: int = 10
 
@@ -217,6 +218,7 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, where + ".ema_decay", "must be in [0, 1)")
         _check(0 <= self.val_fraction < 1, where + ".val_fraction", "must be in [0, 1)")
         _check(self.checkpoint_every_epochs >= 1, where + ".checkpoint_every_epochs", "must be >= 1")
+        _check(self.val_every_epochs >= 1, where + ".val_every_epochs", "must be >= 1")
         _check(self.num_workers >= 0, where + ".num_workers", "must be >= 0")
 
 

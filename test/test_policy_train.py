@@ -57,7 +57,7 @@ def test_training_loop_learns_and_writes_checkpoints(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train, val = LinearDemo(320), LinearDemo(32, seed=1)
-    cfg = tiny_cfg(num_epochs=6)
+    cfg = tiny_cfg(num_epochs=6, val_every_epochs=2)
     out = tmp_path / "run"
     final = train_policy(cfg, train, val, None, out, device="cpu", progress=False, keep=2, log=lambda *_: None)
     assert final == out / "final"
@@ -71,6 +71,7 @@ def test_training_loop_learns_and_writes_checkpoints(tmp_path):
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
     assert {"train/loss", "train/lr", "val/loss", "val/action_mse"} <= tags
+    assert [e.step for e in ea.Scalars("val/loss")] == [40, 80, 120]  # every 2nd epoch of 20 steps
     losses = [e.value for e in ea.Scalars("train/loss")]
     assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:5]), losses
     lrs = [e.value for e in ea.Scalars("train/lr")]

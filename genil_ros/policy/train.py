@@ -350,7 +350,8 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
     if dist_.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(policy, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # buffers (normalizer, ImageNet mean/std) are constants, identical on every rank: no broadcast
+        model = DDP(policy, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
 
     writer = None
     if dist_.main:
@@ -438,15 +439,17 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
             last_train = running / max(count, 1)
             done = epoch + 1
             if dist_.main:
-                last_val, val_mse = validate()
+                finished = done >= num_epochs or global_step >= total_steps
                 writer.add_scalar("train/epoch_loss", last_train, global_step)
                 writer.add_scalar("train/epoch_time_s", time.time() - t0, global_step)
-                if last_val is not None:
-                    writer.add_scalar("val/loss", last_val, global_step)
-                    writer.add_scalar("val/action_mse", val_mse, global_step)
+                if done % tc.val_every_epochs == 0 or finished:
+                    val, val_mse = validate()
+                    if val is not None:  # otherwise the latest value stays in last_val
+                        last_val = val
+                        writer.add_scalar("val/loss", val, global_step)
+                        writer.add_scalar("val/action_mse", val_mse, global_step)
                 bar.set_postfix(loss=f"{last_train:.4f}", val=f"{last_val:.4f}" if last_val is not None else "-",
                                 epoch=done)
-                finished = done >= num_epochs or global_step >= total_steps
                 if done % tc.checkpoint_every_epochs == 0 and not finished:
                     save(out / "checkpoints" / f"epoch_{done:04d}", done, last_val, last_train)
                     _prune(out / "checkpoints", keep)
