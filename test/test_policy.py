@@ -294,3 +294,37 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["ck"]  # no temp dir left behind
     q = load_policy(d, device="cpu", use_ema=False)
     assert all(torch.equal(q.state_dict()[k], v) for k, v in p.state_dict().items())
+
+
+def test_checkpoint_survives_sigkill_mid_save(tmp_path):
+    """A process that keeps re-saving one checkpoint is killed at random moments: what is on disk
+    always loads (the directory, or the previous one moved aside), and the next save cleans up."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = make_policy()
+    d = save_checkpoint(tmp_path / "ck", p)
+    script = (
+        "import sys, torch; sys.path.insert(0, sys.argv[2]); torch.set_num_threads(1)\n"
+        "from test_policy import make_policy\n"
+        "from genil_ros.policy.checkpoint import save_checkpoint\n"
+        "p = make_policy(seed=1)\n"
+        "print('ready', flush=True)\n"
+        "while True: save_checkpoint(sys.argv[1], p)\n"
+    )
+    for delay in (0.05, 0.23):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(d), os.path.dirname(__file__)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        q = load_policy(d, device="cpu")
+        assert q.cfg.task.joint_names == ["a", "b", "c"]
+    save_checkpoint(d, p)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ck"]

@@ -131,7 +131,24 @@ def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torc
             os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+    _clean_stale(target)
     return target
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove ``<target>.tmp-<pid>`` / ``.old-<pid>`` left by saves that were killed (their pid is gone)."""
+    for p in target.parent.glob(glob.escape(target.name) + ".*-*"):
+        kind, _, pid = p.name[len(target.name) + 1:].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (another process saving)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _json_default(o):
