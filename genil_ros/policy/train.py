@@ -237,8 +237,7 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
-    from genil_ros.policy.checkpoint import (check_task_compatible, load_policy, load_training_state,
-                                             resolve_device, save_checkpoint)
+    from genil_ros.policy.checkpoint import load_policy, load_training_state, resolve_device, save_checkpoint
     from genil_ros.policy.diffusion import DiffusionPolicy
 
     tc = cfg.train

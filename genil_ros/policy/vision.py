@@ -13,7 +13,6 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from genil_ros.errors import CheckpointError
 
