@@ -140,7 +140,11 @@ def node_cmd(*params: str) -> list[str]:
 
 
 def check_receding_horizon(cmds: list[dict], chunks: list[dict]) -> int:
-    """Every command is the current chunk's plan from this tick on; returns how many chunks were used."""
+    """Every command is the current chunk's plan from this tick on; returns how many chunks were used.
+
+    A chunk's stamp is the tick its observation window ends at (its point 0 is the action for that tick,
+    already past when the chunk arrives); a command's stamp is its tick. The tick offset is recovered from
+    the stamps (+-1 for timer jitter on a loaded machine) and must then advance by one per command."""
     stamps = np.array([c["stamp_ns"] for c in chunks])
     used, prev = [], None
     for cmd in cmds:
@@ -153,18 +157,23 @@ def check_receding_horizon(cmds: list[dict], chunks: list[dict]) -> int:
         assert np.allclose(cmd["tfs"], PERIOD * np.arange(1, n + 1), atol=1e-6)  # points spaced by the period
         match = None
         for ci in np.flatnonzero(stamps < cmd["stamp_ns"])[::-1][:2]:  # the newest chunk, or the one before it
-            idx = int(round((cmd["stamp_ns"] - stamps[ci]) / 1e9 / PERIOD))
+            r = int(round((cmd["stamp_ns"] - stamps[ci]) / 1e9 / PERIOD))
             pts = np.asarray(chunks[ci]["points"])
-            if 1 <= idx < len(pts) and np.allclose(cmd["points"][0], pts[idx], atol=1e-6):
-                match = (ci, idx, pts)
+            for idx in (r, r - 1, r + 1):
+                if 1 <= idx < len(pts) and np.allclose(cmd["points"][0], pts[idx], atol=1e-6):
+                    match = (int(ci), idx, pts)
+                    break
+            if match:
                 break
         assert match is not None, f"command at {cmd['stamp_ns']} is not the planned action of a recent chunk"
         ci, idx, pts = match
+        if used and used[-1][0] == ci:
+            assert idx == used[-1][1] + 1, f"chunk {ci}: entry {idx} follows entry {used[-1][1]}"
         if idx < T_A:  # within the executed T_a: the rest of the plan follows as the trajectory's points
             assert n == T_A - idx and np.allclose(cmd["points"], pts[idx:T_A], atol=1e-6)
-        used.append(ci)
+        used.append((ci, idx))
     # receding horizon: chunk after chunk, each used for a contiguous run of ticks
-    runs = [used[0]] + [u for prev, u in zip(used, used[1:]) if u != prev]
+    runs = [used[0][0]] + [u for (p, _), (u, _) in zip(used, used[1:]) if u != p]
     assert runs == sorted(set(runs)), f"chunks are not used one after another: {runs}"
     return len(runs)
 

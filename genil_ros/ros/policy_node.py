@@ -969,10 +969,10 @@ class PolicyNode(LifecycleNode):
                 self._counts["missed_ticks"] += 1
                 reason = "the action chunk ran out before the next one arrived (inference too slow?)"
                 self._plan = None
+            elif stale is not None:  # the inputs first: a model fault is retried once they are good again
+                reason = stale
             elif self._fault is not None:
                 reason = self._fault
-            elif stale is not None:
-                reason = stale
             elif not self._window.full():
                 reason = f"waiting for {self._spec.n_obs_steps} consecutive fresh observations"
             else:
