@@ -123,6 +123,15 @@ def reevaluate(out: Path, variant: str, run: str, seed: int) -> dict:
     return ev
 
 
+def save_expert(out: Path, new: list[dict]) -> None:
+    """expert.json keeps one entry per seed (runs for other seeds may have written theirs)."""
+    p = out / "expert.json"
+    old = json.loads(p.read_text()) if p.is_file() else []
+    seeds = {e["seed"] for e in new}
+    merged = sorted([e for e in old if e["seed"] not in seeds] + new, key=lambda e: e["seed"])
+    p.write_text(json.dumps(merged, indent=2))
+
+
 def load_curves(d: Path) -> list[dict]:
     with (d / "metrics.jsonl").open() as f:
         return [json.loads(x) for x in f if x.strip()]
@@ -225,14 +234,12 @@ def main() -> int:
             for run in args.runs:
                 if (out / f"{run}_s{seed}" / "checkpoint").is_dir():
                     print(f"{run} s{seed}: {reevaluate(out, args.variant, run, seed)}", flush=True)
-        expert = [expert_reference(args.variant, s) for s in args.seeds]
-        (out / "expert.json").write_text(json.dumps(expert, indent=2))
+        save_expert(out, [expert_reference(args.variant, s) for s in args.seeds])
     elif not args.plot_only:
         for seed in args.seeds:
             for run in args.runs:
                 train_one(out, args.variant, run, seed, args.steps)
-        expert = [expert_reference(args.variant, s) for s in args.seeds]
-        (out / "expert.json").write_text(json.dumps(expert, indent=2))
+        save_expert(out, [expert_reference(args.variant, s) for s in args.seeds])
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*/eval.json"))]
     expert = json.loads((out / "expert.json").read_text()) if (out / "expert.json").is_file() else []
     (out / "results.json").write_text(json.dumps({"runs": results, "expert": expert}, indent=2))

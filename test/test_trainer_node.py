@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")
-
-from genil_ros.sim.env import JOINT_NAMES  # noqa: E402
+from genil_ros.sim.env import JOINT_NAMES
 
 CMD_TOPIC = "/forward_position_controller/commands"
 
@@ -41,20 +39,10 @@ def write_config(tmp_path: Path) -> Path:
     return p
 
 
-def write_rollout_bag(path: Path, states: np.ndarray, actions: np.ndarray, names=JOINT_NAMES, start_s=100.0):
-    """Joint states at 20 Hz (linearly interpolated between control ticks) and Float64MultiArray commands at
-    the 10 Hz ticks, as the recorder would write them."""
-    from genil_ros.data.synthetic import BagFile
+def write_rollout_bag(path: Path, states, actions, names=JOINT_NAMES, start_s=100.0):
+    from genil_ros.adversarial.bagio import write_rollout_bag as write
 
-    with BagFile(path) as bag:
-        for k in range(len(states)):
-            t = start_s + 0.1 * k
-            nxt = states[min(k + 1, len(states) - 1)]
-            for h, q in ((0.0, states[k]), (0.05, 0.5 * (states[k] + nxt))):
-                ns = int(round((t + h) * 1e9))
-                bag.joint_state("/joint_states", ns, ns, list(names), q)
-            bag.multiarray(CMD_TOPIC, int(round((t + 0.001) * 1e9)), actions[k])
-    return path
+    return write(path, states, actions, names, command_topic=CMD_TOPIC, start_s=start_s)
 
 
 def sim_episode(seed: int, policy: str):
@@ -131,6 +119,7 @@ class Probe:
 
 
 def test_trainer_node_processes_rollout_bags(tmp_path, spawn, ros_context):
+    pytest.importorskip("rclpy")
     cfg = write_config(tmp_path)
     expert_dir = tmp_path / "expert"
     expert_dir.mkdir()
@@ -204,6 +193,7 @@ def test_trainer_node_processes_rollout_bags(tmp_path, spawn, ros_context):
 
 
 def test_trainer_node_without_expert_exits_with_one_line(tmp_path, ros_env):
+    pytest.importorskip("rclpy")
     _, env = ros_env
     out = subprocess.run([sys.executable, "-m", "genil_ros.ros.trainer_node", "--ros-args",
                           "-p", f"config:={write_config(tmp_path)}", "-p", f"expert:={tmp_path / 'nope'}",
