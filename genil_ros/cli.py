@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("genil_ros.data.build", "build a training dataset from rosbags (dataset build ...)"),
     "train": ("genil_ros.policy.train", "train a diffusion policy (behaviour cloning) on a dataset"),
     "train-adversarial": ("genil_ros.adversarial.train", "GAIL / AMP discriminator + PPO on the bundled sim"),
+    "export": ("genil_ros.policy.checkpoint", "deployment copy of a checkpoint: EMA weights only, fp16"),
     "eval": ("genil_ros.sim.evaluate", "evaluate a policy checkpoint on the bundled sim"),
     "sim": ("genil_ros.ros.sim_node", "run the bundled MuJoCo arm as a ROS 2 robot"),
     "policy": ("genil_ros.ros.policy_node", "run the diffusion policy node"),

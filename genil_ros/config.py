@@ -164,6 +164,9 @@ class VisionConfig:
 class PolicyConfig:
     """The noise-prediction network and its noise schedule."""
 
+    # diffusion: the Diffusion Policy. mse: the same encoder and U-Net regressing the chunk in one pass with
+    # an MSE loss (no noise) - the plain behaviour-cloning baseline that averages the modes of the demos.
+    objective: Literal["diffusion", "mse"] = "diffusion"
     down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
     kernel_size: int = 5
     n_groups: int = 8

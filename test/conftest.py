@@ -9,6 +9,9 @@ import os
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# One BLAS/OpenMP thread per process: the suite runs node processes beside pytest on 2 cores, and
+# oversubscribed torch threads turn seconds into minutes. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from genil_ros.testing import ManagedProcess, isolated_ros_env, ros_domain  # noqa: E402
 

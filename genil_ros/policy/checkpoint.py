@@ -31,7 +31,7 @@ import torch
 
 from genil_ros.errors import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "read_meta", "resolve_checkpoint_dir",
+__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta", "resolve_checkpoint_dir",
            "check_task_compatible", "resolve_device", "load_training_state"]
 
 FORMAT_VERSION = 1
@@ -244,9 +244,15 @@ def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_em
 
     p = resolve_checkpoint_dir(dir)
     meta = read_meta(p)
-    for name in FILES:
+    needed = FILES
+    if meta.get("inference_only"):
+        if not use_ema:
+            raise CheckpointError(f"{p}: an exported (inference-only) checkpoint holds the EMA weights only; "
+                                  "load it with use_ema=True")
+        needed = tuple(f for f in FILES if f != "model.safetensors")
+    for name in needed:
         if not (p / name).is_file():
-            raise CheckpointError(f"{p}: missing {name} (a checkpoint has {', '.join(FILES)})")
+            raise CheckpointError(f"{p}: missing {name} (a checkpoint has {', '.join(needed)})")
     try:
         cfg = load_config(p / "config.yaml")
     except ConfigError as e:
@@ -292,6 +298,56 @@ def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_em
     policy.checkpoint_meta = meta
     policy.checkpoint_dir = p
     return policy
+
+
+def export_checkpoint(src: PathLike, dst: PathLike, dtype: str = "fp16") -> Path:
+    """Write a deployment copy of a checkpoint: the EMA weights only (what the policy node runs), stored
+    in ``dtype`` ("fp16" halves the size; loading casts back to float32), no optimiser state. Atomic."""
+    from safetensors.torch import load_file, save_file
+
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if dtype not in table:
+        raise CheckpointError(f"export dtype {dtype!r}: expected one of {', '.join(table)}")
+    s = resolve_checkpoint_dir(src)
+    meta = read_meta(s)
+    load_policy(s, device="cpu")  # refuse to export anything that would not load
+    sd = load_file(str(s / "ema.safetensors"))
+    sd = {k: (v.to(table[dtype]) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_file(sd, str(tmp / "ema.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
+        for name in ("config.yaml", "normalizer.json"):
+            shutil.copyfile(s / name, tmp / name)
+        meta = dict(meta, inference_only=True, weights_dtype=dtype, exported_from=str(s),
+                    exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
+        _fsync_dir(tmp, files=True)
+        old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def add_arguments(parser) -> None:  # `genil-ros export`
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (or training output) directory")
+    parser.add_argument("--out", required=True, help="where the deployment checkpoint goes")
+    parser.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="weight storage type")
+
+
+def run(args) -> int:
+    out = export_checkpoint(args.checkpoint, args.out, args.dtype)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"exported {resolve_checkpoint_dir(args.checkpoint)} -> {out} ({size:.1f} MB, EMA weights in {args.dtype})")
+    return 0
 
 
 def load_training_state(dir: PathLike) -> Optional[dict]:

@@ -2,6 +2,8 @@
 
 Training (``compute_loss``, also ``forward`` so DDP hooks see it): add DDPM noise at a random step to the
 normalised action chunk and regress the noise (``epsilon``) or the clean chunk (``sample``).
+``policy.objective: mse`` turns the same network into the plain regression baseline (one pass, MSE to the
+chunk, no noise), so that the two differ only in the objective.
 Inference (``predict_action`` / ``sample_actions``): start from Gaussian noise and denoise with DDPM,
 DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once per call, K samples
 per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md).
@@ -68,6 +70,7 @@ class DiffusionPolicy(nn.Module):
             kernel_size=pc.kernel_size, n_groups=pc.n_groups, cond_predict_scale=pc.cond_predict_scale,
         )
         self.prediction_type = pc.prediction_type
+        self.objective = pc.objective
         self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
         self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
         self._graph = None  # optional CUDA-graph runner of the denoising network
@@ -130,6 +133,9 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"action must be (B={B}, T_p={self.horizon}, {self.action_dim}), got {tuple(action.shape)}")
         x0 = self.normalizer.normalize("action", action.to(dev, torch.float32))
         cond = self.encode_obs(obs)
+        if self.objective == "mse":  # the regression baseline: one deterministic pass, no noise
+            pred = self.model(torch.zeros_like(x0), torch.zeros(B, dtype=torch.long, device=dev), cond)
+            return F.mse_loss(pred.float(), x0)
         gdev = generator.device if generator is not None else dev
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (B,), generator=generator,
@@ -171,6 +177,10 @@ class DiffusionPolicy(nn.Module):
         cond = self._encode(obs)
         if K > 1:
             cond = cond.repeat_interleave(K, dim=0)
+        if self.objective == "mse":  # regression baseline: the same chunk for every sample
+            zeros = torch.zeros(B * K, self.horizon, self.action_dim, device=dev)
+            x = self._net(zeros, torch.zeros(B * K, dtype=torch.long, device=dev), cond).float().clamp(-1.0, 1.0)
+            return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         sched = self.inference_scheduler
         # The scheduler's own bookkeeping stays on the CPU (its table look-ups then need no GPU sync);
         # the network gets the steps on the device.

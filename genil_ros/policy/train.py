@@ -49,6 +49,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=int, default=None, help="override train.num_workers")
     parser.add_argument("--keep", type=int, default=2, help="periodic checkpoints to keep (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--objective", choices=["diffusion", "mse"], default=None,
+                        help="override policy.objective (mse: the plain regression baseline)")
 
 
 def run(args) -> int:
@@ -64,6 +66,8 @@ def run(args) -> int:
             if v < (0 if key in ("seed", "num_workers") else 1):
                 raise GenilError(f"--{attr.replace('_', '-')}: {v} is out of range")
             setattr(t, key, v)
+    if args.objective:
+        cfg.policy.objective = args.objective
 
     from genil_ros.data.dataset import SequenceDataset, split_episodes
     from genil_ros.data.store import EpisodeStore
