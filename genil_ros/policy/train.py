@@ -49,6 +49,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=int, default=None, help="override train.num_workers")
     parser.add_argument("--keep", type=int, default=2, help="periodic checkpoints to keep (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--time-limit-min", type=float, default=None,
+                        help="stop after this many minutes of training and write the final checkpoint "
+                             "(the LR schedule still spans the planned steps)")
     parser.add_argument("--objective", choices=["diffusion", "mse"], default=None,
                         help="override policy.objective (mse: the plain regression baseline)")
 
@@ -86,6 +89,7 @@ def run(args) -> int:
                if len(val_idx) else None)
     final = train_policy(cfg, train_set, val_set, store.stats(), args.out, device=args.device, resume=args.resume,
                          progress=not args.no_progress, keep=args.keep,
+                         time_limit_s=args.time_limit_min * 60 if args.time_limit_min else None,
                          dataset_info={"path": str(Path(args.dataset).resolve()), "num_episodes": store.num_episodes,
                                        "train_episodes": [int(i) for i in train_idx],
                                        "val_episodes": [int(i) for i in val_idx]})
@@ -228,7 +232,8 @@ class _Dist:
 
 def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, out_dir="runs/policy",
                  device="auto", resume: bool = False, progress: bool = True, keep: int = 2,
-                 dataset_info: Optional[Mapping] = None, log=print) -> Optional[Path]:
+                 dataset_info: Optional[Mapping] = None, log=print,
+                 time_limit_s: Optional[float] = None) -> Optional[Path]:
     """Train a DiffusionPolicy on ``train_set`` (any torch Dataset of documented sample dicts).
 
     ``stats``: ``{"state": {"min", "max"}, "action": {...}}`` for the normalizer (default: computed
@@ -244,6 +249,7 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
     from genil_ros.policy.checkpoint import load_policy, load_training_state, resolve_device, save_checkpoint
     from genil_ros.policy.diffusion import DiffusionPolicy
 
+    deadline = time.monotonic() + time_limit_s if time_limit_s else None
     tc = cfg.train
     out = Path(out_dir)
     dist_ = _Dist()
@@ -438,6 +444,11 @@ def train_policy(cfg, train_set, val_set=None, stats: Optional[Mapping] = None, 
                     writer.add_scalar("train/ema_decay", ema.cur_decay_value or 0.0, global_step)
                     bar.set_postfix(loss=f"{lv:.4f}", epoch=epoch + 1)
                 if global_step >= total_steps:
+                    break
+                if deadline is not None and not dist_.enabled and time.monotonic() > deadline:  # (DDP: ranks would disagree)
+                    if dist_.main:
+                        log(f"time limit reached at step {global_step} of {total_steps}; finishing")
+                    total_steps = global_step  # every rank stops after this epoch's bookkeeping
                     break
             last_train = running / max(count, 1)
             done = epoch + 1
