@@ -110,8 +110,11 @@ class _Watcher:
         self.joints: list = []  # (t, positions) of the recorded episode
         self.chunks: list = []  # (t0, [(dt, positions)]) of the recorded episode
         self.recording = False
+        from lifecycle_msgs.srv import ChangeState
+
         self.sim_reset = node.create_client(Trigger, "/sim_node/reset")
         self.policy_reset = node.create_client(Trigger, "/policy_node/reset")
+        self.policy_lifecycle = node.create_client(ChangeState, "/policy_node/change_state")
         node.create_subscription(String, "/sim_node/status", self._on_status, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         node.create_subscription(Image, "/camera/image_raw", self._on_image, qos_profile_sensor_data)
@@ -148,12 +151,22 @@ class _Watcher:
             pts = [(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points]
             self.chunks.append((t0, pts))
 
-    def call(self, client, what: str, timeout: float = 30.0) -> str:
+    def transition(self, label: str, timeout: float = 30.0) -> None:
+        """A lifecycle transition of the policy node ('activate' / 'deactivate') through its service."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request()
+        req.transition.id = {"activate": Transition.TRANSITION_ACTIVATE,
+                             "deactivate": Transition.TRANSITION_DEACTIVATE}[label]
+        self.call(self.policy_lifecycle, label, timeout, request=req)
+
+    def call(self, client, what: str, timeout: float = 30.0, request=None) -> str:
         from std_srvs.srv import Trigger
 
         if not client.wait_for_service(timeout_sec=timeout):
             raise GenilError(f"{client.srv_name}: service not available after {timeout:.0f} s ({what})")
-        fut = client.call_async(Trigger.Request())
+        fut = client.call_async(request if request is not None else Trigger.Request())
         end = time.monotonic() + timeout
         while not fut.done() and time.monotonic() < end:
             time.sleep(0.01)
@@ -161,8 +174,8 @@ class _Watcher:
             raise GenilError(f"{client.srv_name}: no answer within {timeout:.0f} s ({what})")
         res = fut.result()
         if not res.success:
-            raise GenilError(f"{client.srv_name}: {res.message}")
-        return res.message
+            raise GenilError(f"{client.srv_name}: {what} failed: {getattr(res, 'message', '')}")
+        return getattr(res, "message", "")
 
 
 def _wait(pred, timeout: float, what: str, procs=()) -> None:
@@ -214,9 +227,13 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
 
             bar = tqdm(range(args.episodes), desc="closed-loop episodes", unit="ep")
             for k in bar:
-                watcher.recording = k == 0
+                # Between episodes the policy is deactivated (it holds), so that no command planned in the
+                # old scene reaches the new one; it starts afresh on the new episode's observations.
+                watcher.transition("deactivate")
                 info = json.loads(watcher.call(watcher.sim_reset, "reset the sim") or "{}")
-                watcher.call(watcher.policy_reset, "clear the policy's observation buffer")
+                watcher.call(watcher.policy_reset, "clear the policy's observation buffer and plan")
+                watcher.recording = k == 0
+                watcher.transition("activate")
                 ep_index = info.get("index", info.get("episode"))
 
                 def current():
