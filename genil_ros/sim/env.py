@@ -19,10 +19,16 @@ The ROS sim node drives the same class at a finer rate through ``set_command`` /
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+# Headless by default: without a display, MuJoCo's default (GLFW) cannot make a context; EGL renders
+# offscreen on any GPU driver or Mesa. An explicit MUJOCO_GL (osmesa, glfw, ...) is respected.
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 from genil_ros.errors import GenilError
 
