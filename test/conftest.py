@@ -16,6 +16,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from genil_ros.testing import ManagedProcess, isolated_ros_env, ros_domain  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small networks on a shared 2-core machine: one thread is faster (no OpenMP oversubscription),
+    even when the caller's OMP_NUM_THREADS asked for more."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def ros_env():
     """(domain_id, env) for this test; os.environ points at the domain while the test runs."""

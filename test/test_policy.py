@@ -19,15 +19,6 @@ from genil_ros.policy.vision import ImageEncoder, build_resnet18
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks on a shared 2-core machine: one thread is faster (no OpenMP oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_cfg(camera=False, hw=(32, 32), joints=("a", "b", "c"), down_dims=(16, 32), horizon=(2, 8, 4), **policy):
     cams = [{"name": "front", "topic": "/cam", "height": hw[0], "width": hw[1]}] if camera else []
     p = {"down_dims": list(down_dims), "diffusion_step_embed_dim": 16, "num_inference_steps": 4,

@@ -4,7 +4,6 @@ on the same data predicts their mean, an action no demonstrator took."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from genil_ros.config import config_from_dict
@@ -12,14 +11,6 @@ from genil_ros.policy.checkpoint import load_policy
 from genil_ros.policy.train import train_policy
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks on a shared 2-core machine: one thread is faster (no OpenMP oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 T_O, T_P = 1, 8
 

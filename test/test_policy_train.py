@@ -17,15 +17,6 @@ from genil_ros.policy.train import dataset_stats, train_policy
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks on a shared 2-core machine: one thread is faster (no OpenMP oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LinearDemo(torch.utils.data.Dataset):
     """action chunk = a fixed linear function of the last state (+ the step index): easy to learn."""
 

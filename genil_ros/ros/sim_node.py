@@ -75,7 +75,6 @@ class _Trajectory:
 
 def make_node(node_args: Optional[list] = None):
     """Build the SimNode (rclpy must be initialised). Separate from main() so tests can build one in-process."""
-    import rclpy
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from rosgraph_msgs.msg import Clock
@@ -285,28 +284,11 @@ def spin(node, executor, stop=None) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from genil_ros.errors import GenilError
+    from genil_ros.ros.runner import run_node
 
-    argv = list(sys.argv if argv is None else argv)
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = make_node()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spin(node, executor, stop=lambda: not rclpy.ok())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except GenilError as e:
-        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, make_node, argv,
+                    spin=lambda node, executor: spin(node, executor, stop=lambda: not rclpy.ok()))
 
 
 # --------------------------------------------------------------------------- `genil-ros sim`

@@ -75,7 +75,6 @@ def _signature(p: Path) -> Optional[tuple]:
 
 
 def make_node(argv=None):
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -366,33 +365,13 @@ def make_node(argv=None):
 
 
 def main(argv: Optional[list] = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    from genil_ros.errors import GenilError
-
-    argv = list(sys.argv if argv is None else argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
+    from genil_ros.ros.runner import run_node
+
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = make_node()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except GenilError as e:
-        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, make_node, argv)
 
 
 if __name__ == "__main__":
