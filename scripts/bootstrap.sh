@@ -27,16 +27,21 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.genil_stamp" 2>/dev/null)" = "$
   exit 0  # already bootstrapped with these dependencies
 fi
 
-echo "bootstrap: creating $VENV (rclpy from $ROS_SOURCE; extras $EXTRAS)"
+echo "bootstrap: setting up $VENV (rclpy from $ROS_SOURCE; extras $EXTRAS)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv $VENV_FLAGS "$VENV" || die "could not create $VENV (is python3-venv installed?)"
-"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+LOG="$VENV/bootstrap.log"
+: > "$LOG"
+pipi() {  # pip install, its chatter to $LOG; on failure the end of it is shown
+  "$VENV/bin/python" -m pip install -q "$@" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; return 1; }
+}
+pipi --upgrade pip setuptools wheel || die "could not upgrade pip in $VENV (see $LOG)"
 # torch/torchvision first and pinned to the builds on this kind of machine when they are there
 # (a later resolve must not pull a several-GB CUDA wheel of another version).
 if [ "$(uname -m)" = x86_64 ] && "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-  "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
-    || "$VENV/bin/python" -m pip install -q torch torchvision
+  pipi "torch==2.14.1" "torchvision==0.29.1" || pipi torch torchvision || die "torch install failed (see $LOG)"
 fi
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" || die "pip install failed (see above)"
+echo "bootstrap: installing genil_ros[$EXTRAS] (pip log: $LOG)"
+pipi -e ".[$EXTRAS]" || die "pip install failed (see above and $LOG)"
 "$VENV/bin/python" - <<'PYEOF' || die "the environment is incomplete (see above)"
 import rclpy, torch, torchvision, diffusers, cv2, mujoco, rosbags, safetensors  # noqa: F401
 from sensor_msgs.msg import JointState  # noqa: F401
