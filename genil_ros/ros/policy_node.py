@@ -629,7 +629,7 @@ class PolicyNode(LifecycleNode):
         from std_srvs.srv import Trigger
 
         self.create_service(Trigger, "~/reset", self._srv_reset, callback_group=self._g_services)
-        self.create_service(Trigger, "~/reload", self._srv_reload, callback_group=self._g_services)
+        self.create_service(Trigger, "~/reload", self._srv_reload_async, callback_group=self._g_services)
 
     # ------------------------------------------------------------------ logging
     def _log_throttled(self, level: str, key: str, text: str, period_s: float = 5.0) -> None:
@@ -1107,6 +1107,22 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("reset: buffers and plan cleared")
         return response
 
+    async def _srv_reload_async(self, request, response):
+        """~/reload: the new model is loaded and warmed up on a helper thread while the executor keeps
+        running the control ticks with the old one; the reply comes when the swap is done (or refused)."""
+        from rclpy.task import Future
+
+        done = Future()
+
+        def work():
+            try:
+                done.set_result(self._srv_reload(request, response))
+            except BaseException as e:  # noqa: BLE001 - reported through the future
+                done.set_exception(e)
+
+        threading.Thread(target=work, name="policy_reload", daemon=True).start()
+        return await done
+
     def _srv_reload(self, request, response):
         with self._lock:
             old, settings = self._model, self._settings
@@ -1156,7 +1172,7 @@ def main(argv: Optional[list] = None) -> int:
     stops following the rest of the trajectory), then the node is destroyed."""
     import signal
 
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     args = sys.argv if argv is None else argv
@@ -1165,7 +1181,9 @@ def main(argv: Optional[list] = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # Single-threaded: every callback here is short (inference has its own thread, reload an async helper).
+    # (rclpy's MultiThreadedExecutor.spin_once busy-looped at 100% CPU here and starved the inputs.)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value is True:
