@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from genil_ros.adversarial.discriminators import (Discriminator, DiscriminatorTrainer, ReplayBuffer, RunningNorm,
+from genil_ros.adversarial.discriminators import (DiscriminatorTrainer, ReplayBuffer, RunningNorm,
                                                   amp_features, amp_loss_from_outputs, amp_style_reward,
                                                   combine_rewards, gail_features, gail_loss_from_logits,
                                                   gail_reward_from_logits)

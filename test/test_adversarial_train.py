@@ -3,7 +3,6 @@ and expert data from an EpisodeStore and from rosbags (through the dataset reade
 
 import json
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
