@@ -193,7 +193,7 @@ def _wait(pred, timeout: float, what: str, procs=()) -> None:
 def closed_loop(args, ckpt: Path, out: Path) -> dict:
     import numpy as np
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     from genil_ros.testing import ManagedProcess, isolated_ros_env, ros_domain
 
@@ -213,7 +213,7 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
         rclpy.init(context=ctx, domain_id=dom)
         node = rclpy.create_node("genil_demo", context=ctx)
         watcher = _Watcher(node)
-        ex = MultiThreadedExecutor(context=ctx)
+        ex = SingleThreadedExecutor(context=ctx)
         ex.add_node(node)
         import threading
 
