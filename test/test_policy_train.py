@@ -4,6 +4,8 @@ learning, EMA, checkpoints (periodic, pruned, final), TensorBoard scalars, seedi
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +199,28 @@ def test_cuda_mixed_precision_training_and_fast_inference(tmp_path, precision):
     assert torch.isfinite(half).all() and float((half - ref).abs().max()) < 0.2
     # a CPU generator with a CUDA policy works too (the node may pass either)
     assert p.predict_action(obs, generator=torch.Generator().manual_seed(0)).shape == (1, 8, 3)
+
+
+def test_same_command_under_torchrun_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m genil_ros.cli train ...`: DDP over gloo on the CPU, one final checkpoint
+    written by rank 0, with the world size recorded (the multi-GPU path, minus the GPUs)."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    store = make_store(tmp_path / "ds")
+    cfg = write_cfg(tmp_path / "cfg.yaml")
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+                          "-m", "genil_ros.cli", "train", "--config", str(cfg), "--dataset", str(store.path),
+                          "--out", str(out), "--device", "cpu", "--max-steps", "3", "--batch-size", "4",
+                          "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    meta = json.loads((out / "final" / "meta.json").read_text())
+    assert meta["extra"]["world_size"] == 2 and meta["extra"]["global_step"] == 3
+    assert res.stdout.count("final checkpoint:") == 1  # rank 0 only
+    assert load_policy(out, device="cpu").camera_names == ["front"]
