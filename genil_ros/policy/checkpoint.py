@@ -93,13 +93,8 @@ def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torc
 
     policy = getattr(policy, "module", policy)
     cfg = cfg if cfg is not None else policy.cfg
-    target = Path(dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f"{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         model_sd = _state_for_file(policy.state_dict())
         save_file(model_sd, str(tmp / "model.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
         ema_sd = _state_for_file(ema_state) if ema_state is not None else model_sd
@@ -120,6 +115,21 @@ def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torc
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
         if training_state is not None:
             torch.save(dict(training_state), tmp / TRAINING_STATE)
+
+    return _write_dir_atomically(Path(dir), fill)
+
+
+def _write_dir_atomically(target: Path, fill) -> Path:
+    """``fill(tmp)`` writes the files into ``<target>.tmp-<pid>``, which then replaces ``target`` by rename.
+    The previous ``target`` is moved aside first and restored if anything fails, so a kill or an error at
+    any point leaves either the old directory or the new one whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
         _fsync_dir(tmp, files=True)
         if target.exists():
             os.replace(target, old)
@@ -313,28 +323,16 @@ def export_checkpoint(src: PathLike, dst: PathLike, dtype: str = "fp16") -> Path
     load_policy(s, device="cpu")  # refuse to export anything that would not load
     sd = load_file(str(s / "ema.safetensors"))
     sd = {k: (v.to(table[dtype]) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-    target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         save_file(sd, str(tmp / "ema.safetensors"), metadata={"format_version": str(FORMAT_VERSION)})
         for name in ("config.yaml", "normalizer.json"):
             shutil.copyfile(s / name, tmp / name)
-        meta = dict(meta, inference_only=True, weights_dtype=dtype, exported_from=str(s),
-                    exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
-        _fsync_dir(tmp, files=True)
-        old = target.with_name(f"{target.name}.old-{os.getpid()}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        out_meta = dict(meta, inference_only=True, weights_dtype=dtype, exported_from=str(s),
+                        exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        (tmp / "meta.json").write_text(json.dumps(out_meta, indent=2, default=_json_default), encoding="utf-8")
+
+    return _write_dir_atomically(Path(dst), fill)
 
 
 def add_arguments(parser) -> None:  # `genil-ros export`
