@@ -15,7 +15,11 @@ from typing import Iterable, Iterator, Optional, Union
 
 from genil_ros.errors import DataError
 
-__all__ = ["Bag", "open_bag", "bag_files", "bag_sha256", "header_stamp_ns", "short_type", "DataWarning"]
+__all__ = ["Bag", "open_bag", "bag_files", "bag_sha256", "header_stamp_ns", "short_type", "DataWarning",
+           "BAG_SUFFIXES", "is_bag", "find_bags"]
+
+# storage files rosbags reads: rosbag2 mcap / sqlite3, and ROS 1 bags
+BAG_SUFFIXES = (".mcap", ".db3", ".bag")
 
 
 class DataWarning(UserWarning):
@@ -25,6 +29,29 @@ class DataWarning(UserWarning):
 def short_type(msgtype: str) -> str:
     """'sensor_msgs/msg/Image' -> 'sensor_msgs/Image'."""
     return msgtype.replace("/msg/", "/") if msgtype else str(msgtype)
+
+
+def is_bag(path: Union[str, Path]) -> bool:
+    """Is ``path`` one bag: a rosbag2 directory (``metadata.yaml``) or a ``.mcap`` / ``.db3`` / ROS 1
+    ``.bag`` file? Temporary entries of an unfinished write (``x.mcap.tmp-123``) are not bags."""
+    from genil_ros.fileio import is_temp_name
+
+    p = Path(path)
+    if is_temp_name(p):
+        return False
+    if p.is_dir():
+        return (p / "metadata.yaml").is_file()
+    return p.is_file() and p.suffix in BAG_SUFFIXES
+
+
+def find_bags(folder: Union[str, Path], skip_hidden: bool = True) -> list[Path]:
+    """The bags directly inside ``folder``, sorted by name; hidden or ``_``-prefixed entries (a trainer's
+    own checkpoint folder, editors' files) are skipped when ``skip_hidden``. A missing folder has none."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [p for p in entries if not (skip_hidden and p.name.startswith((".", "_"))) and is_bag(p)]
 
 
 def _resolve(path: Path) -> Path:
@@ -40,7 +67,7 @@ def _resolve(path: Path) -> Path:
         if not files:
             raise DataError(f"{path}: not a rosbag2 directory (no metadata.yaml, no .mcap or .db3 file)")
         raise DataError(f"{path}: has no metadata.yaml and {len(files)} storage files; give one file")
-    if path.suffix not in (".mcap", ".db3", ".bag"):
+    if path.suffix not in BAG_SUFFIXES:
         raise DataError(f"{path}: not a bag (expected a rosbag2 directory, .mcap, .db3 or ROS 1 .bag)")
     return path
 
