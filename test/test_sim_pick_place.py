@@ -118,6 +118,9 @@ def test_gripper_opening_is_observable_at_a_finer_rate(env):
     env.set_gripper(0.03)
     env.advance(0.6)
     assert env.observe(image=False)["gripper_pos"][0] == pytest.approx(0.03, abs=2e-3)
+    names, pos, vel, effort = env.joint_state()
+    assert names == JOINT_NAMES + [P.GRIPPER_JOINT] == P.ACTION_NAMES
+    assert pos[4] == pytest.approx(0.03, abs=2e-3) and pos.shape == vel.shape == effort.shape == (5,)
     assert env.sim_time == pytest.approx(1.2, abs=1e-9)
 
 

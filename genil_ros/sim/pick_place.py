@@ -48,6 +48,7 @@ GRIPPER_RANGE = (0.0, 0.04)  # metres of travel per finger (the gap between the 
 GRIPPER_CLOSED, GRIPPER_OPEN = GRIPPER_RANGE
 GRIPPER_THRESHOLD = 0.5 * (GRIPPER_CLOSED + GRIPPER_OPEN)  # a command/opening above this is "open"
 ACTION_NAMES = JOINT_NAMES + [GRIPPER_JOINT]
+OBJECT_POS_NAMES = ["object_x", "object_y", "object_z"]  # dims of obs["object_pos"] (a perception vector)
 
 # Task geometry (metres, world frame; table top at z = 0, arm base at the origin). Must match the MJCF.
 OBJECT_RADIUS = 0.02
@@ -232,6 +233,15 @@ class PickPlaceEnv(ArmBase):
         o = obs if obs is not None else self.observe(image=False)
         return np.concatenate([o["joint_pos"], o["joint_vel"], o["gripper_pos"], o["object_pos"],
                                o["ee_pos"]]).astype(np.float32)
+
+    def joint_state(self) -> tuple:
+        """``(names, position, velocity, effort)`` of the four arm joints and ``gripper_finger_joint``, as a
+        ``sensor_msgs/JointState`` carries them (effort = the actuator's force/torque)."""
+        d = self.data
+        pos = np.append(d.qpos[self._qadr], d.qpos[self._grip_qadr[0]])
+        vel = np.append(d.qvel[self._dadr], d.qvel[self._grip_dadr])
+        eff = np.append(d.actuator_force[self._act], d.actuator_force[self._grip_act])
+        return list(ACTION_NAMES), pos, vel, eff
 
     # ------------------------------------------------------------------ task state
 
