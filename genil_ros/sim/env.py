@@ -77,7 +77,104 @@ def _preload_triton() -> None:
         pass
 
 
-class ArmEnv:
+class ArmBase:
+    """What the bundled arm tasks share (``ArmEnv`` here, ``PickPlaceEnv`` in ``pick_place.py``): the
+    ``front`` camera and the kinematics of the tool point (site ``ee``).
+
+    The task sets ``_mj`` (the mujoco module), ``model``, ``data``, ``image_size``, ``render_enabled``, ``_kin``
+    (a scratch ``MjData`` that never touches the episode), ``_qadr`` / ``_dadr`` (qpos / dof addresses of
+    ``JOINT_NAMES``), ``_ee_site``, ``joint_limits`` and ``home_qpos`` (the IK's default warm start), and
+    calls ``_make_renderer()`` in its constructor.
+    """
+
+    # ------------------------------------------------------------------ camera
+
+    def _make_renderer(self) -> None:
+        """The observation renderer (none when ``render_enabled`` is False)."""
+        self._renderer = None
+        self._extra_renderers = {}
+        if not self.render_enabled:
+            return
+        _preload_triton()
+        h, w = self.image_size
+        try:
+            self._renderer = self._mj.Renderer(self.model, height=h, width=w)
+        except Exception as e:  # no GL: say how to fix it, in one line
+            raise GenilError(f"{type(self).__name__}: cannot create an offscreen renderer ({e}); set MUJOCO_GL=egl "
+                             "(or osmesa), or pass render=False") from None
+
+    def render(self, size: Optional[tuple] = None) -> np.ndarray:
+        """The ``front`` camera image (H, W, 3) uint8 RGB of the current state.
+
+        ``size`` = (height, width) renders at another size (e.g. for videos; up to 480 x 640) with a second
+        renderer kept for that size; the default is the observation's ``image_size``."""
+        if self._renderer is None:
+            raise GenilError(f"{type(self).__name__}: created with render=False, so it has no camera image")
+        r = self._renderer
+        if size is not None and tuple(size) != self.image_size:
+            h, w = int(size[0]), int(size[1])
+            if not (0 < h <= 480 and 0 < w <= 640):
+                raise GenilError(f"{type(self).__name__}: render size {tuple(size)} must be within (480, 640)")
+            r = self._extra_renderers.get((h, w))
+            if r is None:
+                r = self._extra_renderers[(h, w)] = self._mj.Renderer(self.model, height=h, width=w)
+        r.update_scene(self.data, camera=CAMERA_NAME)
+        return r.render().copy()
+
+    def close(self) -> None:
+        for r in list(self._extra_renderers.values()) + ([self._renderer] if self._renderer is not None else []):
+            r.close()
+        self._extra_renderers = {}
+        self._renderer = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ kinematics
+
+    def forward_kinematics(self, q) -> np.ndarray:
+        """Tool tip position (3,) for joint positions ``q`` (does not touch the episode state)."""
+        k = self._kin
+        k.qpos[self._qadr] = q
+        self._mj.mj_kinematics(self.model, k)
+        return k.site_xpos[self._ee_site].copy()
+
+    def solve_ik(self, tip, q0=None, pitch: float = TOOL_PITCH, iters: int = 100, tol: float = 1e-5) -> np.ndarray:
+        """Joint positions that put the tool tip at ``tip`` with the tool pitched at ``pitch`` (straight down).
+
+        Damped least squares on MuJoCo's site Jacobian (``mj_jacSite``) plus one row for the tool pitch
+        (shoulder_lift + elbow + wrist), warm-started from ``q0``; the result is clipped to the joint limits.
+        """
+        mj, m, k = self._mj, self.model, self._kin
+        tip = np.asarray(tip, dtype=np.float64)
+        q = np.array(q0 if q0 is not None else self.home_qpos, dtype=np.float64)
+        jacp = np.zeros((3, m.nv))
+        J = np.zeros((4, 4))
+        J[3, 1:] = 1.0
+        lam = 1e-4
+        for _ in range(iters):
+            k.qpos[self._qadr] = q
+            mj.mj_kinematics(m, k)
+            mj.mj_comPos(m, k)
+            err = np.empty(4)
+            err[:3] = tip - k.site_xpos[self._ee_site]
+            err[3] = pitch - (q[1] + q[2] + q[3])
+            if np.max(np.abs(err)) < tol:
+                break
+            mj.mj_jacSite(m, k, jacp, None, self._ee_site)
+            J[:3] = jacp[:, self._dadr]
+            dq = J.T @ np.linalg.solve(J @ J.T + lam * np.eye(4), err)
+            n = np.linalg.norm(dq)
+            if n > 0.3:
+                dq *= 0.3 / n
+            q = np.clip(q + dq, self.joint_limits[0], self.joint_limits[1])
+        return q
+
+
+class ArmEnv(ArmBase):
     """Gymnasium-style arm task: ``reset(seed) -> (obs, info)``, ``step(action) -> (obs, r, term, trunc, info)``.
 
     ``obs`` = ``{"joint_pos": (4,), "joint_vel": (4,), "image": (H, W, 3) uint8 (only when render=True),
@@ -136,15 +233,7 @@ class ArmEnv:
         self.n_substeps = max(1, int(round(steps)))
         self.dt = self.n_substeps * m.opt.timestep
 
-        self._renderer = None
-        self._extra_renderers: dict = {}
-        if self.render_enabled:
-            _preload_triton()
-            try:
-                self._renderer = mujoco.Renderer(m, height=h, width=w)
-            except Exception as e:  # no GL: say how to fix it, in one line
-                raise GenilError(f"ArmEnv: cannot create an offscreen renderer ({e}); set MUJOCO_GL=egl "
-                                 "(or osmesa), or pass render=False") from None
+        self._make_renderer()
 
         self.home_qpos = self.solve_ik(HOME_TIP, q0=np.array([0.0, 1.0, -2.0, -0.5]))
         self._rng = np.random.default_rng(seed)
@@ -183,36 +272,6 @@ class ArmEnv:
         terminated = bool(info["success"] and self.terminate_on_success)
         truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
         return obs, float(reward), terminated, truncated, info
-
-    def render(self, size: Optional[tuple] = None) -> np.ndarray:
-        """The ``front`` camera image (H, W, 3) uint8 RGB of the current state.
-
-        ``size`` = (height, width) renders at another size (e.g. for videos; up to 480 x 640) with a second
-        renderer kept for that size; the default is the observation's ``image_size``."""
-        if self._renderer is None:
-            raise GenilError("ArmEnv: created with render=False, so it has no camera image")
-        r = self._renderer
-        if size is not None and tuple(size) != self.image_size:
-            h, w = int(size[0]), int(size[1])
-            if not (0 < h <= 480 and 0 < w <= 640):
-                raise GenilError(f"ArmEnv: render size {tuple(size)} must be within (480, 640)")
-            r = self._extra_renderers.get((h, w))
-            if r is None:
-                r = self._extra_renderers[(h, w)] = self._mj.Renderer(self.model, height=h, width=w)
-        r.update_scene(self.data, camera=CAMERA_NAME)
-        return r.render().copy()
-
-    def close(self) -> None:
-        for r in list(self._extra_renderers.values()) + ([self._renderer] if self._renderer is not None else []):
-            r.close()
-        self._extra_renderers = {}
-        self._renderer = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # ------------------------------------------------------------------ finer control (used by the ROS node)
 
@@ -286,46 +345,6 @@ class ArmEnv:
             "success_radius": SUCCESS_RADIUS,
             "joint_names": list(JOINT_NAMES),
         }
-
-    # ------------------------------------------------------------------ kinematics
-
-    def forward_kinematics(self, q) -> np.ndarray:
-        """Tool tip position (3,) for joint positions ``q`` (does not touch the episode state)."""
-        k = self._kin
-        k.qpos[self._qadr] = q
-        self._mj.mj_kinematics(self.model, k)
-        return k.site_xpos[self._ee_site].copy()
-
-    def solve_ik(self, tip, q0=None, pitch: float = TOOL_PITCH, iters: int = 100, tol: float = 1e-5) -> np.ndarray:
-        """Joint positions that put the tool tip at ``tip`` with the tool pitched at ``pitch`` (straight down).
-
-        Damped least squares on MuJoCo's site Jacobian (``mj_jacSite``) plus one row for the tool pitch
-        (shoulder_lift + elbow + wrist), warm-started from ``q0``; the result is clipped to the joint limits.
-        """
-        mj, m, k = self._mj, self.model, self._kin
-        tip = np.asarray(tip, dtype=np.float64)
-        q = np.array(q0 if q0 is not None else self.home_qpos, dtype=np.float64)
-        jacp = np.zeros((3, m.nv))
-        J = np.zeros((4, 4))
-        J[3, 1:] = 1.0
-        lam = 1e-4
-        for _ in range(iters):
-            k.qpos[self._qadr] = q
-            mj.mj_kinematics(m, k)
-            mj.mj_comPos(m, k)
-            err = np.empty(4)
-            err[:3] = tip - k.site_xpos[self._ee_site]
-            err[3] = pitch - (q[1] + q[2] + q[3])
-            if np.max(np.abs(err)) < tol:
-                break
-            mj.mj_jacSite(m, k, jacp, None, self._ee_site)
-            J[:3] = jacp[:, self._dadr]
-            dq = J.T @ np.linalg.solve(J @ J.T + lam * np.eye(4), err)
-            n = np.linalg.norm(dq)
-            if n > 0.3:
-                dq *= 0.3 / n
-            q = np.clip(q + dq, self.joint_limits[0], self.joint_limits[1])
-        return q
 
     # ------------------------------------------------------------------ internals
 
