@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from genil_ros.ros.params import parameter_table, settings_from_values
 from genil_ros.ros.policy_params import PolicySettings, resolve_inputs
 
 sys.path.insert(0, str(Path(__file__).parent / "nodes"))
-from fake_robot_policy import make_checkpoint  # noqa: E402
+from fake_robot_policy import make_checkpoint, make_checkpoint_naming_a_code_pickle  # noqa: E402
 
 MS = 1_000_000
 ROS_MODULES = ("rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "trajectory_msgs",
@@ -330,24 +329,14 @@ def test_chunk_model_on_a_real_checkpoint(tmp_path):
         w.stop()
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("echo this should never run",))
-
-
 def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
     """A checkpoint whose config names 'pretrained weights' that are a pickle with code: refused, in one
     line that does not suggest weights_only=False."""
-    ck = make_checkpoint(tmp_path / "ck", camera=True, image_hw=(16, 16))
-    evil = tmp_path / "r18.pth"
-    evil.write_bytes(pickle.dumps(_RunsCode(), protocol=2))
-    cfg = yaml.safe_load((ck / "config.yaml").read_text())
-    cfg["policy"]["vision"]["pretrained_weights"] = str(evil)
-    (ck / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ck = make_checkpoint_naming_a_code_pickle(tmp_path / "ck", image_hw=(16, 16))
     with pytest.raises(CheckpointError) as e:
         load_chunk_model(str(ck), "cpu")
     msg = str(e.value)
-    assert "r18.pth" in msg and "refused" in msg and "\n" not in msg and "weights_only" not in msg, msg
+    assert "ck.r18.pth" in msg and "refused" in msg and "\n" not in msg and "weights_only" not in msg, msg
 
 
 # --------------------------------------------------------------------------- without ROS

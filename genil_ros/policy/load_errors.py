@@ -17,6 +17,6 @@ def load_error_reason(e: BaseException) -> str:
         details = [ln.strip() for ln in text.splitlines()
                    if ln.strip() and "weights_only" not in ln and not ln.startswith("Check the documentation")]
         detail = details[0].split(". ")[0].rstrip(".") if details else "not a plain file of tensors"
-        return f"refused: it holds pickled objects other than tensors, which are never loaded ({detail})"
+        return f"refused: pickled objects other than tensors are never loaded; {detail[:1].lower()}{detail[1:]}"
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(e).__name__}: {first.split('. ')[0].rstrip('.')}" if first else type(e).__name__
