@@ -220,7 +220,8 @@ def test_inputs_come_from_parameters_then_config_then_checkpoint(tmp_path):
     s = PolicySettings(joint_states_topic="/arm/js", control_rate_hz=5.0, camera_topics=["/x", "/y"],
                        camera_compressed=[True, False])
     topic, rate, cams = resolve_inputs(s, spec)
-    assert (topic, rate) == ("/arm/js", 5.0) and [(c.topic, c.compressed) for c in cams] == [("/x", True), ("/y", False)]
+    assert (topic, rate) == ("/arm/js", 5.0)
+    assert [(c.topic, c.compressed) for c in cams] == [("/x", True), ("/y", False)]
     assert (cams[1].height, cams[1].width, cams[1].buffer.name) == (8, 8, "/y")
     with pytest.raises(GenilError, match=r"camera_topics: 1 topics but the checkpoint has 2 camera\(s\)"):
         resolve_inputs(PolicySettings(camera_topics=["/x"]), spec)
@@ -254,10 +255,12 @@ def test_cli_passes_on_only_what_was_typed(tmp_path):
     ros = policy_cli.ros_arguments(_args("--params-file", str(pf), "--device", "auto", "-p", "seed:=3"))
     assert ros[5:] == ["-p", "seed:=3", "-p", "device:=auto"]  # typed values come after the file: they win
     # without a params file (or one that does not set it) the command autostarts
-    assert policy_cli.ros_arguments(_args("--checkpoint", "ck"))[3:] == ["-p", "checkpoint:=ck", "-p", "autostart:=true"]
+    ros = policy_cli.ros_arguments(_args("--checkpoint", "ck"))
+    assert ros[3:] == ["-p", "checkpoint:=ck", "-p", "autostart:=true"]
     assert policy_cli.ros_arguments(_args("--checkpoint", "ck", "--no-autostart"))[-2:] == ["-p", "autostart:=false"]
     assert policy_cli.ros_arguments(_args("--checkpoint", "1.0"))[4] == "checkpoint:='1.0'"  # stays a string
-    assert policy_cli.ros_arguments(_args("--checkpoint", "ck", "--use-sim-time"))[-4:-2] == ["-p", "use_sim_time:=true"]
+    ros = policy_cli.ros_arguments(_args("--checkpoint", "ck", "--use-sim-time"))
+    assert ros[-4:-2] == ["-p", "use_sim_time:=true"]
 
 
 def test_cli_checks_values_before_starting(tmp_path):
@@ -270,7 +273,8 @@ def test_cli_checks_values_before_starting(tmp_path):
                       (["--device", "cpu", "-p", "device:=cpu"], "--device and -p device:=... both given")]:
         with pytest.raises(GenilError, match=pat):
             policy_cli.ros_arguments(_args("--checkpoint", "ck", *argv))
-    assert "control_rate_hz:=1e3" in policy_cli.ros_arguments(_args("-p", "control_rate_hz:=1e3"))  # a number to rcl too
+    # rcl reads 1e3 as a number (PyYAML would not): accepted for a float parameter
+    assert "control_rate_hz:=1e3" in policy_cli.ros_arguments(_args("-p", "control_rate_hz:=1e3"))
     pf = _params_file(tmp_path / "bad.yaml", {"output_mode": "torque"})
     with pytest.raises(GenilError, match=r"bad.yaml: parameter output_mode: 'torque'"):
         policy_cli.ros_arguments(_args("--params-file", str(pf)))
@@ -346,8 +350,9 @@ def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
 def test_runs_without_rclpy():
     """This file's ROS-free tests pass in a Python where rclpy and the message packages are missing."""
     block = "; ".join(f"sys.modules[{m!r}] = None" for m in ROS_MODULES)
+    select = "not real_checkpoint and not pickle"  # those two load torch models: slow, and ROS-free anyway
     code = (f"import sys; {block}; import pytest; "
-            f"sys.exit(pytest.main([{__file__!r}, '-q', '-rs', '-p', 'no:cacheprovider', '-k', 'not real_checkpoint and not pickle']))")
+            f"sys.exit(pytest.main([{__file__!r}, '-q', '-rs', '-p', 'no:cacheprovider', '-k', {select!r}]))")
     env = dict(os.environ, GENIL_TEST_WITHOUT_ROS="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr

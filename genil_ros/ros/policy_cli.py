@@ -169,7 +169,8 @@ def ros_arguments(args) -> list:
     if "autostart" not in typed and "autostart" not in from_file:
         typed["autostart"] = True  # the command's default; a params file's autostart: false is respected
         ros += ["-p", "autostart:=true"]
-    effective = {k: v for k, v in {**from_file, **typed}.items() if k not in _EXTRA and not k.startswith("qos_overrides.")}
+    effective = {k: v for k, v in {**from_file, **typed}.items()
+                 if k not in _EXTRA and not k.startswith("qos_overrides.")}
     settings_from_values(PolicySettings, effective)  # the checks across parameters (validate())
     return ros
 

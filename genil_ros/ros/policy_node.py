@@ -494,15 +494,9 @@ class PolicyNode(LifecycleNode):
     async def _srv_reload_async(self, request, response):
         """~/reload: the new model is loaded and warmed up on a helper thread while the executor keeps
         running the control ticks with the old one; the reply comes when the swap is done (or refused)."""
-        done = Future()
-
-        def work():
-            try:
-                done.set_result(self._srv_reload(request, response))
-            except BaseException as e:  # noqa: BLE001 - reported through the future
-                done.set_exception(e)
-
-        threading.Thread(target=work, name="policy_reload", daemon=True).start()
+        done = Future()  # _srv_reload answers every failure in the response, it does not raise
+        threading.Thread(target=lambda: done.set_result(self._srv_reload(request, response)), name="policy_reload",
+                         daemon=True).start()
         return await done
 
     def _srv_reload(self, request, response):
