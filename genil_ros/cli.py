@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("genil_ros.policy.checkpoint", "deployment copy of a checkpoint: EMA weights only, fp16"),
     "eval": ("genil_ros.sim.evaluate", "evaluate a policy checkpoint on the bundled sim"),
     "sim": ("genil_ros.ros.sim_node", "run the bundled MuJoCo arm as a ROS 2 robot"),
-    "policy": ("genil_ros.ros.policy_node", "run the diffusion policy node"),
+    "policy": ("genil_ros.ros.policy_cli", "run the diffusion policy node"),
     "demo": ("genil_ros.demo", "the end-to-end demo on the bundled sim"),
     "check-config": ("genil_ros.config", "validate an experiment YAML and print it with all defaults"),
 }

@@ -197,9 +197,21 @@ def included_launch_arguments(name: str) -> list[tuple[Path, list[str]]]:
     return out
 
 
+# nodes whose parameters are a settings dataclass (genil_ros/ros/params.py); importable without rclpy
+SETTINGS = {"policy_node": ("genil_ros.ros.policy_params", "PolicySettings")}
+
+
 def declared_node_parameters(module: str) -> set[str]:
-    """Parameter names a node declares: keys of its module-level PARAMETERS dict and literal
-    declare_parameter('name', ...) calls (read with ast: importing the node needs rclpy)."""
+    """Parameter names a node declares: its settings dataclass's table, or the keys of its module-level
+    PARAMETERS dict and literal declare_parameter('name', ...) calls (read with ast: importing the node
+    needs rclpy)."""
+    if module in SETTINGS:
+        import importlib
+
+        from genil_ros.ros.params import parameter_table
+
+        mod, cls = SETTINGS[module]
+        return {p.name for p in parameter_table(getattr(importlib.import_module(mod), cls))}
     path = ROOT / "genil_ros" / "ros" / f"{module}.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()

@@ -5,6 +5,7 @@ policy checkpoint written by save_checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ rclpy = pytest.importorskip("rclpy")
 REPO = Path(__file__).resolve().parent.parent
 NODES = Path(__file__).parent / "nodes"
 sys.path.insert(0, str(NODES))
-from fake_robot_policy import make_checkpoint  # noqa: E402
+from fake_robot_policy import make_checkpoint, make_checkpoint_naming_a_code_pickle  # noqa: E402
 
 JOINTS = ["a", "b", "c"]
 PERIOD = 0.1  # the checkpoints' control rate: 10 Hz
@@ -66,7 +67,7 @@ class Operator:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
 
-        self.node = rclpy.create_node("policy_node_tester", context=ctx)
+        self.node = rclpy.create_node(f"{node_name}_tester", context=ctx)
         self.ex = SingleThreadedExecutor(context=ctx)
         self.ex.add_node(self.node)
         self.target = node_name
@@ -127,9 +128,20 @@ class Operator:
             type=ParameterType.PARAMETER_STRING, string_value=value))])
         return all(r.successful for r in self.call(SetParameters, f"/{self.target}/set_parameters", req).results)
 
+    def get_param(self, name: str):
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        resp = self.call(GetParameters, f"/{self.target}/get_parameters", GetParameters.Request(names=[name]))
+        return parameter_value_to_python(resp.values[0])
+
     def close(self):
         self.ex.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "genil_ros.cli", "policy", *args]
 
 
 def node_cmd(*params: str) -> list[str]:
@@ -308,3 +320,44 @@ def test_lifecycle_services_position_mode_and_sim_time(spawn, ros_context, tmp_p
         assert node.proc.returncode == 0
     finally:
         tester.close()
+
+
+def test_cli_exits_2_with_one_line_when_autostart_fails(spawn, tmp_path):
+    """`genil-ros policy` (not the launched node) ends with status 2 and the reason in one line: a missing
+    checkpoint, a checkpoint that names a pickle with code in it, a bad -p value (refused before start)."""
+    evil_ck = make_checkpoint_naming_a_code_pickle(tmp_path / "evil", image_hw=(16, 16))
+    cases = [(["--checkpoint", str(tmp_path / "nonexistent")], "configure failed: .*nonexistent"),
+             (["--checkpoint", str(evil_ck), "--device", "cpu"], "configure failed: .*evil.r18.pth.*refused"),
+             (["--checkpoint", "x", "-p", "output_mode:=foo"],
+              "genil-ros policy: error: -p output_mode:=foo: parameter output_mode: 'foo' is not one of")]
+    procs = [(spawn(cli_cmd(*argv), extra_env=ENV, name="cli"), pat) for argv, pat in cases]
+    for p, pat in procs:
+        wait_for(lambda: not p.alive(), 120, f"{p.args[4:]} to exit")
+        lines = [ln for ln in p.output().splitlines() if ln.strip()]
+        assert p.proc.returncode == 2, p.output()
+        assert len(lines) == 1 and re.search(pat, lines[0]), lines
+        assert "weights_only" not in lines[0] and "waiting for lifecycle" not in lines[0]
+
+
+def test_cli_params_file_is_not_overridden_by_untyped_flags(spawn, ros_context, tmp_path):
+    """Precedence: params file < what the user typed. A params file's autostart: false and output_mode
+    stay in force under `genil-ros policy --params-file`; typed values win over it."""
+    import yaml
+
+    ck = make_checkpoint(tmp_path / "ck")
+    pf = tmp_path / "policy.yaml"
+    pf.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "checkpoint": str(ck), "device": "cpu", "output_mode": "position", "autostart": False, "seed": 5}}}))
+    quiet = spawn(cli_cmd("--params-file", str(pf), "--name", "quiet_policy"), extra_env=ENV, name="quiet")
+    typed = spawn(cli_cmd("--params-file", str(pf), "--name", "typed_policy", "--output-mode", "trajectory",
+                          "-p", "autostart:=true", "-p", "seed:=7"), extra_env=ENV, name="typed")
+    a, b = Operator(ros_context, "quiet_policy"), Operator(ros_context, "typed_policy")
+    try:
+        assert a.state() == "unconfigured"  # autostart: false from the file, though the command autostarts by default
+        assert (a.get_param("output_mode"), a.get_param("device"), a.get_param("seed")) == ("position", "cpu", 5)
+        wait_for(lambda: b.state() == "active", 120, "the typed node to autostart", (typed,))
+        assert (b.get_param("output_mode"), b.get_param("device"), b.get_param("seed")) == ("trajectory", "cpu", 7)
+        assert quiet.alive()
+    finally:
+        a.close()
+        b.close()

@@ -356,4 +356,6 @@ def load_training_state(dir: PathLike) -> Optional[dict]:
     try:
         return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{f}: cannot read the training state ({type(e).__name__}: {e})") from None
+        from genil_ros.policy.load_errors import load_error_reason
+
+        raise CheckpointError(f"{f}: cannot read the training state ({load_error_reason(e)})") from None

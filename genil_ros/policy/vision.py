@@ -54,7 +54,9 @@ def _load_pretrained(net: nn.Module, path: str) -> None:
             if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
                 sd = sd["state_dict"]
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise CheckpointError(f"{path}: cannot read pretrained backbone weights ({type(e).__name__}: {e})") from None
+        from genil_ros.policy.load_errors import load_error_reason
+
+        raise CheckpointError(f"{path}: cannot read pretrained backbone weights ({load_error_reason(e)})") from None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: pretrained backbone weights are not a state dict")
     own = net.state_dict()

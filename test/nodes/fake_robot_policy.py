@@ -36,3 +36,28 @@ def make_checkpoint(path, joints: Sequence[str] = ("a", "b", "c"), camera: bool 
             for prm in policy.model.parameters():
                 prm.fill_(float("nan"))
     return save_checkpoint(Path(path), policy, extra={"note": "untrained test checkpoint"})
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a malicious weights file does."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this should never run",))
+
+
+def make_checkpoint_naming_a_code_pickle(path, **kwargs) -> Path:
+    """A camera checkpoint whose config.yaml names as its pretrained backbone weights a pickle with code
+    in it (``<path>.r18.pth``): loading it must refuse that file."""
+    import pickle
+
+    import yaml
+
+    ck = make_checkpoint(path, camera=True, **kwargs)
+    evil = Path(f"{path}.r18.pth")
+    evil.write_bytes(pickle.dumps(_RunsCode(), protocol=2))
+    cfg = yaml.safe_load((ck / "config.yaml").read_text())
+    cfg["policy"]["vision"]["pretrained_weights"] = str(evil)
+    (ck / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return ck

@@ -1,0 +1,82 @@
+"""What the control loop measures (inference latency, tick periods, counters) and the inference lead time."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["RollingStats", "LoopStats", "inference_lead"]
+
+
+class RollingStats:
+    """The last ``n`` values of a measurement, with percentiles."""
+
+    def __init__(self, n: int = 200):
+        self._v: deque[float] = deque(maxlen=n)
+
+    def add(self, v: float) -> None:
+        self._v.append(float(v))
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def values(self) -> list[float]:
+        return list(self._v)
+
+    def last(self) -> float:
+        return self._v[-1] if self._v else float("nan")
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(np.asarray(self._v), q)) if self._v else float("nan")
+
+    def clear(self) -> None:
+        self._v.clear()
+
+
+def inference_lead(latency: RollingStats, period_s: float) -> int:
+    """Ticks ahead of need to start an inference: ceil(p90 latency / period), at least 1."""
+    if not len(latency):
+        return 1
+    return max(1, math.ceil(latency.pct(90) / period_s))
+
+
+COUNTERS = ("chunks", "skipped_actions", "late_chunks", "missed_ticks", "holds", "model_errors", "nonfinite_chunks",
+            "stale_ticks")
+
+
+class LoopStats:
+    """What the control loop measures and counts, reported in the node's diagnostics."""
+
+    def __init__(self):
+        self.latency = RollingStats()  # inference, s
+        self.obs_to_command = RollingStats()  # oldest input stamp of a chunk's window -> its first command, s
+        self.periods = RollingStats()  # measured control periods, s
+        self.staleness: dict[str, float] = {}  # input stream -> age of its sample at the last tick, s
+        self.counts = dict.fromkeys(COUNTERS, 0)
+
+    def values(self, nominal_period_s: float, streams: Iterable = ()) -> dict[str, str]:
+        """Diagnostic key/values: control rate, period jitter and latencies (milliseconds, 'nan' while
+        unknown), the staleness and rejected messages of each input stream (StreamBuffer), the counters."""
+        ms = lambda v: f"{v * 1e3:.2f}" if np.isfinite(v) else "nan"  # noqa: E731
+        jitter = RollingStats()
+        for v in self.periods.values():
+            jitter.add(abs(v - nominal_period_s))
+        kv = {
+            "control_rate_hz": f"{1.0 / nominal_period_s:g}",
+            "measured_control_rate_hz": f"{1.0 / self.periods.pct(50):.2f}" if len(self.periods) else "nan",
+            "control_period_jitter_median_ms": ms(jitter.pct(50)),
+            "control_period_jitter_p99_ms": ms(jitter.pct(99)),
+            "inference_latency_last_ms": ms(self.latency.last()),
+            "inference_latency_median_ms": ms(self.latency.pct(50)),
+            "inference_latency_p99_ms": ms(self.latency.pct(99)),
+            "obs_to_command_latency_median_ms": ms(self.obs_to_command.pct(50)),
+            "obs_to_command_latency_p99_ms": ms(self.obs_to_command.pct(99)),
+        }
+        for buf in streams:
+            kv[f"staleness_s {buf.name}"] = f"{self.staleness.get(buf.name, float('nan')):.3f}"
+            kv[f"rejected_messages {buf.name}"] = str(buf.rejected)
+        kv.update((k, str(v)) for k, v in self.counts.items())
+        return kv
