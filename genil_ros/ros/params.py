@@ -154,7 +154,8 @@ def declare_parameters(node: Any, cls: type) -> tuple[Param, ...]:
 
     table = parameter_table(cls)
     for p in table:
-        desc = p.description + (f" [{' | '.join(map(str, p.choices))}]" if p.choices else "")
+        named = [str(c) for c in p.choices if c != ""]
+        desc = p.description + (f" [{' | '.join(named)}{', or empty' if '' in p.choices else ''}]" if named else "")
         node.declare_parameter(p.name, p.default,
                                ParameterDescriptor(description=desc, dynamic_typing=True))
     return table
