@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from genil_ros.data.bags import Bag, DataWarning, bag_sha256, short_type
+from genil_ros.data.bags import Bag, DataWarning, bag_sha256, find_bags, is_bag, short_type
 from genil_ros.errors import DataError
 
 __all__ = ["build_dataset", "expand_bag_paths", "add_arguments", "run", "JOINT_STATE", "IMAGE", "COMPRESSED",
@@ -43,10 +43,8 @@ def expand_bag_paths(paths: Sequence[Union[str, os.PathLike]]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise DataError(f"{p}: bag not found")
-        if p.is_dir() and not (p / "metadata.yaml").is_file():
-            kids = sorted(k for k in p.iterdir()
-                          if (k.is_dir() and (k / "metadata.yaml").is_file())
-                          or (k.is_file() and k.suffix in (".mcap", ".db3", ".bag")))
+        if p.is_dir() and not is_bag(p):
+            kids = find_bags(p, skip_hidden=False)
             if not kids:
                 raise DataError(f"{p}: not a bag and holds no bags (rosbag2 directories, .mcap, .db3, .bag)")
             out.extend(kids)
