@@ -134,6 +134,10 @@ class DatasetConfig:
     episode_split: Literal["gaps", "bag"] = "gaps"
     image_compression: Literal["zstd", "none"] = "zstd"  # frames on disk: zstd chunks, or raw memmappable .npy
     chunk_frames: int = 16  # frames per compressed chunk (random access decodes one or two chunks)
+    # a NaN / inf in a stream the dataset uses (joint positions; velocities with task.use_velocity; commands):
+    # "error" stops the build naming bag, topic, joint and time; "cut" makes the ticks that would hold it
+    # invalid (the episode splits there, as at a gap) and warns naming the same
+    nonfinite: Literal["error", "cut"] = "error"
 
     def validate(self, where: str) -> None:
         _check(self.chunk_frames >= 1, where + ".chunk_frames", "must be >= 1")

@@ -10,7 +10,8 @@ Each bag is streamed twice and never held in RAM:
 
 Topic roles come from the experiment config: ``task.joint_states_topic`` / ``task.joint_names`` /
 ``task.cameras`` and ``dataset.action_source`` / ``action_topic`` / ``max_staleness_s`` /
-``episode_gap_s`` / ``use_header_stamps`` / ``episode_split``. The store is written into a temp directory
+``episode_gap_s`` / ``use_header_stamps`` / ``episode_split`` / ``nonfinite`` (a NaN or inf in the joint
+states or commands is an error naming bag, topic, joint and time, or by choice a cut of the span). The store is written into a temp directory
 and renamed into place at the end, so an interrupted build leaves nothing at ``-o DIR``.
 """
 
@@ -221,6 +222,38 @@ def _assign_stamps(bag: Bag, cfg, streams: dict[str, _Stream]) -> str:
     return base
 
 
+def _nonfinite_messages(bag: Bag, cfg, streams: dict[str, _Stream]) -> dict[str, np.ndarray]:
+    """role -> bool per message: holds a NaN / inf the dataset would use (joint positions, velocities with
+    task.use_velocity, commands). ``dataset.nonfinite`` "error" raises at the first, naming bag, topic,
+    joint and time; "cut" warns once per topic and returns the masks for the timeline to cut at."""
+    joints = list(cfg.task.joint_names)
+    out = {}
+    for role, s in streams.items():
+        if role.startswith("camera:"):
+            continue
+        values = np.stack(s.values)
+        bad = ~np.isfinite(values)
+        rows = bad.any(axis=1)
+        if not rows.any():
+            continue
+        k = int(np.argmax(rows))
+        d = int(np.argmax(bad[k]))
+        joint = joints[d % len(joints)]
+        what = f"{'velocity' if d >= len(joints) else 'position'} of joint {joint}" if role == "joint_states" \
+            else f"command for joint {joint}"
+        first = f"{what} is {values[k, d]} at t = {s.stamps[k] / 1e9:.3f} s (message {k})"
+        if cfg.dataset.nonfinite == "error":
+            raise DataError(f"{_where(bag, s.topic)}: non-finite value: {first}, {int(rows.sum())} message(s) in all; "
+                            "fix the recording, or set dataset.nonfinite: cut to split the episode there")
+        hit = sorted({joints[i % len(joints)] for i in np.nonzero(bad.any(axis=0))[0]}, key=joints.index)
+        last = s.stamps[len(rows) - 1 - int(np.argmax(rows[::-1]))] / 1e9
+        warnings.warn(f"{_where(bag, s.topic)}: {int(rows.sum())} message(s) with non-finite values (joints {hit}) "
+                      f"up to t = {last:.3f} s, the first: {first}; cut there (dataset.nonfinite: cut)",
+                      DataWarning, stacklevel=2)
+        out[role] = rows
+    return out
+
+
 def _decode(bag: Bag, topic: str, msgtype: str, raw, height: int, width: int) -> np.ndarray:
     from genil_ros.data.images import decode_compressed, decode_image, resize_image
 
@@ -242,12 +275,15 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
     roles = _check_topics(bag, cfg)
     streams = _read_lowdim(bag, cfg, roles, pbar)
     base = _assign_stamps(bag, cfg, streams)
+    unusable = _nonfinite_messages(bag, cfg, streams)
     command = ds.action_source == "command"
     plan = plan_timeline({r: s.stamps for r, s in streams.items()}, task.control_rate_hz, ds.max_staleness_s,
                          ds.episode_gap_s, ds.min_episode_steps, reference="joint_states",
-                         action="action" if command else None, next_state=not command)
-    why = ", ".join(f"{streams[r].topic} stale or missing at {n} of {len(plan.ticks)} ticks"
-                    for r, n in plan.stale.items() if n)
+                         action="action" if command else None, next_state=not command, unusable=unusable)
+    why = ", ".join([f"{streams[r].topic} stale or missing at {n} of {len(plan.ticks)} ticks"
+                     for r, n in plan.stale.items() if n]
+                    + [f"{streams[r].topic} non-finite at {n} of {len(plan.ticks)} ticks"
+                       for r, n in plan.unusable.items() if n])
     if not plan.spans:
         raise DataError(f"{bag.path}: no span of >= {ds.min_episode_steps} synchronised steps at "
                         f"{task.control_rate_hz} Hz" + (f" ({why}; dataset.max_staleness_s = {ds.max_staleness_s})"
@@ -282,6 +318,8 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
     info = {"path": str(bag.path), "time_base": base, "messages": bag.message_count,
             "episodes": [], "ticks_total": int(len(plan.ticks)),
             "stale_ticks": {streams[r].topic: n for r, n in plan.stale.items()}}
+    if unusable:
+        info["nonfinite_ticks"] = {streams[r].topic: n for r, n in plan.unusable.items()}
     # pass 2: frames
     writers = {}
 

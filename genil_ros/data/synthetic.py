@@ -136,12 +136,21 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
                    action: Optional[str] = "multiarray", action_topic: str = "/commands", action_rate: float = 10.0,
                    storage: str = "mcap", compression: Optional[str] = None, header_stamps: bool = True,
                    latency_s: float = 0.002, receive_offset_s: float = 50.0, gaps: Sequence[tuple] = (),
-                   js_topic: str = "/joint_states", progress=None) -> Path:
+                   js_topic: str = "/joint_states", nonfinite: Sequence[tuple] = (), progress=None) -> Path:
     """A demonstration whose values are known functions of the header time ``t`` (seconds):
     joint ``j`` (by name, published in reversed order) is ``joint_value(t, j)``; frame ``k`` of the camera has
     colour ``frame_colour(k)``; the command published at ``t`` is ``joint_value(t + 0.1, j)``.
     Receive times are header times + ``receive_offset_s`` + ``latency_s``. ``gaps``: (t0, t1) in seconds
-    from the start where nothing is published."""
+    from the start where nothing is published. ``nonfinite``: (field, first, count, j, value) entries, field
+    "position", "velocity" or "command": that value of joint ``j`` is ``value`` (e.g. NaN) in ``count``
+    messages of the joint states (or commands) from message ``first`` on."""
+
+    def poisoned(field: str, k: int, values: list) -> list:
+        for f, first, count, j, value in nonfinite:
+            if f == field and first <= k < first + count:
+                values[j] = value
+        return values
+
     names = list(joint_names)
     t_end = start_s + duration_s
     events = []  # (receive ns, kind, header ns, k)
@@ -168,8 +177,10 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
             t = hdr / 1e9
             if kind == "js":
                 order = list(reversed(range(len(names))))
-                bag.joint_state(js_topic, recv, stamp, [names[j] for j in order], [joint_value(t, j) for j in order],
-                                [0.5 * math.cos(0.5 * t + j) for j in order])
+                pos = poisoned("position", k, [joint_value(t, j) for j in range(len(names))])
+                vel = poisoned("velocity", k, [0.5 * math.cos(0.5 * t + j) for j in range(len(names))])
+                bag.joint_state(js_topic, recv, stamp, [names[j] for j in order], [pos[j] for j in order],
+                                [vel[j] for j in order])
             elif kind == "cam":
                 img = np.empty((h, w, 3), np.uint8)
                 img[:] = frame_colour(k)
@@ -184,7 +195,7 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
                             "mono8": cv2.COLOR_RGB2GRAY}[encoding]
                     bag.image(camera_topic, recv, stamp, cv2.cvtColor(img, conv), encoding=encoding)
             else:
-                vals = [joint_value(t + 0.1, j) for j in range(len(names))]
+                vals = poisoned("command", k, [joint_value(t + 0.1, j) for j in range(len(names))])
                 if action == "multiarray":
                     bag.multiarray(action_topic, recv, vals)
                 else:
