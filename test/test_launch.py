@@ -222,7 +222,8 @@ def declared_node_parameters(node: str) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for stmt in tree.body:
-        target = stmt.target if isinstance(stmt, ast.AnnAssign) else (stmt.targets[0] if isinstance(stmt, ast.Assign) else None)
+        target = stmt.target if isinstance(stmt, ast.AnnAssign) else \
+            (stmt.targets[0] if isinstance(stmt, ast.Assign) else None)
         if isinstance(target, ast.Name) and target.id == "PARAMETERS" and isinstance(stmt.value, ast.Dict):
             names |= {_const_str(k) for k in stmt.value.keys if _const_str(k)}
     aliases = {"declare_parameter"}
@@ -288,11 +289,13 @@ def test_genil_executables_are_console_scripts(name):
     scripts = console_scripts()
     ours = [exe for pkg, exe in started_executables(name) if pkg == "genil_ros"]
     for exe in ours:
-        assert exe in scripts, f"launch/{name}: executable {exe!r} is not a console script in setup.py ({sorted(scripts)})"
+        assert exe in scripts, \
+            f"launch/{name}: executable {exe!r} is not a console script in setup.py ({sorted(scripts)})"
         module, func = scripts[exe].split(":")
         mod_path = ROOT / (module.replace(".", "/") + ".py")
         assert mod_path.is_file(), f"setup.py: {exe} -> {module}, but {mod_path.relative_to(ROOT)} does not exist"
-        defined = {f.name for f in ast.parse(mod_path.read_text(encoding="utf-8")).body if isinstance(f, ast.FunctionDef)}
+        body = ast.parse(mod_path.read_text(encoding="utf-8")).body
+        defined = {f.name for f in body if isinstance(f, ast.FunctionDef)}
         assert func in defined, f"{mod_path.relative_to(ROOT)}: no function {func}() for console script {exe}"
 
 
@@ -312,7 +315,8 @@ def test_named_files_exist_in_installed_data(name):
     named = {var: p for var, p in env.items() if any(p.name.endswith(s) for s in FILE_SUFFIXES)}
     for var, path in named.items():
         rel = path.relative_to(ROOT)  # ValueError: a path outside the package
-        assert rel.parts[0] in INSTALLED_DATA, f"launch/{name}: {var} = {rel} is not in an installed folder {INSTALLED_DATA}"
+        assert rel.parts[0] in INSTALLED_DATA, \
+            f"launch/{name}: {var} = {rel} is not in an installed folder {INSTALLED_DATA}"
         assert path.is_file(), f"launch/{name}: {var} names {rel}, which does not exist"
     # any other file name in a string constant must exist somewhere in the installed data folders
     resolved = {p.name for p in named.values()}
@@ -358,7 +362,8 @@ def test_controller_choices_match_the_controllers_file():
     for choice, (active, standby, mode) in table.items():
         assert mode in ("trajectory", "position")
         for c in (active, standby):
-            assert c in cm and "type" in cm[c], f"{GZ_CONTROLLERS.name}: controller {c} (controller:={choice}) not defined"
+            assert c in cm and "type" in cm[c], \
+                f"{GZ_CONTROLLERS.name}: controller {c} (controller:={choice}) not defined"
     assert cm["joint_state_broadcaster"]["type"] == "joint_state_broadcaster/JointStateBroadcaster"
 
 
@@ -383,7 +388,8 @@ def test_params_files_are_ros_params_files():
         for node, body in data.items():
             where = f"{path.relative_to(ROOT)}: {node}"
             assert re.fullmatch(r"/\*\*|(/\*\*/|/)?([A-Za-z_]\w*/)*[A-Za-z_]\w*", node), f"{where}: not a node name"
-            assert isinstance(body, dict) and list(body) == ["ros__parameters"], f"{where}: must hold only ros__parameters"
+            assert isinstance(body, dict) and list(body) == ["ros__parameters"], \
+                f"{where}: must hold only ros__parameters"
             stack = [(node, body["ros__parameters"])]
             while stack:
                 prefix, params = stack.pop()
@@ -418,7 +424,10 @@ def test_params_files_parse_with_rcl(ros_env):
                     while stack:
                         prefix, params = stack.pop()
                         for k, v in params.items():
-                            (stack.append((prefix + k + ".", v)) if isinstance(v, dict) else flat.__setitem__(prefix + k, v))
+                            if isinstance(v, dict):
+                                stack.append((prefix + k + ".", v))
+                            else:
+                                flat[prefix + k] = v
                     for k, v in flat.items():
                         got = node.get_parameter(k).value
                         got = list(got) if isinstance(v, list) else got
@@ -448,7 +457,8 @@ def test_sim_params_file_gives_every_declared_parameter_its_default():
     from genil_ros.ros.params import parameter_table
     from genil_ros.ros.sim_node import SimSettings
 
-    assert node_params(CONFIG / "sim_node.yaml", "sim_node") == {p.name: p.default for p in parameter_table(SimSettings)}
+    table = {p.name: p.default for p in parameter_table(SimSettings)}
+    assert node_params(CONFIG / "sim_node.yaml", "sim_node") == table
 
 
 def test_launch_overrides_are_declared_policy_parameters():
@@ -476,7 +486,8 @@ def test_real_arm_params_agree_with_the_task_and_are_safe():
     n = len(task.joint_names)
     assert 6 <= n <= 7
     lower, upper = np.array(p["joint_lower_limits"], float), np.array(p["joint_upper_limits"], float)
-    assert lower.shape == upper.shape == (n,), f"{REAL_POLICY.name}: joint limits must have {n} entries (task.joint_names)"
+    assert lower.shape == upper.shape == (n,), \
+        f"{REAL_POLICY.name}: joint limits must have {n} entries (task.joint_names)"
     assert np.all(lower < upper), f"{REAL_POLICY.name}: lower >= upper for joints {np.nonzero(lower >= upper)[0]}"
     assert np.all(np.abs(lower) <= 2 * math.pi) and np.all(np.abs(upper) <= 2 * math.pi)
     assert [c.topic for c in task.cameras] == p["camera_topics"], "camera topics differ from real_arm_task.yaml"
@@ -511,9 +522,11 @@ def test_gazebo_arm_matches_the_bundled_sim(urdf):
     assert [j.get("name") for j in joints] == JOINT_NAMES
     for j, lo, hi in zip(joints, *JOINT_LIMITS):
         lim = j.find("limit")
-        assert (float(lim.get("lower")), float(lim.get("upper"))) == (lo, hi), f"{j.get('name')}: limits differ from the sim"
+        assert (float(lim.get("lower")), float(lim.get("upper"))) == (lo, hi), \
+            f"{j.get('name')}: limits differ from the sim"
     gz = node_params(GZ_POLICY, "policy_node")
-    assert np.allclose(gz["joint_lower_limits"], JOINT_LIMITS[0]) and np.allclose(gz["joint_upper_limits"], JOINT_LIMITS[1])
+    assert np.allclose(gz["joint_lower_limits"], JOINT_LIMITS[0])
+    assert np.allclose(gz["joint_upper_limits"], JOINT_LIMITS[1])
 
 
 def test_gazebo_arm_kinematics_and_camera_equal_the_mujoco_arm(urdf):
@@ -576,7 +589,8 @@ def test_gazebo_ros2_control_controllers_bridge_and_policy_agree(urdf):
         assert e["direction"] in ("GZ_TO_ROS", "ROS_TO_GZ", "BIDIRECTIONAL")
     by_type = {e["ros_type_name"]: e for e in bridge}
     clock = by_type["rosgraph_msgs/msg/Clock"]
-    assert (clock["ros_topic_name"], clock["gz_type_name"], clock["direction"]) == ("/clock", "gz.msgs.Clock", "GZ_TO_ROS")
+    assert (clock["ros_topic_name"], clock["gz_type_name"], clock["direction"]) == \
+        ("/clock", "gz.msgs.Clock", "GZ_TO_ROS")
     image = by_type["sensor_msgs/msg/Image"]
     assert (image["gz_type_name"], image["direction"]) == ("gz.msgs.Image", "GZ_TO_ROS")
     sensor = root.find(".//gazebo[@reference='camera_link']/sensor")
@@ -597,7 +611,8 @@ def test_gazebo_ros2_control_controllers_bridge_and_policy_agree(urdf):
 def test_gazebo_world_has_the_systems_the_demo_needs():
     world = ET.parse(GZ_WORLD).getroot().find("world")
     systems = {p.get("name") for p in world.findall("plugin")}
-    for s in ("Physics", "UserCommands", "SceneBroadcaster", "Sensors"):  # create needs UserCommands, the camera Sensors
+    # `create` needs UserCommands, the camera Sensors
+    for s in ("Physics", "UserCommands", "SceneBroadcaster", "Sensors"):
         assert f"gz::sim::systems::{s}" in systems, f"{GZ_WORLD.name}: no {s} system"
     models = {m.get("name") for m in world.findall("model")}
     assert {"ground_plane", "table", "target", "post"} <= models

@@ -101,7 +101,8 @@ def make_store(path, joints=("a", "b", "c"), n_eps=4, length=12, hw=(32, 32)):
     from genil_ros.data.store import EpisodeStore
 
     rng = np.random.default_rng(0)
-    w = EpisodeStore.create(path, joint_names=list(joints), cameras=[{"name": "front", "height": hw[0], "width": hw[1]}],
+    w = EpisodeStore.create(path, joint_names=list(joints),
+                            cameras=[{"name": "front", "height": hw[0], "width": hw[1]}],
                             control_rate_hz=10.0)
     for e in range(n_eps):
         t = np.arange(length, dtype=np.float64) / 10.0

@@ -11,8 +11,9 @@ Each bag is streamed twice and never held in RAM:
 Topic roles come from the experiment config: ``task.joint_states_topic`` / ``task.joint_names`` /
 ``task.cameras`` and ``dataset.action_source`` / ``action_topic`` / ``max_staleness_s`` /
 ``episode_gap_s`` / ``use_header_stamps`` / ``episode_split`` / ``nonfinite`` (a NaN or inf in the joint
-states or commands is an error naming bag, topic, joint and time, or by choice a cut of the span). The store is written into a temp directory
-and renamed into place at the end, so an interrupted build leaves nothing at ``-o DIR``.
+states or commands is an error naming bag, topic, joint and time, or by choice a cut of the span). The
+store is written into a temp directory and renamed into place at the end, so an interrupted build leaves
+nothing at ``-o DIR``.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def _read_lowdim(bag: Bag, cfg, roles: dict, pbar) -> dict[str, _Stream]:
                 pos = js_pos(msg.name, msg.position)
                 if task.use_velocity:
                     if len(msg.velocity) == 0:
-                        raise DataError(f"{_where(bag, topic)}: JointState has no velocities but task.use_velocity is true")
+                        raise DataError(f"{_where(bag, topic)}: JointState has no velocities but "
+                                        "task.use_velocity is true")
                     pos = np.concatenate([pos, js_vel(msg.name, msg.velocity, field="velocity")])
                 s.values.append(pos)
             elif s.msgtype == TRAJECTORY:
@@ -205,7 +207,8 @@ def _assign_stamps(bag: Bag, cfg, streams: dict[str, _Stream]) -> str:
             log = np.asarray(s.log, dtype=np.int64)
             missing = hdr == 0
             if missing.any():
-                mapped = log + np.round(np.interp(log.astype(np.float64), js_log.astype(np.float64), offset)).astype(np.int64)
+                shift = np.interp(log.astype(np.float64), js_log.astype(np.float64), offset)
+                mapped = log + np.round(shift).astype(np.int64)
                 hdr = np.where(missing, mapped, hdr)
                 if s.msgtype != MULTIARRAY and missing.all() and s.role != "action":
                     warnings.warn(f"{_where(bag, s.topic)}: header stamps are zero; using receive times (mapped onto "
@@ -290,7 +293,7 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
                                                        if why else ""))
     all_spans = sorted(plan.spans + plan.dropped)
     if ds.episode_split == "bag" and len(all_spans) > 1:
-        (a0, a1), (b0, _) = all_spans[0], all_spans[1]
+        (_, a1), (b0, _) = all_spans[0], all_spans[1]
         raise DataError(f"{bag.path}: the data has a hole between t = {plan.ticks[a1 - 1] / 1e9:.3f} s and "
                         f"{plan.ticks[b0] / 1e9:.3f} s ({why or 'a joint-state gap'}); dataset.episode_split 'bag' "
                         f"needs one unbroken span per bag (use 'gaps' to split it)")
@@ -334,7 +337,7 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
         return w
 
     pending = {}  # cam name -> remaining steps per episode
-    for k, (_, _, _, cam_idx) in enumerate(episodes):
+    for _, _, _, cam_idx in episodes:
         for name, idx in cam_idx.items():
             pending.setdefault(name, []).append(len(idx))
 

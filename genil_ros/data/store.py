@@ -421,7 +421,8 @@ class EpisodeStore:
         p = Path(path)
         mp = p / "meta.json"
         if not mp.is_file():
-            raise DataError(f"{p}: not a dataset (no meta.json)" + ("" if p.exists() else "; the directory does not exist"))
+            raise DataError(f"{p}: not a dataset (no meta.json)"
+                            + ("" if p.exists() else "; the directory does not exist"))
         try:
             meta = json.loads(mp.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:

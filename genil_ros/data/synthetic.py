@@ -121,7 +121,8 @@ class BagFile:
         D = self.ts.types["builtin_interfaces/msg/Duration"]
         e = np.zeros(0, dtype=np.float64)
         pts = [] if positions is None else [P(positions=np.asarray(positions, np.float64), velocities=e,
-                                                accelerations=e, effort=e, time_from_start=D(sec=0, nanosec=100_000_000))]
+                                                accelerations=e, effort=e,
+                                                time_from_start=D(sec=0, nanosec=100_000_000))]
         self.write(topic, JT(header=self.header(stamp_ns), joint_names=list(names), points=pts), t_ns)
 
     def multiarray(self, topic: str, t_ns: int, values):
@@ -132,7 +133,8 @@ class BagFile:
 
 def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0", "j1", "j2"), duration_s: float = 3.0,
                    start_s: float = 1000.0, js_rate: float = 50.0, cam_rate: float = 20.0, image_size=(24, 32),
-                   camera_topic: Optional[str] = "/camera/image_raw", encoding: str = "rgb8", compressed: Optional[str] = None,
+                   camera_topic: Optional[str] = "/camera/image_raw", encoding: str = "rgb8",
+                   compressed: Optional[str] = None,
                    action: Optional[str] = "multiarray", action_topic: str = "/commands", action_rate: float = 10.0,
                    storage: str = "mcap", compression: Optional[str] = None, header_stamps: bool = True,
                    latency_s: float = 0.002, receive_offset_s: float = 50.0, gaps: Sequence[tuple] = (),

@@ -33,8 +33,8 @@ import torch
 from genil_ros.errors import CheckpointError
 from genil_ros.fileio import atomic_write_json, write_dir_atomically
 
-__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta", "resolve_checkpoint_dir",
-           "check_task_compatible", "resolve_device", "load_training_state"]
+__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta",
+           "resolve_checkpoint_dir", "check_task_compatible", "resolve_device", "load_training_state"]
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "ema.safetensors", "config.yaml", "normalizer.json", "meta.json")
@@ -84,7 +84,8 @@ def _state_for_file(sd: Mapping[str, torch.Tensor]) -> dict:
 
 
 def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torch.Tensor]] = None, cfg=None,
-                    extra: Optional[Mapping[str, Any]] = None, training_state: Optional[Mapping[str, Any]] = None) -> Path:
+                    extra: Optional[Mapping[str, Any]] = None,
+                    training_state: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a checkpoint directory atomically. ``policy`` may be wrapped (DDP); ``ema_state`` is a full
     state dict of the policy with EMA weights (default: the model weights); ``cfg`` defaults to
     ``policy.cfg``; ``extra`` goes into meta.json; ``training_state`` (optimiser etc.) into

@@ -36,9 +36,21 @@ from typing import Mapping, Optional
 
 from genil_ros.errors import DataError, GenilError
 from genil_ros.fileio import clean_stale, is_temp_name
-from genil_ros.policy.train_steps import (Dist, Progress, TrainingRun, build_loaders, build_optimisation, build_policy,
-                                          dataset_stats, end_of_epoch, restore_training_state,
-                                          save_training_checkpoint, seed_all, setup_device, train_one_epoch)
+from genil_ros.policy.train_steps import (
+    Dist,
+    Progress,
+    TrainingRun,
+    build_loaders,
+    build_optimisation,
+    build_policy,
+    dataset_stats,
+    end_of_epoch,
+    restore_training_state,
+    save_training_checkpoint,
+    seed_all,
+    setup_device,
+    train_one_epoch,
+)
 
 __all__ = ["add_arguments", "run", "train_policy", "dataset_stats", "find_resume_checkpoint",
            "finished_checkpoints", "recover_killed_saves"]

@@ -166,7 +166,8 @@ def run(args) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     policy = load_policy(model_path(args.checkpoint), device=args.device, use_ema=not args.no_ema)
     if args.scheduler or args.steps:
-        policy.set_inference(args.scheduler or policy.inference_scheduler_name, args.steps or policy.num_inference_steps)
+        policy.set_inference(args.scheduler or policy.inference_scheduler_name,
+                             args.steps or policy.num_inference_steps)
     res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
                           video_size=tuple(args.video_size))
     print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
