@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bootstrap demo test test-fast bench clean
+.PHONY: bootstrap demo lint test test-fast bench clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -12,7 +12,10 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m genil_ros.cli demo $(DEMO_ARGS)
 
-test: bootstrap
+lint: bootstrap
+	$(PY) -m ruff check
+
+test: lint
 	$(PY) -m pytest test -q -ra $(TEST_ARGS)
 
 bench: bootstrap

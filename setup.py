@@ -53,7 +53,8 @@ ROS = [
     "ros-diagnostic-msgs",
     "ros-lifecycle-msgs",
 ]
-DEV = ["pytest>=7", "pytest-timeout>=2", "xacro>=2"]  # xacro: test/test_launch.py expands the Gazebo URDF
+# xacro: test/test_launch.py expands the Gazebo URDF; ruff: the linter `make test` runs first (ruff.toml)
+DEV = ["pytest>=7", "pytest-timeout>=2", "xacro>=2", "ruff>=0.6"]
 
 setup(
     name=package_name,

@@ -113,7 +113,7 @@ def main() -> int:
         print(f"bag: {args.storage}, {args.seconds:.0f} s, {frames} frames 640x480 rgb8 @30 Hz, joint states @100 Hz, "
               f"{size / 1e6:.0f} MB (written in {gen_s:.1f} s); dataset images {args.size}x{args.size} @10 Hz")
         build_times = []
-        for r in range(args.repeats):
+        for _ in range(args.repeats):
             out = work / "ds"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -128,7 +128,7 @@ def main() -> int:
         rng = np.random.default_rng(0)
         for in_memory in (True, False):
             rates = []
-            for r in range(args.repeats):
+            for _ in range(args.repeats):
                 st = EpisodeStore.open(work / "ds", cache_chunks=2)  # far fewer than the store's chunks
                 ds = SequenceDataset(st, 2, 16, in_memory=in_memory)
                 idx = rng.integers(0, len(ds), args.samples)

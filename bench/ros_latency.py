@@ -112,7 +112,8 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
     inf99 = float(diags[-1]["values"].get("inference_latency_p99_ms", "nan")) if diags else float("nan")
     dv = diags[-1]["values"] if diags else {}
     return {"commands": len(cmds), "chunks": len(first_use), "holds": float(dv.get("holds", "nan")),
-            "missed": float(dv.get("missed_ticks", "nan")), "stale": float(dv.get("stale_ticks", "nan")), "lat_med": np.median(lat) * 1e3,
+            "missed": float(dv.get("missed_ticks", "nan")), "stale": float(dv.get("stale_ticks", "nan")),
+            "lat_med": np.median(lat) * 1e3,
             "lat_p99": np.percentile(lat, 99) * 1e3, "jit_med": np.median(jitter) * 1e3,
             "jit_p99": np.percentile(jitter, 99) * 1e3, "inf_med": inf, "inf_p99": inf99}
 

@@ -53,26 +53,27 @@ class ConfigError(GenilError, ValueError):
 class CameraConfig:
     """One camera: the ROS topic it arrives on and the size the policy sees."""
 
-    name: str
-    topic: str
-    height: int = 96
-    width: int = 96
+    name: str  # identifier used as the observation key, the dataset's frame file and the checkpoint's input name
+    topic: str  # ROS topic of the images (sensor_msgs/Image, or CompressedImage when `compressed`)
+    height: int = 96  # pixels: every frame is resized to height x width before the dataset and the policy see it
+    width: int = 96  # pixels (see height); the network is built for this size, so changing it needs retraining
     compressed: bool = False  # sensor_msgs/CompressedImage (jpeg/png) instead of sensor_msgs/Image
 
     def validate(self, where: str) -> None:
         _check(self.name.isidentifier(), where + ".name", f"{self.name!r} must be an identifier (letters, digits, _)")
-        _check(self.topic.startswith("/") or self.topic[:1].isalpha(), where + ".topic", f"{self.topic!r} is not a topic name")
+        _check(self.topic.startswith("/") or self.topic[:1].isalpha(), where + ".topic",
+               f"{self.topic!r} is not a topic name")
         _check(self.height > 0, where + ".height", "must be > 0")
         _check(self.width > 0, where + ".width", "must be > 0")
 
 
 @dataclass
 class HorizonConfig:
-    """Diffusion Policy's horizons: T_o observed steps, T_p predicted, T_a executed."""
+    """Diffusion Policy's horizons, in control ticks: T_o observed steps, T_p predicted, T_a executed."""
 
-    n_obs_steps: int = 2  # T_o
-    horizon: int = 16  # T_p
-    n_action_steps: int = 8  # T_a
+    n_obs_steps: int = 2  # T_o: observation steps the policy is conditioned on (the newest T_o ticks)
+    horizon: int = 16  # T_p: steps of the predicted action chunk (longer: smoother plans, more compute)
+    n_action_steps: int = 8  # T_a: steps of each chunk executed before re-planning (<= T_p - T_o + 1)
 
     def validate(self, where: str) -> None:
         _check(self.n_obs_steps >= 1, where + ".n_obs_steps", f"{self.n_obs_steps} must be >= 1")
@@ -86,15 +87,16 @@ class HorizonConfig:
 
 @dataclass
 class TaskConfig:
-    """What the robot observes and commands, independent of how it is learned."""
+    """What the robot observes and commands, independent of how it is learned.
 
-    joint_names: list[str] = field(default_factory=list)
-    joint_states_topic: str = "/joint_states"
-    use_velocity: bool = False  # add joint velocities to the low-dim state
-    cameras: list[CameraConfig] = field(default_factory=list)
-    control_rate_hz: float = 10.0
-    horizon: HorizonConfig = field(default_factory=HorizonConfig)
-    # Action = absolute joint position targets, one per joint, in joint_names order.
+    The action is absolute joint position targets, one per joint, in ``joint_names`` order."""
+
+    joint_names: list[str] = field(default_factory=list)  # the joints observed and commanded, matched by name
+    joint_states_topic: str = "/joint_states"  # sensor_msgs/JointState topic (recorded, built, read by the node)
+    use_velocity: bool = False  # also put joint velocities (rad/s) in the low-dim state: state_dim = 2 x joints
+    cameras: list[CameraConfig] = field(default_factory=list)  # image inputs, in this order; [] = state only
+    control_rate_hz: float = 10.0  # Hz: dataset timeline and policy node tick; one action per tick
+    horizon: HorizonConfig = field(default_factory=HorizonConfig)  # T_o / T_p / T_a in ticks of control_rate_hz
 
     @property
     def state_dim(self) -> int:
@@ -120,20 +122,26 @@ class TaskConfig:
 
 @dataclass
 class DatasetConfig:
-    """How rosbags become a dataset: the action source and the synchronisation."""
+    """How rosbags become a dataset (`genil-ros dataset build`): the action source and the synchronisation."""
 
+    # "next_state": the action of tick t is the joint positions observed at t + 1 (no command topic needed);
+    # "command": the command on action_topic in force just before the next tick
     action_source: Literal["command", "next_state"] = "next_state"
     action_topic: Optional[str] = None  # JointTrajectory or Float64MultiArray, when action_source == command
-    max_staleness_s: float = 0.2  # zero-order hold: a value older than this on the timeline cuts the span
-    episode_gap_s: float = 1.0  # a gap in the joint states longer than this starts a new episode
-    min_episode_steps: int = 4
+    max_staleness_s: float = 0.2  # s: zero-order hold; a value older than this on the timeline cuts the span
+    episode_gap_s: float = 1.0  # s: a gap in the joint states longer than this starts a new episode
+    min_episode_steps: int = 4  # ticks: shorter spans are dropped with a warning
     use_header_stamps: bool = True  # False (or stamps all zero) -> receive time, with a warning
-    image_format: Literal["rgb"] = "rgb"
+    image_format: Literal["rgb"] = "rgb"  # frames are stored as RGB (bgr8 / mono8 / rgba8 inputs are converted)
     # "gaps": every span without a gap / stale stream is an episode; "bag": one episode per bag
     # (leading / trailing stale ticks are trimmed; a hole inside the bag is an error).
     episode_split: Literal["gaps", "bag"] = "gaps"
     image_compression: Literal["zstd", "none"] = "zstd"  # frames on disk: zstd chunks, or raw memmappable .npy
     chunk_frames: int = 16  # frames per compressed chunk (random access decodes one or two chunks)
+    # a NaN / inf in a stream the dataset uses (joint positions; velocities with task.use_velocity; commands):
+    # "error" stops the build naming bag, topic, joint and time; "cut" makes the ticks that would hold it
+    # invalid (the episode splits there, as at a gap) and warns naming the same
+    nonfinite: Literal["error", "cut"] = "error"
 
     def validate(self, where: str) -> None:
         _check(self.chunk_frames >= 1, where + ".chunk_frames", "must be >= 1")
@@ -146,13 +154,15 @@ class DatasetConfig:
 
 @dataclass
 class VisionConfig:
-    backbone: Literal["resnet18"] = "resnet18"
-    pretrained_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded
+    """The image encoder of each camera: ResNet-18 -> spatial softmax keypoints -> linear features."""
+
+    backbone: Literal["resnet18"] = "resnet18"  # the convolutional trunk (the only choice)
+    pretrained_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded (None: random init)
     crop_ratio: float = 0.9  # random crop (train) / centre crop (inference) to this fraction of the size
     feature_dim: int = 64  # per-camera feature size after the spatial-softmax head
-    num_keypoints: int = 32
+    num_keypoints: int = 32  # spatial-softmax keypoints (each gives an x, y image coordinate to the linear head)
     group_norm: bool = True  # replace BatchNorm with GroupNorm (Diffusion Policy)
-    share_backbone: bool = False  # one backbone for all cameras
+    share_backbone: bool = False  # one backbone for all cameras (they must have the same size)
 
     def validate(self, where: str) -> None:
         _check(0.0 < self.crop_ratio <= 1.0, where + ".crop_ratio", f"{self.crop_ratio} must be in (0, 1]")
@@ -162,27 +172,30 @@ class VisionConfig:
 
 @dataclass
 class PolicyConfig:
-    """The noise-prediction network and its noise schedule."""
+    """The noise-prediction network and its noise schedule. Everything but the inference scheduler and its
+    step count fixes the network: a checkpoint is resumed or loaded only with the same values."""
 
     # diffusion: the Diffusion Policy. mse: the same encoder and U-Net regressing the chunk in one pass with
     # an MSE loss (no noise) - the plain behaviour-cloning baseline that averages the modes of the demos.
     objective: Literal["diffusion", "mse"] = "diffusion"
-    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    kernel_size: int = 5
-    n_groups: int = 8
-    diffusion_step_embed_dim: int = 128
+    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])  # U-Net channels per level (depth = len)
+    kernel_size: int = 5  # temporal convolution kernel of the U-Net, in chunk steps (odd)
+    n_groups: int = 8  # GroupNorm groups in the U-Net blocks (must divide every down_dims entry)
+    diffusion_step_embed_dim: int = 128  # size of the sinusoidal embedding of the denoising step
     cond_predict_scale: bool = True  # FiLM with scale and bias (False: bias only)
-    num_train_timesteps: int = 100
-    beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: Literal["epsilon", "sample"] = "epsilon"
+    num_train_timesteps: int = 100  # denoising steps of the training noise schedule (DDPM)
+    beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule of the noise (cosine by default)
+    prediction_type: Literal["epsilon", "sample"] = "epsilon"  # the network predicts the noise or the clean chunk
+    # the sampler at inference: ddim / dpmsolver need few steps, ddpm all num_train_timesteps for best quality
     inference_scheduler: Literal["ddpm", "ddim", "dpmsolver"] = "ddim"
-    num_inference_steps: int = 10
-    vision: VisionConfig = field(default_factory=VisionConfig)
+    num_inference_steps: int = 10  # denoising steps per chunk at inference: fewer = faster, coarser
+    vision: VisionConfig = field(default_factory=VisionConfig)  # the image encoder (unused without cameras)
 
     def validate(self, where: str) -> None:
         _check(len(self.down_dims) >= 1 and all(d > 0 for d in self.down_dims), where + ".down_dims",
                "must be a non-empty list of positive ints")
-        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, where + ".kernel_size", "must be a positive odd int")
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, where + ".kernel_size",
+               "must be a positive odd int")
         _check(self.n_groups >= 1, where + ".n_groups", "must be >= 1")
         for d in self.down_dims:
             _check(d % self.n_groups == 0, where + ".down_dims", f"{d} is not divisible by n_groups = {self.n_groups}")
@@ -194,30 +207,33 @@ class PolicyConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64
-    num_epochs: int = 100
+    """Behaviour cloning (`genil-ros train`): AdamW, cosine LR with warm-up, EMA weights, checkpoints."""
+
+    batch_size: int = 64  # samples per optimiser step per process (under torchrun the global batch is x world size)
+    num_epochs: int = 100  # passes over the training episodes (ignored when max_steps is set)
     max_steps: Optional[int] = None  # stop after this many optimiser steps (overrides num_epochs)
-    lr: float = 1.0e-4
-    weight_decay: float = 1.0e-6
-    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
-    lr_warmup_steps: int = 500
+    lr: float = 1.0e-4  # peak learning rate of AdamW, reached after lr_warmup_steps, then cosine decay to 0
+    weight_decay: float = 1.0e-6  # AdamW decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])  # AdamW (beta1, beta2)
+    lr_warmup_steps: int = 500  # optimiser steps of linear LR warm-up
     ema_decay: float = 0.9999  # max decay of the EMA (diffusers EMAModel with warm-up)
-    ema_power: float = 0.75
-    grad_clip_norm: float = 1.0
+    ema_power: float = 0.75  # EMA warm-up: decay = 1 - (1 + step)^-power, capped at ema_decay
+    grad_clip_norm: float = 1.0  # gradients are clipped to this global L2 norm
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on CUDA when supported, else off
-    seed: int = 0
-    val_fraction: float = 0.05
-    checkpoint_every_epochs: int = 10
+    seed: int = 0  # seeds weights, shuffling, the train/val split and noise (process rank is added under torchrun)
+    val_fraction: float = 0.05  # fraction of episodes held out for validation (at least 1 when > 0 and >= 2 episodes)
+    checkpoint_every_epochs: int = 10  # epochs between periodic checkpoints (checkpoints/epoch_NNNN, for --resume)
     val_every_epochs: int = 1  # validation loss (EMA weights) and one batch's denoised-chunk error
-    num_workers: int = 0
-    log_every_steps: int = 10
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    log_every_steps: int = 10  # optimiser steps between TensorBoard scalars and progress-bar updates
 
     def validate(self, where: str) -> None:
         _check(self.batch_size >= 1, where + ".batch_size", "must be >= 1")
         _check(self.num_epochs >= 1, where + ".num_epochs", "must be >= 1")
         _check(self.max_steps is None or self.max_steps >= 1, where + ".max_steps", "must be >= 1 or null")
         _check(self.lr > 0, where + ".lr", "must be > 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where + ".betas", "must be two numbers in [0, 1)")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where + ".betas",
+               "must be two numbers in [0, 1)")
         _check(0 <= self.ema_decay < 1, where + ".ema_decay", "must be in [0, 1)")
         _check(0 <= self.val_fraction < 1, where + ".val_fraction", "must be in [0, 1)")
         _check(self.checkpoint_every_epochs >= 1, where + ".checkpoint_every_epochs", "must be >= 1")
@@ -285,11 +301,11 @@ class AdversarialConfig:
 class ExperimentConfig:
     """One YAML file: the task, how its dataset is built, the policy and how it is trained."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # joints, topics, cameras, rate, horizons
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)  # rosbags -> episode store
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the network and its noise schedule
+    train: TrainConfig = field(default_factory=TrainConfig)  # behaviour cloning
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # GAIL / AMP and their PPO
 
     def validate(self) -> None:
         self.task.validate("task")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from genil_ros.errors import GenilError
+from genil_ros.fileio import atomic_path, atomic_write_json
 
 DEFAULT_MODEL = "sim_obstacle_dp"
 
@@ -277,9 +278,8 @@ def _write_gif(path: Path, frames: list, fps: int = 20) -> None:
     import imageio.v2 as imageio
 
     big = [cv2.resize(f, (f.shape[1] * 3, f.shape[0] * 3), interpolation=cv2.INTER_NEAREST) for f in frames]
-    tmp = path.with_name(path.name + ".tmp.gif")
-    imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
 
 
 def _plot_chunk(path: Path, joints: list, chunks: list, joint_names: list) -> bool:
@@ -307,10 +307,11 @@ def _plot_chunk(path: Path, joints: list, chunks: list, joint_names: list) -> bo
     np.atleast_1d(axes)[-1].set_xlabel("time from the chunk's first published point [s]")
     fig.suptitle("diffusion policy: predicted action chunk vs executed trajectory", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -345,9 +346,7 @@ def run(args) -> int:
 
     if _plot_chunk(out / "chunk_vs_executed.png", res["joints"], res["chunks"], JOINT_NAMES):
         files.append(out / "chunk_vs_executed.png")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "summary.json")
+    atomic_write_json(out / "summary.json", summary, indent=1)
     files.append(out / "summary.json")
 
     def d(key):

@@ -1,6 +1,7 @@
 """Rosbags -> dataset: formats, encodings, action sources, synchronisation, and every bad-input error."""
 
 import hashlib
+import json
 import math
 import shutil
 import subprocess
@@ -261,6 +262,44 @@ def test_no_overlap_is_explained(tmp_path):
     write_demo_bag(tmp_path / "bag", cam_rate=1.0, duration_s=2.0)  # camera far too slow for 0.25 s staleness
     msg = _expect(tmp_path, tmp_path / "bag", r"no span of >= 4 synchronised steps")
     assert "/camera/image_raw stale or missing" in msg
+
+
+NAN_J1 = [("position", 60, 10, 1, float("nan"))]  # joint j1 is NaN in 10 joint states from t = 1001.2 s
+
+
+def test_nonfinite_joint_states_are_an_error_naming_bag_topic_joint_and_time(tmp_path):
+    """Issue 17 item 1: the bag used to build with NaN in the state and NaN statistics in meta.json."""
+    bag = write_demo_bag(tmp_path / "bag", nonfinite=NAN_J1)
+    msg = _expect(tmp_path, bag, r"/joint_states: non-finite value: position of joint j1 is nan at "
+                                 r"t = 1001\.200 s \(message 60\), 10 message\(s\) in all")
+    assert "dataset.nonfinite: cut" in msg and "\n" not in msg
+    # commands too (here an inf), and velocities when the state uses them
+    write_demo_bag(tmp_path / "cmd", nonfinite=[("command", 5, 3, 0, float("inf"))])
+    _expect(tmp_path, tmp_path / "cmd", r"/commands: non-finite value: command for joint j0 is inf at t = 1000\.50")
+    write_demo_bag(tmp_path / "vel", action=None, nonfinite=[("velocity", 3, 10, 2, float("nan"))])
+    cfg = make_cfg(action_source="next_state", action_topic=None, task={"use_velocity": True})
+    _expect(tmp_path, tmp_path / "vel", r"/joint_states: non-finite value: velocity of joint j2 is nan", cfg)
+    # a stream the dataset does not use may hold NaN: velocities without task.use_velocity
+    cfg = make_cfg(action_source="next_state", action_topic=None)
+    assert build_dataset(cfg, [tmp_path / "vel"], tmp_path / "ds", progress=False).meta["episode_lengths"] == [30]
+
+
+def test_nonfinite_cut_splits_the_episode_with_a_warning(tmp_path):
+    bag = write_demo_bag(tmp_path / "bag", nonfinite=NAN_J1)
+    with pytest.warns(DataWarning, match=r"bag: /joint_states: 10 message\(s\) with non-finite values \(joints "
+                                         r"\['j1'\]\) up to t = 1001\.380 s, the first: position of joint j1 is nan "
+                                         r"at t = 1001\.200 s"):
+        store = build_dataset(make_cfg(nonfinite="cut"), [bag], tmp_path / "ds", progress=False)
+    # ticks 1001.2 and 1001.3 would hold a NaN joint state: the span is cut there, not bridged by an older value
+    assert store.meta["episode_lengths"] == [12, 17]
+    check_demo_episode(store.episode(0), n=12)
+    check_demo_episode(store.episode(1), start=1001.4, n=17, frame0=28)
+    stats = json.loads((tmp_path / "ds" / "meta.json").read_text())["stats"]
+    assert all(np.isfinite(v).all() for key in ("state", "action") for v in stats[key].values())
+    assert store.meta["source_bags"][0]["nonfinite_ticks"] == {"/joint_states": 2}
+    with pytest.warns(DataWarning), pytest.raises(DataError, match=r"hole between t = 1001\.100 s and 1001\.400 s "
+                                                                   r"\(/joint_states non-finite at 2 of 31 ticks\)"):
+        build_dataset(make_cfg(nonfinite="cut", episode_split="bag"), [bag], tmp_path / "ds2", progress=False)
 
 
 def test_cli_build_and_one_line_error(tmp_path):

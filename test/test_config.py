@@ -6,8 +6,7 @@ import textwrap
 
 import pytest
 
-from genil_ros.config import (ConfigError, ExperimentConfig, TaskConfig, config_from_dict, dump_config,
-                              load_config)
+from genil_ros.config import ConfigError, ExperimentConfig, TaskConfig, config_from_dict, dump_config, load_config
 from genil_ros.paths import config_path
 
 

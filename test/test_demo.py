@@ -24,9 +24,10 @@ def test_demo_closes_the_loop_over_ros(tmp_path, ros_env):
     assert "success rate:" in res.stdout and "inference latency median" in res.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["episodes"]) == 3
-    # The shipped policy solves most scenes even on a loaded 2-core CPU; one success proves the loop is closed
-    # (an untrained or disconnected policy never reaches the target within 3 cm).
-    assert sum(e["success"] for e in summary["episodes"]) >= 1, summary["episodes"]
+    # The shipped policy solved 10 of 10 episodes of `make demo` over ROS on a 2-core CPU (README); an
+    # untrained or disconnected policy never reaches the target within 3 cm. 2 of 3 leaves room for one
+    # episode lost to a starved CPU, while a policy that works only by chance (1 of 3) fails.
+    assert sum(e["success"] for e in summary["episodes"]) >= 2, summary["episodes"]
     assert summary["policy_diagnostics"]["state"] == "active"
     assert float(summary["policy_diagnostics"]["inference_latency_median_ms"]) > 0
     assert (out / "episode0.gif").stat().st_size > 10_000

@@ -5,9 +5,8 @@ Two levels:
   executable it starts is a console script of setup.py; every file it names exists in an installed data
   folder; every LaunchConfiguration it reads is declared; every argument it passes to an included
   genil_ros launch file is declared there. The ROS params files are parsed by rcl itself (the real ROS 2
-  parser, through rclpy) and their policy/sim node parameters are names the nodes declare. The Gazebo
-  arm (xacro -> URDF) has the bundled MuJoCo arm's joints, limits, kinematics and camera pose, and its
-  ros2_control joints, controllers, camera bridge and policy params agree with each other.
+  parser, through rclpy) and their policy/sim/trainer node parameters are names the nodes declare (the
+  Gazebo arm's files are checked in test_gazebo_arm.py).
 - launch machinery (only where `launch` and `launch_ros` import, i.e. a sourced ROS 2 install): each
   description is built by launch's own loader, introspected, and its OpaqueFunctions are run with the
   default arguments, without starting any process. Skipped with the reason shown by `pytest -ra` here,
@@ -19,7 +18,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +33,6 @@ FILE_SUFFIXES = (".yaml", ".yml", ".xacro", ".urdf", ".sdf", ".launch.py", ".xml
 OUR_LAUNCH_FILES = ["policy.launch.py", "gazebo.launch.py", "real_arm.launch.py", "sim_demo.launch.py"]
 LAUNCH_FILES = sorted(p.name for p in LAUNCH_DIR.glob("*.launch.py"))
 
-GZ_XACRO = CONFIG / "gazebo" / "genil_arm.urdf.xacro"
-GZ_WORLD = CONFIG / "gazebo" / "genil_arm_world.sdf"
-GZ_POLICY = CONFIG / "gazebo" / "policy_node.yaml"
-GZ_BRIDGE = CONFIG / "gazebo_bridge.yaml"
 GZ_CONTROLLERS = CONFIG / "gazebo_controllers.yaml"
 REAL_POLICY = CONFIG / "real_arm_policy.yaml"
 REAL_TASK = CONFIG / "real_arm_task.yaml"
@@ -197,31 +191,43 @@ def included_launch_arguments(name: str) -> list[tuple[Path, list[str]]]:
     return out
 
 
-# nodes whose parameters are a settings dataclass (genil_ros/ros/params.py); importable without rclpy
-SETTINGS = {"policy_node": ("genil_ros.ros.policy_params", "PolicySettings")}
+# node -> (module, class) of its settings dataclass (genil_ros/ros/params.py): the parameters it declares
+NODE_SETTINGS = {
+    "policy_node": ("genil_ros.ros.policy_params", "PolicySettings"),
+    "sim_node": ("genil_ros.ros.sim_node", "SimSettings"),
+    "trainer_node": ("genil_ros.ros.trainer_node", "TrainerSettings"),
+}
 
 
-def declared_node_parameters(module: str) -> set[str]:
-    """Parameter names a node declares: its settings dataclass's table, or the keys of its module-level
-    PARAMETERS dict and literal declare_parameter('name', ...) calls (read with ast: importing the node
-    needs rclpy)."""
-    if module in SETTINGS:
-        import importlib
+def declared_node_parameters(node: str) -> set[str]:
+    """Parameter names ``node`` declares: the table of its settings dataclass (NODE_SETTINGS). Until a node
+    has one (the policy and trainer nodes are being moved to it), the names its module declares the old
+    ways, read with ast: keys of a module-level PARAMETERS dict, and literal declare_parameter('name', ...)
+    calls, also through an alias such as ``p = self.declare_parameter``."""
+    import importlib
+    import importlib.util
 
-        from genil_ros.ros.params import parameter_table
+    from genil_ros.ros.params import parameter_table
 
-        mod, cls = SETTINGS[module]
-        return {p.name for p in parameter_table(getattr(importlib.import_module(mod), cls))}
-    path = ROOT / "genil_ros" / "ros" / f"{module}.py"
+    module, cls = NODE_SETTINGS[node]
+    if importlib.util.find_spec(module) is not None and hasattr(importlib.import_module(module), cls):
+        return {p.name for p in parameter_table(getattr(importlib.import_module(module), cls))}
+    path = ROOT / "genil_ros" / "ros" / f"{node}.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for stmt in tree.body:
-        target = stmt.target if isinstance(stmt, ast.AnnAssign) else (stmt.targets[0] if isinstance(stmt, ast.Assign) else None)
+        target = stmt.target if isinstance(stmt, ast.AnnAssign) else \
+            (stmt.targets[0] if isinstance(stmt, ast.Assign) else None)
         if isinstance(target, ast.Name) and target.id == "PARAMETERS" and isinstance(stmt.value, ast.Dict):
             names |= {_const_str(k) for k in stmt.value.keys if _const_str(k)}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _call_name(node) == "declare_parameter" and node.args and _const_str(node.args[0]):
-            names.add(_const_str(node.args[0]))
+    aliases = {"declare_parameter"}
+    for node_ in ast.walk(tree):
+        if isinstance(node_, ast.Assign) and isinstance(node_.value, ast.Attribute) \
+                and node_.value.attr == "declare_parameter":
+            aliases |= {t.id for t in node_.targets if isinstance(t, ast.Name)}
+    for node_ in ast.walk(tree):
+        if isinstance(node_, ast.Call) and _call_name(node_) in aliases and node_.args and _const_str(node_.args[0]):
+            names.add(_const_str(node_.args[0]))
     return names
 
 
@@ -277,11 +283,13 @@ def test_genil_executables_are_console_scripts(name):
     scripts = console_scripts()
     ours = [exe for pkg, exe in started_executables(name) if pkg == "genil_ros"]
     for exe in ours:
-        assert exe in scripts, f"launch/{name}: executable {exe!r} is not a console script in setup.py ({sorted(scripts)})"
+        assert exe in scripts, \
+            f"launch/{name}: executable {exe!r} is not a console script in setup.py ({sorted(scripts)})"
         module, func = scripts[exe].split(":")
         mod_path = ROOT / (module.replace(".", "/") + ".py")
         assert mod_path.is_file(), f"setup.py: {exe} -> {module}, but {mod_path.relative_to(ROOT)} does not exist"
-        defined = {f.name for f in ast.parse(mod_path.read_text(encoding="utf-8")).body if isinstance(f, ast.FunctionDef)}
+        body = ast.parse(mod_path.read_text(encoding="utf-8")).body
+        defined = {f.name for f in body if isinstance(f, ast.FunctionDef)}
         assert func in defined, f"{mod_path.relative_to(ROOT)}: no function {func}() for console script {exe}"
 
 
@@ -301,7 +309,8 @@ def test_named_files_exist_in_installed_data(name):
     named = {var: p for var, p in env.items() if any(p.name.endswith(s) for s in FILE_SUFFIXES)}
     for var, path in named.items():
         rel = path.relative_to(ROOT)  # ValueError: a path outside the package
-        assert rel.parts[0] in INSTALLED_DATA, f"launch/{name}: {var} = {rel} is not in an installed folder {INSTALLED_DATA}"
+        assert rel.parts[0] in INSTALLED_DATA, \
+            f"launch/{name}: {var} = {rel} is not in an installed folder {INSTALLED_DATA}"
         assert path.is_file(), f"launch/{name}: {var} names {rel}, which does not exist"
     # any other file name in a string constant must exist somewhere in the installed data folders
     resolved = {p.name for p in named.values()}
@@ -347,7 +356,8 @@ def test_controller_choices_match_the_controllers_file():
     for choice, (active, standby, mode) in table.items():
         assert mode in ("trajectory", "position")
         for c in (active, standby):
-            assert c in cm and "type" in cm[c], f"{GZ_CONTROLLERS.name}: controller {c} (controller:={choice}) not defined"
+            assert c in cm and "type" in cm[c], \
+                f"{GZ_CONTROLLERS.name}: controller {c} (controller:={choice}) not defined"
     assert cm["joint_state_broadcaster"]["type"] == "joint_state_broadcaster/JointStateBroadcaster"
 
 
@@ -372,7 +382,8 @@ def test_params_files_are_ros_params_files():
         for node, body in data.items():
             where = f"{path.relative_to(ROOT)}: {node}"
             assert re.fullmatch(r"/\*\*|(/\*\*/|/)?([A-Za-z_]\w*/)*[A-Za-z_]\w*", node), f"{where}: not a node name"
-            assert isinstance(body, dict) and list(body) == ["ros__parameters"], f"{where}: must hold only ros__parameters"
+            assert isinstance(body, dict) and list(body) == ["ros__parameters"], \
+                f"{where}: must hold only ros__parameters"
             stack = [(node, body["ros__parameters"])]
             while stack:
                 prefix, params = stack.pop()
@@ -407,7 +418,10 @@ def test_params_files_parse_with_rcl(ros_env):
                     while stack:
                         prefix, params = stack.pop()
                         for k, v in params.items():
-                            (stack.append((prefix + k + ".", v)) if isinstance(v, dict) else flat.__setitem__(prefix + k, v))
+                            if isinstance(v, dict):
+                                stack.append((prefix + k + ".", v))
+                            else:
+                                flat[prefix + k] = v
                     for k, v in flat.items():
                         got = node.get_parameter(k).value
                         got = list(got) if isinstance(v, list) else got
@@ -418,26 +432,31 @@ def test_params_files_parse_with_rcl(ros_env):
             ctx.try_shutdown()
 
 
-@pytest.mark.parametrize("module,node", [("policy_node", "policy_node"), ("sim_node", "sim_node")])
-def test_node_params_in_config_are_declared_by_the_node(module, node):
-    if not (ROOT / "genil_ros" / "ros" / f"{module}.py").is_file():
-        pytest.skip(f"genil_ros/ros/{module}.py does not exist yet")
-    declared = declared_node_parameters(module) | {"use_sim_time"}
-    assert len(declared) > 3, f"genil_ros/ros/{module}.py: could not read its declared parameters"
+@pytest.mark.parametrize("node", sorted(NODE_SETTINGS))
+def test_node_params_in_config_are_declared_by_the_node(node):
+    declared = declared_node_parameters(node) | {"use_sim_time"}
+    assert len(declared) > 3, f"{node}: could not read its declared parameters ({NODE_SETTINGS[node]})"
     checked = 0
     for path in params_files():
         for key, body in load_yaml(path).items():
             if configures(path, key, node):
                 unknown = sorted(set(body["ros__parameters"]) - declared)
-                assert not unknown, f"{path.relative_to(ROOT)}: {key}: {unknown} not declared by genil_ros/ros/{module}.py"
+                assert not unknown, f"{path.relative_to(ROOT)}: {key}: {unknown} not declared by {node}"
                 checked += 1
     assert checked, f"no params file configures {node}"
 
 
+def test_sim_params_file_gives_every_declared_parameter_its_default():
+    """config/sim_node.yaml is the documented list of the sim's parameters: the same names and defaults."""
+    from genil_ros.ros.params import parameter_table
+    from genil_ros.ros.sim_node import SimSettings
+
+    table = {p.name: p.default for p in parameter_table(SimSettings)}
+    assert node_params(CONFIG / "sim_node.yaml", "sim_node") == table
+
+
 def test_launch_overrides_are_declared_policy_parameters():
     """The parameter names policy.launch.py sets from its arguments exist in the policy node."""
-    if not (ROOT / "genil_ros" / "ros" / "policy_node.py").is_file():
-        pytest.skip("genil_ros/ros/policy_node.py does not exist yet")
     declared = declared_node_parameters("policy_node") | {"use_sim_time"}
     tree = _tree("policy.launch.py")
     set_names = set()
@@ -461,7 +480,8 @@ def test_real_arm_params_agree_with_the_task_and_are_safe():
     n = len(task.joint_names)
     assert 6 <= n <= 7
     lower, upper = np.array(p["joint_lower_limits"], float), np.array(p["joint_upper_limits"], float)
-    assert lower.shape == upper.shape == (n,), f"{REAL_POLICY.name}: joint limits must have {n} entries (task.joint_names)"
+    assert lower.shape == upper.shape == (n,), \
+        f"{REAL_POLICY.name}: joint limits must have {n} entries (task.joint_names)"
     assert np.all(lower < upper), f"{REAL_POLICY.name}: lower >= upper for joints {np.nonzero(lower >= upper)[0]}"
     assert np.all(np.abs(lower) <= 2 * math.pi) and np.all(np.abs(upper) <= 2 * math.pi)
     assert [c.topic for c in task.cameras] == p["camera_topics"], "camera topics differ from real_arm_task.yaml"
@@ -472,120 +492,6 @@ def test_real_arm_params_agree_with_the_task_and_are_safe():
     assert p["autostart"] is False, "a real arm must not start moving by itself"
     # real_arm.launch.py must not activate by default either
     assert argument_table(_tree("real_arm.launch.py"))["activate"] == "false"
-
-
-# =========================================================================== static: the Gazebo arm
-
-
-@pytest.fixture(scope="module")
-def urdf():
-    xacro = pytest.importorskip("xacro", reason="xacro (setup.py dev extra) is needed to expand the Gazebo URDF")
-    doc = xacro.process_file(str(GZ_XACRO), mappings={"controllers_file": str(GZ_CONTROLLERS)})
-    return doc.toxml()
-
-
-def _joints(root):
-    return [j for j in root.findall("joint") if j.get("type") != "fixed"]
-
-
-def test_gazebo_arm_matches_the_bundled_sim(urdf):
-    from genil_ros.sim.env import JOINT_LIMITS, JOINT_NAMES
-
-    root = ET.fromstring(urdf)
-    joints = _joints(root)
-    assert [j.get("name") for j in joints] == JOINT_NAMES
-    for j, lo, hi in zip(joints, *JOINT_LIMITS):
-        lim = j.find("limit")
-        assert (float(lim.get("lower")), float(lim.get("upper"))) == (lo, hi), f"{j.get('name')}: limits differ from the sim"
-    gz = node_params(GZ_POLICY, "policy_node")
-    assert np.allclose(gz["joint_lower_limits"], JOINT_LIMITS[0]) and np.allclose(gz["joint_upper_limits"], JOINT_LIMITS[1])
-
-
-def test_gazebo_arm_kinematics_and_camera_equal_the_mujoco_arm(urdf):
-    """Load the expanded URDF in MuJoCo: the hand frame and the camera agree with assets/arm.xml."""
-    mujoco = pytest.importorskip("mujoco")
-    from genil_ros.sim.env import ASSET_PATH, CAMERA_NAME, JOINT_LIMITS, JOINT_NAMES
-
-    u = mujoco.MjModel.from_xml_string(urdf)  # MuJoCo ignores the ros2_control / gazebo tags
-    a = mujoco.MjModel.from_xml_path(str(ASSET_PATH))
-    du, da = mujoco.MjData(u), mujoco.MjData(a)
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        q = rng.uniform(JOINT_LIMITS[0], JOINT_LIMITS[1])
-        for name, v in zip(JOINT_NAMES, q):
-            du.qpos[u.jnt_qposadr[u.joint(name).id]] = v
-            da.qpos[a.jnt_qposadr[a.joint(name).id]] = v
-        mujoco.mj_kinematics(u, du)
-        mujoco.mj_kinematics(a, da)
-        np.testing.assert_allclose(du.xpos[u.body("hand_link").id], da.xpos[a.body("hand").id], atol=1e-6)
-        np.testing.assert_allclose(du.xmat[u.body("hand_link").id], da.xmat[a.body("hand").id], atol=1e-6)
-
-    # the camera: a fixed joint world -> camera_link; gz cameras look along +x, MuJoCo's along -z
-    cam = next(j for j in ET.fromstring(urdf).findall("joint") if j.find("child").get("link") == "camera_link")
-    xyz = np.array(cam.find("origin").get("xyz").split(), float)
-    r, p, y = np.array(cam.find("origin").get("rpy").split(), float)
-    gz_forward = np.array([math.cos(y) * math.cos(p), math.sin(y) * math.cos(p), -math.sin(p)])
-    mujoco.mj_forward(a, da)  # camera frames (targetbody mode) are computed by mj_camlight
-    mj_cam = a.camera(CAMERA_NAME).id
-    np.testing.assert_allclose(xyz, da.cam_xpos[mj_cam], atol=1e-3)
-    mj_forward = -da.cam_xmat[mj_cam].reshape(3, 3)[:, 2]
-    assert np.degrees(np.arccos(np.clip(gz_forward @ mj_forward, -1, 1))) < 0.5
-    assert r == 0.0  # no roll: image "up" is world up, as MuJoCo's targetbody camera
-    sensor = ET.fromstring(urdf).find(".//gazebo[@reference='camera_link']/sensor/camera/horizontal_fov")
-    assert abs(float(sensor.text) - math.radians(a.cam_fovy[mj_cam])) < 1e-3  # square image: h fov = v fov
-
-
-def test_gazebo_ros2_control_controllers_bridge_and_policy_agree(urdf):
-    root = ET.fromstring(urdf)
-    joint_names = [j.get("name") for j in _joints(root)]
-    rc = root.find("ros2_control")
-    assert rc.find("hardware/plugin").text.strip() == "gz_ros2_control/GazeboSimSystem"
-    assert [j.get("name") for j in rc.findall("joint")] == joint_names
-    for j in rc.findall("joint"):
-        assert [c.get("name") for c in j.findall("command_interface")] == ["position"]
-        assert [s.get("name") for s in j.findall("state_interface")] == ["position", "velocity"]
-    plugin = root.find("gazebo/plugin")
-    assert plugin.get("filename") == "gz_ros2_control-system"
-    assert plugin.find("parameters").text.strip() == str(GZ_CONTROLLERS)
-
-    ctrl = load_yaml(GZ_CONTROLLERS)
-    for c in ("joint_trajectory_controller", "forward_position_controller"):
-        assert ctrl[c]["ros__parameters"]["joints"] == joint_names, f"{GZ_CONTROLLERS.name}: {c}.joints"
-    assert ctrl["joint_trajectory_controller"]["ros__parameters"]["command_interfaces"] == ["position"]
-    assert ctrl["forward_position_controller"]["ros__parameters"]["interface_name"] == "position"
-
-    bridge = load_yaml(GZ_BRIDGE)
-    assert isinstance(bridge, list)
-    for e in bridge:
-        assert set(e) == {"ros_topic_name", "gz_topic_name", "ros_type_name", "gz_type_name", "direction"}, e
-        assert e["direction"] in ("GZ_TO_ROS", "ROS_TO_GZ", "BIDIRECTIONAL")
-    by_type = {e["ros_type_name"]: e for e in bridge}
-    clock = by_type["rosgraph_msgs/msg/Clock"]
-    assert (clock["ros_topic_name"], clock["gz_type_name"], clock["direction"]) == ("/clock", "gz.msgs.Clock", "GZ_TO_ROS")
-    image = by_type["sensor_msgs/msg/Image"]
-    assert (image["gz_type_name"], image["direction"]) == ("gz.msgs.Image", "GZ_TO_ROS")
-    sensor = root.find(".//gazebo[@reference='camera_link']/sensor")
-    assert sensor.get("type") == "camera"
-    assert sensor.find("topic").text.strip() == image["gz_topic_name"], "camera sensor topic is not the bridged one"
-    info = by_type["sensor_msgs/msg/CameraInfo"]
-    assert info["gz_topic_name"] == image["gz_topic_name"].rsplit("/", 1)[0] + "/camera_info"
-    img = sensor.find("camera/image")
-    assert (img.find("width").text, img.find("height").text) == ("96", "96")
-
-    gz = node_params(GZ_POLICY, "policy_node")
-    assert gz["camera_topics"] == [image["ros_topic_name"]]
-    assert gz["use_sim_time"] is True
-    assert gz["trajectory_topic"] == "/joint_trajectory_controller/joint_trajectory"
-    assert gz["position_topic"] == "/forward_position_controller/commands"
-
-
-def test_gazebo_world_has_the_systems_the_demo_needs():
-    world = ET.parse(GZ_WORLD).getroot().find("world")
-    systems = {p.get("name") for p in world.findall("plugin")}
-    for s in ("Physics", "UserCommands", "SceneBroadcaster", "Sensors"):  # create needs UserCommands, the camera Sensors
-        assert f"gz::sim::systems::{s}" in systems, f"{GZ_WORLD.name}: no {s} system"
-    models = {m.get("name") for m in world.findall("model")}
-    assert {"ground_plane", "table", "target", "post"} <= models
 
 
 # =========================================================================== launch machinery

@@ -18,7 +18,6 @@ from genil_ros.policy.normalizer import Normalizer
 from genil_ros.policy.vision import ImageEncoder, build_resnet18
 
 
-
 def make_cfg(camera=False, hw=(32, 32), joints=("a", "b", "c"), down_dims=(16, 32), horizon=(2, 8, 4), **policy):
     cams = [{"name": "front", "topic": "/cam", "height": hw[0], "width": hw[1]}] if camera else []
     p = {"down_dims": list(down_dims), "diffusion_step_embed_dim": 16, "num_inference_steps": 4,
@@ -45,7 +44,8 @@ def make_obs(policy, B=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     obs = {"state": torch.rand(B, policy.n_obs_steps, policy.state_dim, generator=g) * 2 - 1}
     for c in policy.cfg.task.cameras:
-        obs[c.name] = torch.randint(0, 256, (B, policy.n_obs_steps, 3, c.height, c.width), generator=g, dtype=torch.uint8)
+        obs[c.name] = torch.randint(0, 256, (B, policy.n_obs_steps, 3, c.height, c.width), generator=g,
+                                    dtype=torch.uint8)
     return obs
 
 

@@ -10,8 +10,6 @@ from genil_ros.config import config_from_dict
 from genil_ros.policy.checkpoint import load_policy
 from genil_ros.policy.train import train_policy
 
-
-
 T_O, T_P = 1, 8
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +19,7 @@ import yaml
 from genil_ros.cli import main as cli_main
 from genil_ros.config import config_from_dict
 from genil_ros.policy.checkpoint import load_policy
-from genil_ros.policy.train import dataset_stats, train_policy
-
+from genil_ros.policy.train import dataset_stats, find_resume_checkpoint, recover_killed_saves, train_policy
 
 
 class LinearDemo(torch.utils.data.Dataset):
@@ -98,7 +101,8 @@ def make_store(path, joints=("a", "b", "c"), n_eps=4, length=12, hw=(32, 32)):
     from genil_ros.data.store import EpisodeStore
 
     rng = np.random.default_rng(0)
-    w = EpisodeStore.create(path, joint_names=list(joints), cameras=[{"name": "front", "height": hw[0], "width": hw[1]}],
+    w = EpisodeStore.create(path, joint_names=list(joints),
+                            cameras=[{"name": "front", "height": hw[0], "width": hw[1]}],
                             control_rate_hz=10.0)
     for e in range(n_eps):
         t = np.arange(length, dtype=np.float64) / 10.0
@@ -129,6 +133,9 @@ def test_cli_train_on_episode_store_and_resume(tmp_path, capsys):
     args = ["train", "--config", str(cfg), "--dataset", str(store.path), "--out", str(out), "--device", "cpu",
             "--no-progress"]
     assert cli_main(args + ["--max-steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 for training, 1 held out for validation (train.val_fraction = 0.25 of 4)" in printed
+    assert re.search(r"throughput \d+\.\d samples/s \(\d+ samples in", printed), printed
     meta = json.loads((out / "final" / "meta.json").read_text())
     assert meta["extra"]["global_step"] == 3
     assert meta["extra"]["dataset"]["num_episodes"] == 4 and len(meta["extra"]["dataset"]["val_episodes"]) == 1
@@ -149,6 +156,80 @@ def test_cli_train_on_episode_store_and_resume(tmp_path, capsys):
     meta2 = json.loads((out / "final" / "meta.json").read_text())
     assert meta2["extra"]["global_step"] == 5
     assert "resuming from" in capsys.readouterr().out
+
+
+# a training process that dies by SIGKILL in the middle of its second periodic save, as `kill -9` would
+# leave it: training_state.pt of epoch_0002.tmp-<pid> half written, its meta.json complete
+_KILLED_DURING_SAVE = """
+import io, os, signal, sys
+import torch
+from genil_ros.cli import main
+
+real_save, saves = torch.save, []
+
+def save_then_die(obj, f, *args, **kwargs):
+    saves.append(str(f))
+    if len(saves) < 2:
+        return real_save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    real_save(obj, buf)
+    with open(f, "wb") as out:
+        out.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_after_a_save_killed_by_sigkill(tmp_path, capsys):
+    """Issue 17 item 2: --resume after kill -9 during a periodic save continues from the last complete
+    checkpoint, never the temp dir whose meta.json was written, and removes that temp dir."""
+    store = make_store(tmp_path / "ds")
+    cfg = write_cfg(tmp_path / "cfg.yaml")
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--dataset", str(store.path), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--max-steps", "12"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", _KILLED_DURING_SAVE, *args], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stdout[-2000:] + res.stderr[-2000:]
+    ckpts = out / "checkpoints"
+    leftover = [p for p in ckpts.iterdir() if p.name.startswith("epoch_0002.tmp-")]
+    assert len(leftover) == 1 and (leftover[0] / "meta.json").is_file(), sorted(p.name for p in ckpts.iterdir())
+    assert (ckpts / "epoch_0001" / "training_state.pt").is_file() and not (out / "final").exists()
+    # what the issue saw: the temp dir has a meta.json and the most steps, but only finished names count
+    assert find_resume_checkpoint(out) == ckpts / "epoch_0001"
+
+    assert cli_main(args[:-1] + ["14", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert f"removed {leftover[0].name}" in printed
+    assert f"resuming from {ckpts / 'epoch_0001'} at epoch 1" in printed
+    assert not leftover[0].exists()
+    assert json.loads((out / "final" / "meta.json").read_text())["extra"]["global_step"] == 14
+
+
+def test_recover_killed_saves_restores_a_moved_aside_final(tmp_path):
+    """Killed between the two renames of re-saving `final`: the moved-aside complete one gets its name
+    back (then it is a resume candidate); temp dirs of dead processes go; a live writer's are kept."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    run = tmp_path / "run"
+    final_old = run / f"final.old-{dead}"
+    final_old.mkdir(parents=True)
+    (final_old / "meta.json").write_text(json.dumps({"format_version": 1, "extra": {"global_step": 7}}))
+    (final_old / "training_state.pt").write_bytes(b"x")
+    (run / f"final.tmp-{dead}").mkdir()
+    (run / "checkpoints" / f"epoch_0003.tmp-{dead}").mkdir(parents=True)
+    (run / "checkpoints" / f"epoch_0003.tmp-{dead}" / "meta.json").write_text("{}")
+    live = run / "checkpoints" / f"epoch_0004.tmp-{os.getpid()}"
+    live.mkdir()
+    assert find_resume_checkpoint(run) is None
+    notes = recover_killed_saves(run)
+    assert f"restored final from final.old-{dead}" in notes
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "final"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [live.name]
+    assert find_resume_checkpoint(run) == run / "final"
 
 
 def test_cli_train_errors_name_the_problem(tmp_path, capsys):

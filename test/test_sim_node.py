@@ -36,7 +36,8 @@ class Client:
         n.create_subscription(Image, "/camera/image_raw", self.images.append, qos_profile_sensor_data)
         n.create_subscription(Clock, "/clock", self.clock.append, 50)
         n.create_subscription(Bool, "/sim_node/success", self.success.append, 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         n.create_subscription(String, "/sim_node/episode", lambda m: self.episodes.append(json.loads(m.data)), latched)
         self.pub_pos = n.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
         self.pub_traj = n.create_publisher(JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10)

@@ -197,7 +197,8 @@ class Bag:
             raise
         except Exception as e:
             where = f" (after a message on {topic})" if topic else ""
-            raise DataError(f"{self.path}: cannot read messages{where}; truncated or corrupt bag: {_reason(e)}") from None
+            raise DataError(f"{self.path}: cannot read messages{where}; truncated or corrupt bag: "
+                            f"{_reason(e)}") from None
 
     def deserialize(self, raw, msgtype: str, topic: Optional[str] = None):
         try:

@@ -10,8 +10,10 @@ Each bag is streamed twice and never held in RAM:
 
 Topic roles come from the experiment config: ``task.joint_states_topic`` / ``task.joint_names`` /
 ``task.cameras`` and ``dataset.action_source`` / ``action_topic`` / ``max_staleness_s`` /
-``episode_gap_s`` / ``use_header_stamps`` / ``episode_split``. The store is written into a temp directory
-and renamed into place at the end, so an interrupted build leaves nothing at ``-o DIR``.
+``episode_gap_s`` / ``use_header_stamps`` / ``episode_split`` / ``nonfinite`` (a NaN or inf in the joint
+states or commands is an error naming bag, topic, joint and time, or by choice a cut of the span). The
+store is written into a temp directory and renamed into place at the end, so an interrupted build leaves
+nothing at ``-o DIR``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from genil_ros.data.bags import Bag, DataWarning, bag_sha256, short_type
+from genil_ros.data.bags import Bag, DataWarning, bag_sha256, find_bags, is_bag, short_type
 from genil_ros.errors import DataError
 
 __all__ = ["build_dataset", "expand_bag_paths", "add_arguments", "run", "JOINT_STATE", "IMAGE", "COMPRESSED",
@@ -43,10 +45,8 @@ def expand_bag_paths(paths: Sequence[Union[str, os.PathLike]]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise DataError(f"{p}: bag not found")
-        if p.is_dir() and not (p / "metadata.yaml").is_file():
-            kids = sorted(k for k in p.iterdir()
-                          if (k.is_dir() and (k / "metadata.yaml").is_file())
-                          or (k.is_file() and k.suffix in (".mcap", ".db3", ".bag")))
+        if p.is_dir() and not is_bag(p):
+            kids = find_bags(p, skip_hidden=False)
             if not kids:
                 raise DataError(f"{p}: not a bag and holds no bags (rosbag2 directories, .mcap, .db3, .bag)")
             out.extend(kids)
@@ -156,7 +156,8 @@ def _read_lowdim(bag: Bag, cfg, roles: dict, pbar) -> dict[str, _Stream]:
                 pos = js_pos(msg.name, msg.position)
                 if task.use_velocity:
                     if len(msg.velocity) == 0:
-                        raise DataError(f"{_where(bag, topic)}: JointState has no velocities but task.use_velocity is true")
+                        raise DataError(f"{_where(bag, topic)}: JointState has no velocities but "
+                                        "task.use_velocity is true")
                     pos = np.concatenate([pos, js_vel(msg.name, msg.velocity, field="velocity")])
                 s.values.append(pos)
             elif s.msgtype == TRAJECTORY:
@@ -206,7 +207,8 @@ def _assign_stamps(bag: Bag, cfg, streams: dict[str, _Stream]) -> str:
             log = np.asarray(s.log, dtype=np.int64)
             missing = hdr == 0
             if missing.any():
-                mapped = log + np.round(np.interp(log.astype(np.float64), js_log.astype(np.float64), offset)).astype(np.int64)
+                shift = np.interp(log.astype(np.float64), js_log.astype(np.float64), offset)
+                mapped = log + np.round(shift).astype(np.int64)
                 hdr = np.where(missing, mapped, hdr)
                 if s.msgtype != MULTIARRAY and missing.all() and s.role != "action":
                     warnings.warn(f"{_where(bag, s.topic)}: header stamps are zero; using receive times (mapped onto "
@@ -221,6 +223,38 @@ def _assign_stamps(bag: Bag, cfg, streams: dict[str, _Stream]) -> str:
             raise DataError(f"{_where(bag, s.topic)}: timestamps go backwards at message {k}: {kind} "
                             f"{s.stamps[k] / 1e9:.6f} s after {s.stamps[k - 1] / 1e9:.6f} s")
     return base
+
+
+def _nonfinite_messages(bag: Bag, cfg, streams: dict[str, _Stream]) -> dict[str, np.ndarray]:
+    """role -> bool per message: holds a NaN / inf the dataset would use (joint positions, velocities with
+    task.use_velocity, commands). ``dataset.nonfinite`` "error" raises at the first, naming bag, topic,
+    joint and time; "cut" warns once per topic and returns the masks for the timeline to cut at."""
+    joints = list(cfg.task.joint_names)
+    out = {}
+    for role, s in streams.items():
+        if role.startswith("camera:"):
+            continue
+        values = np.stack(s.values)
+        bad = ~np.isfinite(values)
+        rows = bad.any(axis=1)
+        if not rows.any():
+            continue
+        k = int(np.argmax(rows))
+        d = int(np.argmax(bad[k]))
+        joint = joints[d % len(joints)]
+        what = f"{'velocity' if d >= len(joints) else 'position'} of joint {joint}" if role == "joint_states" \
+            else f"command for joint {joint}"
+        first = f"{what} is {values[k, d]} at t = {s.stamps[k] / 1e9:.3f} s (message {k})"
+        if cfg.dataset.nonfinite == "error":
+            raise DataError(f"{_where(bag, s.topic)}: non-finite value: {first}, {int(rows.sum())} message(s) in all; "
+                            "fix the recording, or set dataset.nonfinite: cut to split the episode there")
+        hit = sorted({joints[i % len(joints)] for i in np.nonzero(bad.any(axis=0))[0]}, key=joints.index)
+        last = s.stamps[len(rows) - 1 - int(np.argmax(rows[::-1]))] / 1e9
+        warnings.warn(f"{_where(bag, s.topic)}: {int(rows.sum())} message(s) with non-finite values (joints {hit}) "
+                      f"up to t = {last:.3f} s, the first: {first}; cut there (dataset.nonfinite: cut)",
+                      DataWarning, stacklevel=2)
+        out[role] = rows
+    return out
 
 
 def _decode(bag: Bag, topic: str, msgtype: str, raw, height: int, width: int) -> np.ndarray:
@@ -244,19 +278,22 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
     roles = _check_topics(bag, cfg)
     streams = _read_lowdim(bag, cfg, roles, pbar)
     base = _assign_stamps(bag, cfg, streams)
+    unusable = _nonfinite_messages(bag, cfg, streams)
     command = ds.action_source == "command"
     plan = plan_timeline({r: s.stamps for r, s in streams.items()}, task.control_rate_hz, ds.max_staleness_s,
                          ds.episode_gap_s, ds.min_episode_steps, reference="joint_states",
-                         action="action" if command else None, next_state=not command)
-    why = ", ".join(f"{streams[r].topic} stale or missing at {n} of {len(plan.ticks)} ticks"
-                    for r, n in plan.stale.items() if n)
+                         action="action" if command else None, next_state=not command, unusable=unusable)
+    why = ", ".join([f"{streams[r].topic} stale or missing at {n} of {len(plan.ticks)} ticks"
+                     for r, n in plan.stale.items() if n]
+                    + [f"{streams[r].topic} non-finite at {n} of {len(plan.ticks)} ticks"
+                       for r, n in plan.unusable.items() if n])
     if not plan.spans:
         raise DataError(f"{bag.path}: no span of >= {ds.min_episode_steps} synchronised steps at "
                         f"{task.control_rate_hz} Hz" + (f" ({why}; dataset.max_staleness_s = {ds.max_staleness_s})"
                                                        if why else ""))
     all_spans = sorted(plan.spans + plan.dropped)
     if ds.episode_split == "bag" and len(all_spans) > 1:
-        (a0, a1), (b0, _) = all_spans[0], all_spans[1]
+        (_, a1), (b0, _) = all_spans[0], all_spans[1]
         raise DataError(f"{bag.path}: the data has a hole between t = {plan.ticks[a1 - 1] / 1e9:.3f} s and "
                         f"{plan.ticks[b0] / 1e9:.3f} s ({why or 'a joint-state gap'}); dataset.episode_split 'bag' "
                         f"needs one unbroken span per bag (use 'gaps' to split it)")
@@ -284,6 +321,8 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
     info = {"path": str(bag.path), "time_base": base, "messages": bag.message_count,
             "episodes": [], "ticks_total": int(len(plan.ticks)),
             "stale_ticks": {streams[r].topic: n for r, n in plan.stale.items()}}
+    if unusable:
+        info["nonfinite_ticks"] = {streams[r].topic: n for r, n in plan.unusable.items()}
     # pass 2: frames
     writers = {}
 
@@ -298,7 +337,7 @@ def _build_bag(bag: Bag, cfg, writer, pbar) -> dict:
         return w
 
     pending = {}  # cam name -> remaining steps per episode
-    for k, (_, _, _, cam_idx) in enumerate(episodes):
+    for _, _, _, cam_idx in episodes:
         for name, idx in cam_idx.items():
             pending.setdefault(name, []).append(len(idx))
 

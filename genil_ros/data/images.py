@@ -21,13 +21,17 @@ def decode_image(encoding: str, height: int, width: int, step: int, data, *, whe
 
     enc = encoding.lower()
     if enc not in _ENCODINGS:
-        raise DataError(f"{where}: unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        raise DataError(f"{where}: unsupported image encoding {encoding!r} "
+                        f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
     ch = _ENCODINGS[enc]
     if height <= 0 or width <= 0:
         raise DataError(f"{where}: empty image ({width}x{height})")
     row = width * ch
     step = step or row
-    buf = np.frombuffer(memoryview(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    if isinstance(data, np.ndarray):
+        buf = data.view(np.uint8).reshape(-1)
+    else:
+        buf = np.frombuffer(memoryview(data), dtype=np.uint8)
     if step < row or buf.size < step * (height - 1) + row:
         raise DataError(f"{where}: image data has {buf.size} bytes, expected {step * height} for "
                         f"{width}x{height} {encoding} with step {step}")
@@ -50,7 +54,8 @@ def check_image(encoding: str, height: int, width: int, step: int, nbytes: int, 
     """The checks of :func:`decode_image` without decoding (cheap): DataError naming ``where``."""
     enc = encoding.lower()
     if enc not in _ENCODINGS:
-        raise DataError(f"{where}: unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        raise DataError(f"{where}: unsupported image encoding {encoding!r} "
+                        f"(supported: {', '.join(SUPPORTED_ENCODINGS)})")
     if height <= 0 or width <= 0:
         raise DataError(f"{where}: empty image ({width}x{height})")
     row = width * _ENCODINGS[enc]

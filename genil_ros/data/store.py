@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from genil_ros.errors import DataError
+from genil_ros.fileio import atomic_write_json, clean_stale, fsync_path
 
 __all__ = ["EpisodeStore", "StoreWriter", "EpisodeWriter", "FORMAT_VERSION"]
 
@@ -57,16 +58,6 @@ def _available_ram() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return 4 << 30
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover
-        return True
-    return True
 
 
 def _camera_dicts(cameras: Iterable[Any]) -> list[dict]:
@@ -210,7 +201,7 @@ class EpisodeWriter:
                 raise DataError(f"episode {self.index}: arrays differ in length: {lengths}")
             if n == 0:
                 raise DataError(f"episode {self.index}: is empty")
-            self.store._check_dims(low["state"], low["action"], self.index)
+            self.store._check_arrays(low["state"], low["action"], self.index)
             for k, v in low.items():
                 np.save(self.dir / f"{k}.npy", v)
             for key in self._cams:
@@ -279,25 +270,22 @@ class StoreWriter:
         self._open: list[EpisodeWriter] = []  # several may be open (cameras of one bag advance unevenly)
         self._next = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._clean_stale()
+        clean_stale(self.path)  # temp / moved-aside directories of builds that were killed
         self.tmp = self.path.parent / f"{self.path.name}.tmp-{os.getpid()}"
         shutil.rmtree(self.tmp, ignore_errors=True)
         (self.tmp / "episodes").mkdir(parents=True)
         self.done = False
 
-    def _clean_stale(self) -> None:
-        for p in self.path.parent.glob(self.path.name + ".tmp-*"):
-            try:
-                pid = int(p.name.rsplit("-", 1)[1])
-            except ValueError:
-                continue
-            if pid != os.getpid() and not _pid_alive(pid):
-                shutil.rmtree(p, ignore_errors=True)
-
-    def _check_dims(self, state: np.ndarray, action: np.ndarray, index: int) -> None:
+    def _check_arrays(self, state: np.ndarray, action: np.ndarray, index: int) -> None:
+        """(N, D) with the store's D, and finite: the statistics in meta.json are never NaN or inf."""
         for key, arr in (("state", state), ("action", action)):
             if arr.ndim != 2:
                 raise DataError(f"episode {index}: {key} must be (N, D), got shape {arr.shape}")
+            bad = np.argwhere(~np.isfinite(arr))
+            if len(bad):
+                step, dim = (int(v) for v in bad[0])
+                raise DataError(f"episode {index}: {key} has {len(bad)} non-finite value(s), the first "
+                                f"{arr[step, dim]} at step {step}, dimension {dim}")
             want = getattr(self, key + "_dim")
             if want is None:
                 setattr(self, key + "_dim", arr.shape[1])
@@ -374,12 +362,7 @@ class StoreWriter:
             "stats": {k: s.result() for k, s in self._stats.items()},
         }
         meta.update(self.extra)
-        tmp_meta = self.tmp / "meta.json.tmp"
-        with open(tmp_meta, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_meta, self.tmp / "meta.json")
+        atomic_write_json(self.tmp / "meta.json", meta, indent=1)
         old = None
         if self.path.exists():
             old = self.path.parent / f"{self.path.name}.old-{os.getpid()}"
@@ -391,6 +374,7 @@ class StoreWriter:
             if old is not None:
                 os.replace(old, self.path)
             raise
+        fsync_path(self.path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self.done = True
@@ -437,7 +421,8 @@ class EpisodeStore:
         p = Path(path)
         mp = p / "meta.json"
         if not mp.is_file():
-            raise DataError(f"{p}: not a dataset (no meta.json)" + ("" if p.exists() else "; the directory does not exist"))
+            raise DataError(f"{p}: not a dataset (no meta.json)"
+                            + ("" if p.exists() else "; the directory does not exist"))
         try:
             meta = json.loads(mp.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:

@@ -62,16 +62,19 @@ class TimelinePlan:
     dropped: list  # spans shorter than min_steps
     index: dict = field(default_factory=dict)  # stream name -> held message index per tick
     stale: dict = field(default_factory=dict)  # stream name -> number of stale / missing ticks
+    unusable: dict = field(default_factory=dict)  # stream name -> number of ticks holding an unusable message
 
 
 def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode_gap_s: float,
                   min_steps: int, reference: str, action: Optional[str] = None,
-                  next_state: bool = False) -> TimelinePlan:
+                  next_state: bool = False, unusable: Optional[dict] = None) -> TimelinePlan:
     """Plan the ticks of one bag.
 
     ``streams``: name -> sorted int64 stamps; ``reference`` names the joint-state stream (its gaps longer
     than ``episode_gap_s`` always cut); ``action`` names the command stream (held until just before the
     next tick). ``next_state``: the action is the next tick's state, so each span loses its last tick.
+    ``unusable``: name -> bool per message (e.g. non-finite values): a tick that would hold such a message
+    is invalid, so the span is cut there as at a gap (the message is not skipped for an older one).
     """
     dt = int(round(1e9 / rate_hz))
     stale_ns = int(round(max_staleness_s * 1e9))
@@ -84,7 +87,7 @@ def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode
     t0, t_end = max(firsts), int(ref[-1])
     ticks = make_ticks(t0, t_end, rate_hz)
     valid = np.ones(len(ticks), dtype=bool)
-    index, stale = {}, {}
+    index, stale, bad_ticks = {}, {}, {}
     for name, st in streams.items():
         if name == action:
             idx, ok = zoh(st, ticks + dt, stale_ns, strict=True)
@@ -92,6 +95,10 @@ def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode
             idx, ok = zoh(st, ticks, stale_ns)
         index[name], stale[name] = idx, int((~ok).sum())
         valid &= ok
+        if unusable is not None and name in unusable:
+            bad = np.asarray(unusable[name], dtype=bool)[np.maximum(idx, 0)] & (idx >= 0)
+            bad_ticks[name] = int(bad.sum())
+            valid &= ~bad
     # a joint-state gap longer than episode_gap_s between two ticks always cuts
     breaks = np.zeros(len(ticks), dtype=bool)
     if len(ticks) > 1 and len(ref) > 1:
@@ -105,4 +112,4 @@ def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode
     need = min_steps + (1 if next_state else 0)
     kept = [s for s in spans if s[1] - s[0] >= need]
     dropped = [s for s in spans if s[1] - s[0] < need]
-    return TimelinePlan(ticks, valid, kept, dropped, index, stale)
+    return TimelinePlan(ticks, valid, kept, dropped, index, stale, bad_ticks)

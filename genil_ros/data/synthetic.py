@@ -121,7 +121,8 @@ class BagFile:
         D = self.ts.types["builtin_interfaces/msg/Duration"]
         e = np.zeros(0, dtype=np.float64)
         pts = [] if positions is None else [P(positions=np.asarray(positions, np.float64), velocities=e,
-                                                accelerations=e, effort=e, time_from_start=D(sec=0, nanosec=100_000_000))]
+                                                accelerations=e, effort=e,
+                                                time_from_start=D(sec=0, nanosec=100_000_000))]
         self.write(topic, JT(header=self.header(stamp_ns), joint_names=list(names), points=pts), t_ns)
 
     def multiarray(self, topic: str, t_ns: int, values):
@@ -132,16 +133,26 @@ class BagFile:
 
 def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0", "j1", "j2"), duration_s: float = 3.0,
                    start_s: float = 1000.0, js_rate: float = 50.0, cam_rate: float = 20.0, image_size=(24, 32),
-                   camera_topic: Optional[str] = "/camera/image_raw", encoding: str = "rgb8", compressed: Optional[str] = None,
+                   camera_topic: Optional[str] = "/camera/image_raw", encoding: str = "rgb8",
+                   compressed: Optional[str] = None,
                    action: Optional[str] = "multiarray", action_topic: str = "/commands", action_rate: float = 10.0,
                    storage: str = "mcap", compression: Optional[str] = None, header_stamps: bool = True,
                    latency_s: float = 0.002, receive_offset_s: float = 50.0, gaps: Sequence[tuple] = (),
-                   js_topic: str = "/joint_states", progress=None) -> Path:
+                   js_topic: str = "/joint_states", nonfinite: Sequence[tuple] = (), progress=None) -> Path:
     """A demonstration whose values are known functions of the header time ``t`` (seconds):
     joint ``j`` (by name, published in reversed order) is ``joint_value(t, j)``; frame ``k`` of the camera has
     colour ``frame_colour(k)``; the command published at ``t`` is ``joint_value(t + 0.1, j)``.
     Receive times are header times + ``receive_offset_s`` + ``latency_s``. ``gaps``: (t0, t1) in seconds
-    from the start where nothing is published."""
+    from the start where nothing is published. ``nonfinite``: (field, first, count, j, value) entries, field
+    "position", "velocity" or "command": that value of joint ``j`` is ``value`` (e.g. NaN) in ``count``
+    messages of the joint states (or commands) from message ``first`` on."""
+
+    def poisoned(field: str, k: int, values: list) -> list:
+        for f, first, count, j, value in nonfinite:
+            if f == field and first <= k < first + count:
+                values[j] = value
+        return values
+
     names = list(joint_names)
     t_end = start_s + duration_s
     events = []  # (receive ns, kind, header ns, k)
@@ -168,8 +179,10 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
             t = hdr / 1e9
             if kind == "js":
                 order = list(reversed(range(len(names))))
-                bag.joint_state(js_topic, recv, stamp, [names[j] for j in order], [joint_value(t, j) for j in order],
-                                [0.5 * math.cos(0.5 * t + j) for j in order])
+                pos = poisoned("position", k, [joint_value(t, j) for j in range(len(names))])
+                vel = poisoned("velocity", k, [0.5 * math.cos(0.5 * t + j) for j in range(len(names))])
+                bag.joint_state(js_topic, recv, stamp, [names[j] for j in order], [pos[j] for j in order],
+                                [vel[j] for j in order])
             elif kind == "cam":
                 img = np.empty((h, w, 3), np.uint8)
                 img[:] = frame_colour(k)
@@ -184,7 +197,7 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
                             "mono8": cv2.COLOR_RGB2GRAY}[encoding]
                     bag.image(camera_topic, recv, stamp, cv2.cvtColor(img, conv), encoding=encoding)
             else:
-                vals = [joint_value(t + 0.1, j) for j in range(len(names))]
+                vals = poisoned("command", k, [joint_value(t + 0.1, j) for j in range(len(names))])
                 if action == "multiarray":
                     bag.multiarray(action_topic, recv, vals)
                 else:

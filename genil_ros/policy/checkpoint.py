@@ -10,10 +10,11 @@
                            read back only with weights_only=True)
 ```
 
-The whole directory is written as ``<dir>.tmp-<pid>`` and renamed into place; an existing checkpoint
-is moved aside first and deleted only after the rename succeeded, so a kill mid-save never leaves a
-half-written ``<dir>``. A leftover ``<dir>.old-<pid>`` (killed between the two renames) is picked up
-by :func:`load_policy` when ``<dir>`` itself is missing.
+The whole directory is written by :func:`genil_ros.fileio.write_dir_atomically`: filled as
+``<dir>.tmp-<pid>`` and renamed into place, an existing checkpoint moved aside first and deleted only
+after the rename succeeded, so a kill mid-save never leaves a half-written ``<dir>``: only a finished name
+is a checkpoint, whatever files a temp directory holds. A leftover ``<dir>.old-<pid>`` (killed between the
+two renames) is picked up by :func:`load_policy` when ``<dir>`` itself is missing.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from genil_ros.errors import CheckpointError
+from genil_ros.fileio import atomic_write_json, write_dir_atomically
 
-__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta", "resolve_checkpoint_dir",
-           "check_task_compatible", "resolve_device", "load_training_state"]
+__all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta",
+           "resolve_checkpoint_dir", "check_task_compatible", "resolve_device", "load_training_state"]
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "ema.safetensors", "config.yaml", "normalizer.json", "meta.json")
@@ -82,7 +84,8 @@ def _state_for_file(sd: Mapping[str, torch.Tensor]) -> dict:
 
 
 def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torch.Tensor]] = None, cfg=None,
-                    extra: Optional[Mapping[str, Any]] = None, training_state: Optional[Mapping[str, Any]] = None) -> Path:
+                    extra: Optional[Mapping[str, Any]] = None,
+                    training_state: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a checkpoint directory atomically. ``policy`` may be wrapped (DDP); ``ema_state`` is a full
     state dict of the policy with EMA weights (default: the model weights); ``cfg`` defaults to
     ``policy.cfg``; ``extra`` goes into meta.json; ``training_state`` (optimiser etc.) into
@@ -112,75 +115,11 @@ def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torc
             "shapes": _shapes(policy),
             "extra": dict(extra or {}),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
+        atomic_write_json(tmp / "meta.json", meta)
         if training_state is not None:
             torch.save(dict(training_state), tmp / TRAINING_STATE)
 
-    return _write_dir_atomically(Path(dir), fill)
-
-
-def _write_dir_atomically(target: Path, fill) -> Path:
-    """``fill(tmp)`` writes the files into ``<target>.tmp-<pid>``, which then replaces ``target`` by rename.
-    The previous ``target`` is moved aside first and restored if anything fails, so a kill or an error at
-    any point leaves either the old directory or the new one whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f"{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        _fsync_dir(tmp, files=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    _clean_stale(target)
-    return target
-
-
-def _clean_stale(target: Path) -> None:
-    """Remove ``<target>.tmp-<pid>`` / ``.old-<pid>`` left by saves that were killed (their pid is gone)."""
-    for p in target.parent.glob(glob.escape(target.name) + ".*-*"):
-        kind, _, pid = p.name[len(target.name) + 1:].partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running (another process saving)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def _fsync_dir(path: Path, files: bool = False) -> None:
-    """fsync the files in ``path`` (when ``files``) and the directory entry itself (best effort)."""
-    paths = [f for f in path.iterdir() if f.is_file()] if files else []
-    for f in paths + [path]:
-        try:
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+    return write_dir_atomically(Path(dir), fill)
 
 
 def resolve_checkpoint_dir(dir: PathLike) -> Path:
@@ -330,9 +269,9 @@ def export_checkpoint(src: PathLike, dst: PathLike, dtype: str = "fp16") -> Path
             shutil.copyfile(s / name, tmp / name)
         out_meta = dict(meta, inference_only=True, weights_dtype=dtype, exported_from=str(s),
                         exported=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        (tmp / "meta.json").write_text(json.dumps(out_meta, indent=2, default=_json_default), encoding="utf-8")
+        atomic_write_json(tmp / "meta.json", out_meta)
 
-    return _write_dir_atomically(Path(dst), fill)
+    return write_dir_atomically(Path(dst), fill)
 
 
 def add_arguments(parser) -> None:  # `genil-ros export`

@@ -11,8 +11,8 @@ import math
 from typing import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["SinusoidalPosEmb", "Conv1dBlock", "ConditionalResidualBlock1D", "ConditionalUnet1D"]
 
@@ -28,7 +28,8 @@ class SinusoidalPosEmb(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / max(half - 1, 1)))
+        scale = -math.log(10000.0) / max(half - 1, 1)
+        freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * scale)
         args = t.float()[:, None] * freqs[None, :]
         return torch.cat([args.sin(), args.cos()], dim=-1)
 

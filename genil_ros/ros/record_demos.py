@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from genil_ros.fileio import atomic_write_json
+
 DEFAULT_TOPICS = ["/joint_states", "/camera/image_raw", "/forward_position_controller/commands"]
 KNOWN_TYPES = {  # given to the recorder so that it subscribes at once, without waiting for discovery
     "/joint_states": "sensor_msgs/msg/JointState",
@@ -289,7 +291,7 @@ def record(args) -> dict:
         "modes": {m: sum(e["mode"] == m for e in episodes if e["bag"]) for m in ("left", "right")},
         "topics": list(args.topics),
     }
-    _write_json_atomic(out / "demos.json", _merge_summary(out / "demos.json", summary))
+    atomic_write_json(out / "demos.json", _merge_summary(out / "demos.json", summary), indent=1)
     return summary
 
 
@@ -302,12 +304,6 @@ def _merge_summary(path: Path, new: dict) -> dict:
         except (OSError, ValueError):
             pass
     return new
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def run(args) -> int:

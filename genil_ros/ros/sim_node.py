@@ -32,28 +32,53 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from genil_ros.errors import GenilError
+from genil_ros.ros.conversions import ns_to_stamp, numpy_to_image_msg, stamp_to_ns
+from genil_ros.ros.params import NodeSettings, declare_parameters, param, read_settings
+from genil_ros.sim.env import JOINT_NAMES, ArmEnv
+
+__all__ = ["NODE_NAME", "SimSettings", "SimNode", "make_node", "spin", "main", "add_arguments", "ros_argv", "run"]
 
 NODE_NAME = "sim_node"
 
-# name -> (default, description); the defaults equal config/sim_node.yaml
-PARAMETERS = {
-    "variant": ("obstacle", "task variant: obstacle (two ways around a post) or reach"),
-    "rate_hz": (100.0, "physics tick = /joint_states and /clock rate, in sim time"),
-    "real_time_factor": (1.0, "sim seconds per wall second; 0 = as fast as possible"),
-    "camera_rate_hz": (20.0, "camera image rate in sim time"),
-    "status_rate_hz": (10.0, "~/success and ~/status rate in sim time"),
-    "image_size": ([96, 96], "camera image [height, width]"),
-    "seed": (-1, "seed of the first episode (episode k uses seed + k); -1 = random"),
-    "joint_states_topic": ("/joint_states", ""),
-    "camera_topic": ("/camera/image_raw", ""),
-    "camera_frame_id": ("front_camera", ""),
-    "position_topic": ("/forward_position_controller/commands", "std_msgs/Float64MultiArray commands"),
-    "trajectory_topic": ("/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/JointTrajectory"),
-    "publish_clock": (True, "publish /clock (sim time)"),
-}
+
+@dataclass
+class SimSettings(NodeSettings):
+    """The sim node's parameters (defaults = config/sim_node.yaml). Rates are in sim time."""
+
+    variant: str = param("obstacle", "task variant: obstacle (two ways around a post) or reach",
+                         choices=("obstacle", "reach"))
+    rate_hz: float = param(100.0, "physics tick = /joint_states and /clock rate, in sim time")
+    real_time_factor: float = param(1.0, "sim seconds per wall second; 0 = as fast as possible", minimum=0.0)
+    camera_rate_hz: float = param(20.0, "camera image rate in sim time")
+    status_rate_hz: float = param(10.0, "~/success and ~/status rate in sim time")
+    image_size: list[int] = param([96, 96], "camera image [height, width]")
+    seed: int = param(-1, "seed of the first episode (episode k uses seed + k); -1 = random")
+    joint_states_topic: str = param("/joint_states", "sensor_msgs/JointState output (every physics tick)")
+    camera_topic: str = param("/camera/image_raw", "sensor_msgs/Image (rgb8) output")
+    camera_frame_id: str = param("front_camera", "header.frame_id of the camera images")
+    position_topic: str = param("/forward_position_controller/commands", "std_msgs/Float64MultiArray commands")
+    trajectory_topic: str = param("/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/JointTrajectory")
+    publish_clock: bool = param(True, "publish /clock (sim time)")
+
+    def validate(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise GenilError(f"parameter image_size: {self.image_size} must be [height, width]")
+        for key in ("rate_hz", "camera_rate_hz", "status_rate_hz"):
+            if not getattr(self, key) > 0:
+                raise GenilError(f"parameter {key}: {getattr(self, key)} must be > 0")
 
 
 class _Trajectory:
@@ -73,191 +98,161 @@ class _Trajectory:
         return np.array([np.interp(rel, self.times, self.positions[:, j]) for j in range(self.positions.shape[1])])
 
 
-def make_node(node_args: Optional[list] = None):
-    """Build the SimNode (rclpy must be initialised). Separate from main() so tests can build one in-process."""
-    from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, Float64MultiArray, String
-    from std_srvs.srv import Trigger
-    from trajectory_msgs.msg import JointTrajectory
+class SimNode(Node):
+    """The bundled arm as a ROS 2 robot. It steps no clock of its own: :func:`spin` calls :meth:`tick`
+    at ``rate_hz * real_time_factor`` (wall clock) and serves the callbacks in between."""
 
-    from genil_ros.errors import GenilError
-    from genil_ros.ros.conversions import ns_to_stamp, numpy_to_image_msg, stamp_to_ns
-    from genil_ros.sim.env import JOINT_NAMES, ArmEnv
+    def __init__(self):
+        super().__init__(NODE_NAME)
+        declare_parameters(self, SimSettings)
+        s = self.settings = read_settings(self, SimSettings)
+        height, width = s.image_size
+        self.env = ArmEnv(variant=s.variant, image_size=(height, width), render=True, control_rate_hz=s.rate_hz)
+        self.joint_names = list(JOINT_NAMES)
+        self.tick_ns = int(round(self.env.dt * 1e9))  # whole physics timesteps per tick
+        self.camera_period_ns = int(round(1e9 / s.camera_rate_hz))
+        self.status_period_ns = int(round(1e9 / s.status_rate_hz))
+        self.rtf = s.real_time_factor
+        self.now_ns = 0  # sim time; monotonic across episodes
+        self.episode_start_ns = 0
+        self.next_camera_ns = 0
+        self.next_status_ns = 0
+        self.episode_index = -1
+        self.base_seed = s.seed if s.seed >= 0 else int(np.random.SeedSequence().entropy % 2**31)
+        self.trajectory: Optional[_Trajectory] = None
+        self.succeeded = False
+        self.frames = 0
 
-    class SimNode(Node):
-        def __init__(self):
-            super().__init__(NODE_NAME)
-            from rcl_interfaces.msg import ParameterDescriptor
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_js = self.create_publisher(JointState, s.joint_states_topic, 10)
+        self.pub_img = self.create_publisher(Image, s.camera_topic, qos_profile_sensor_data)
+        self.pub_clock = self.create_publisher(Clock, "/clock", 10) if s.publish_clock else None
+        self.pub_success = self.create_publisher(Bool, "~/success", 10)
+        self.pub_status = self.create_publisher(String, "~/status", 10)
+        self.pub_episode = self.create_publisher(String, "~/episode", latched)
+        self.create_subscription(Float64MultiArray, s.position_topic, self._on_position, 10)
+        self.create_subscription(JointTrajectory, s.trajectory_topic, self._on_trajectory, 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.reset_episode()
+        self.get_logger().info(
+            f"variant={s.variant} rate={s.rate_hz} Hz camera={s.camera_rate_hz} Hz "
+            f"real_time_factor={self.rtf or 'max'} image={height}x{width} seed={self.base_seed}")
 
-            for name, (default, desc) in PARAMETERS.items():
-                # numbers may come as 2 or 2.0 from a params file: accept both, convert below
-                dyn = isinstance(default, float)
-                self.declare_parameter(name, default, ParameterDescriptor(description=desc, dynamic_typing=dyn))
-            p = {name: self.get_parameter(name).value for name in PARAMETERS}
-            for name, (default, _) in PARAMETERS.items():
-                if isinstance(default, float):
-                    try:
-                        p[name] = float(p[name])
-                    except (TypeError, ValueError):
-                        raise GenilError(f"{NODE_NAME}: parameter {name}: {p[name]!r} is not a number") from None
-            self.p = p
-            size = list(p["image_size"])
-            if len(size) != 2 or min(size) <= 0:
-                raise GenilError(f"{NODE_NAME}: parameter image_size: {size} must be [height, width]")
-            for key in ("rate_hz", "camera_rate_hz", "status_rate_hz"):
-                if not p[key] > 0:
-                    raise GenilError(f"{NODE_NAME}: parameter {key}: {p[key]} must be > 0")
-            if p["real_time_factor"] < 0:
-                raise GenilError(f"{NODE_NAME}: parameter real_time_factor: {p['real_time_factor']} must be >= 0")
-            self.env = ArmEnv(variant=p["variant"], image_size=tuple(size), render=True,
-                              control_rate_hz=float(p["rate_hz"]))
-            self.joint_names = list(JOINT_NAMES)
-            self.tick_ns = int(round(self.env.dt * 1e9))  # whole physics timesteps per tick
-            self.camera_period_ns = int(round(1e9 / p["camera_rate_hz"]))
-            self.status_period_ns = int(round(1e9 / p["status_rate_hz"]))
-            self.rtf = float(p["real_time_factor"])
-            self.now_ns = 0  # sim time; monotonic across episodes
-            self.episode_start_ns = 0
-            self.next_camera_ns = 0
-            self.next_status_ns = 0
-            self.episode_index = -1
-            self.base_seed = int(p["seed"]) if int(p["seed"]) >= 0 else int(np.random.SeedSequence().entropy % 2**31)
-            self.trajectory: Optional[_Trajectory] = None
-            self.succeeded = False
-            self.frames = 0
+    # -------------------------------------------------------------- episode
+    def reset_episode(self) -> dict:
+        self.episode_index += 1
+        seed = (self.base_seed + self.episode_index) % 2**31
+        self.env.reset(seed=seed)
+        self.trajectory = None
+        self.succeeded = False
+        self.episode_start_ns = self.now_ns
+        self.next_camera_ns = self.now_ns
+        self.next_status_ns = self.now_ns
+        info = self.env.episode_info()
+        info.update(episode=self.episode_index, start_time=self.now_ns * 1e-9)
+        self.pub_episode.publish(String(data=json.dumps(info)))
+        self._publish_state()
+        return info
 
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            self.pub_js = self.create_publisher(JointState, p["joint_states_topic"], 10)
-            self.pub_img = self.create_publisher(Image, p["camera_topic"], qos_profile_sensor_data)
-            self.pub_clock = self.create_publisher(Clock, "/clock", 10) if p["publish_clock"] else None
-            self.pub_success = self.create_publisher(Bool, "~/success", 10)
-            self.pub_status = self.create_publisher(String, "~/status", 10)
-            self.pub_episode = self.create_publisher(String, "~/episode", latched)
-            self.create_subscription(Float64MultiArray, p["position_topic"], self._on_position, 10)
-            self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_trajectory, 10)
-            self.create_service(Trigger, "~/reset", self._on_reset)
-            self._JointState, self._Clock, self._Bool, self._String = JointState, Clock, Bool, String
-            self._ns_to_stamp, self._img_msg, self._stamp_to_ns = ns_to_stamp, numpy_to_image_msg, stamp_to_ns
-            self.reset_episode()
-            self.get_logger().info(
-                f"variant={p['variant']} rate={p['rate_hz']} Hz camera={p['camera_rate_hz']} Hz "
-                f"real_time_factor={self.rtf or 'max'} image={size[0]}x{size[1]} seed={self.base_seed}")
+    def _on_reset(self, request, response):
+        info = self.reset_episode()
+        self.get_logger().info(f"episode {info['episode']}: goal {np.round(info['goal'], 3).tolist()}")
+        response.success = True
+        response.message = json.dumps(info)
+        return response
 
-        # -------------------------------------------------------------- episode
-        def reset_episode(self) -> dict:
-            self.episode_index += 1
-            seed = (self.base_seed + self.episode_index) % 2**31
-            self.env.reset(seed=seed)
+    # -------------------------------------------------------------- commands
+    def _on_position(self, msg) -> None:
+        data = np.asarray(msg.data, dtype=np.float64)
+        topic = self.settings.position_topic
+        if data.shape != (len(self.joint_names),):
+            self.get_logger().error(f"{topic}: expected {len(self.joint_names)} values "
+                                    f"({', '.join(self.joint_names)}), got {data.size}; ignored",
+                                    throttle_duration_sec=2.0)
+            return
+        if not np.all(np.isfinite(data)):
+            self.get_logger().error(f"{topic}: non-finite command {data.tolist()}; ignored",
+                                    throttle_duration_sec=2.0)
+            return
+        self.trajectory = None
+        self.env.set_command(data)
+
+    def _on_trajectory(self, msg) -> None:
+        topic = self.settings.trajectory_topic
+        log = self.get_logger()
+        if not msg.points:  # an empty trajectory: stop and hold where the command is now
             self.trajectory = None
-            self.succeeded = False
-            self.episode_start_ns = self.now_ns
-            self.next_camera_ns = self.now_ns
-            self.next_status_ns = self.now_ns
-            info = self.env.episode_info()
-            info.update(episode=self.episode_index, start_time=self.now_ns * 1e-9)
-            self.pub_episode.publish(self._String(data=json.dumps(info)))
-            self._publish_state()
-            return info
-
-        def _on_reset(self, request, response):
-            info = self.reset_episode()
-            self.get_logger().info(f"episode {info['episode']}: goal {np.round(info['goal'], 3).tolist()}")
-            response.success = True
-            response.message = json.dumps(info)
-            return response
-
-        # -------------------------------------------------------------- commands
-        def _on_position(self, msg) -> None:
-            data = np.asarray(msg.data, dtype=np.float64)
-            topic = self.p["position_topic"]
-            if data.shape != (len(self.joint_names),):
-                self.get_logger().error(f"{topic}: expected {len(self.joint_names)} values "
-                                        f"({', '.join(self.joint_names)}), got {data.size}; ignored",
-                                        throttle_duration_sec=2.0)
+            return
+        unknown = [j for j in msg.joint_names if j not in self.joint_names]
+        if unknown or len(set(msg.joint_names)) != len(msg.joint_names):
+            log.error(f"{topic}: unknown or duplicate joint(s) {unknown or list(msg.joint_names)} "
+                      f"(this robot has {self.joint_names}); trajectory rejected")
+            return
+        idx = [self.joint_names.index(j) for j in msg.joint_names]
+        q0 = self.env.command.copy()
+        times, rows = [], []
+        for k, pt in enumerate(msg.points):
+            if len(pt.positions) != len(idx):
+                log.error(f"{topic}: point {k} has {len(pt.positions)} positions for "
+                          f"{len(idx)} joints; trajectory rejected")
                 return
-            if not np.all(np.isfinite(data)):
-                self.get_logger().error(f"{topic}: non-finite command {data.tolist()}; ignored",
-                                        throttle_duration_sec=2.0)
-                return
-            self.trajectory = None
-            self.env.set_command(data)
+            row = q0.copy()
+            row[idx] = pt.positions
+            rows.append(row)
+            times.append(pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9)
+        times = np.asarray(times)
+        rows = np.asarray(rows)
+        if np.any(np.diff(times) <= 0) or times[0] < 0 or not np.all(np.isfinite(rows)):
+            log.error(f"{topic}: time_from_start must increase strictly and positions be finite; "
+                      "trajectory rejected")
+            return
+        start_ns = stamp_to_ns(msg.header.stamp)
+        t0 = (start_ns if start_ns > 0 else self.now_ns) * 1e-9
+        self.trajectory = _Trajectory(t0, q0, times, rows)
 
-        def _on_trajectory(self, msg) -> None:
-            topic = self.p["trajectory_topic"]
-            log = self.get_logger()
-            if not msg.points:  # an empty trajectory: stop and hold where the command is now
-                self.trajectory = None
-                return
-            unknown = [j for j in msg.joint_names if j not in self.joint_names]
-            if unknown or len(set(msg.joint_names)) != len(msg.joint_names):
-                log.error(f"{topic}: unknown or duplicate joint(s) {unknown or list(msg.joint_names)} "
-                          f"(this robot has {self.joint_names}); trajectory rejected")
-                return
-            idx = [self.joint_names.index(j) for j in msg.joint_names]
-            q0 = self.env.command.copy()
-            times, rows = [], []
-            for k, pt in enumerate(msg.points):
-                if len(pt.positions) != len(idx):
-                    log.error(f"{topic}: point {k} has {len(pt.positions)} positions for "
-                              f"{len(idx)} joints; trajectory rejected")
-                    return
-                row = q0.copy()
-                row[idx] = pt.positions
-                rows.append(row)
-                times.append(pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9)
-            times = np.asarray(times)
-            rows = np.asarray(rows)
-            if np.any(np.diff(times) <= 0) or times[0] < 0 or not np.all(np.isfinite(rows)):
-                log.error(f"{topic}: time_from_start must increase strictly and positions be finite; "
-                          "trajectory rejected")
-                return
-            start_ns = self._stamp_to_ns(msg.header.stamp)
-            t0 = (start_ns if start_ns > 0 else self.now_ns) * 1e-9
-            self.trajectory = _Trajectory(t0, q0, times, rows)
+    # -------------------------------------------------------------- stepping
+    def tick(self) -> None:
+        if self.trajectory is not None:
+            self.env.set_command(self.trajectory.sample(self.now_ns * 1e-9))
+        self.env.advance(self.env.dt)
+        self.now_ns += self.tick_ns
+        self._publish_state()
 
-        # -------------------------------------------------------------- stepping
-        def tick(self) -> None:
-            if self.trajectory is not None:
-                self.env.set_command(self.trajectory.sample(self.now_ns * 1e-9))
-            self.env.advance(self.env.dt)
-            self.now_ns += self.tick_ns
-            self._publish_state()
+    def _publish_state(self) -> None:
+        stamp = ns_to_stamp(self.now_ns)
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=stamp))
+        obs = self.env.observe(image=False)
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = self.joint_names
+        js.position = obs["joint_pos"].astype(float).tolist()
+        js.velocity = obs["joint_vel"].astype(float).tolist()
+        js.effort = self.env.data.actuator_force[self.env._act].astype(float).tolist()
+        self.pub_js.publish(js)
+        if self.env.is_success():
+            self.succeeded = True
+        if self.now_ns >= self.next_camera_ns:
+            self.next_camera_ns += self.camera_period_ns
+            self.pub_img.publish(numpy_to_image_msg(self.env.render(), self.now_ns, self.settings.camera_frame_id))
+            self.frames += 1
+        if self.now_ns >= self.next_status_ns:
+            self.next_status_ns += self.status_period_ns
+            self.pub_success.publish(Bool(data=self.succeeded))
+            status = {"episode": self.episode_index, "sim_time": self.now_ns * 1e-9,
+                      "episode_time": (self.now_ns - self.episode_start_ns) * 1e-9,
+                      "success": self.succeeded, "success_now": self.env.is_success(),
+                      "collided": self.env.collided, "distance": self.env.distance()}
+            self.pub_status.publish(String(data=json.dumps(status)))
 
-        def _publish_state(self) -> None:
-            stamp = self._ns_to_stamp(self.now_ns)
-            if self.pub_clock is not None:
-                self.pub_clock.publish(self._Clock(clock=stamp))
-            obs = self.env.observe(image=False)
-            js = self._JointState()
-            js.header.stamp = stamp
-            js.name = self.joint_names
-            js.position = obs["joint_pos"].astype(float).tolist()
-            js.velocity = obs["joint_vel"].astype(float).tolist()
-            js.effort = self.env.data.actuator_force[self.env._act].astype(float).tolist()
-            self.pub_js.publish(js)
-            if self.env.is_success():
-                self.succeeded = True
-            if self.now_ns >= self.next_camera_ns:
-                self.next_camera_ns += self.camera_period_ns
-                self.pub_img.publish(self._img_msg(self.env.render(), self.now_ns, self.p["camera_frame_id"]))
-                self.frames += 1
-            if self.now_ns >= self.next_status_ns:
-                self.next_status_ns += self.status_period_ns
-                self.pub_success.publish(self._Bool(data=self.succeeded))
-                status = {"episode": self.episode_index, "sim_time": self.now_ns * 1e-9,
-                          "episode_time": (self.now_ns - self.episode_start_ns) * 1e-9,
-                          "success": self.succeeded, "success_now": self.env.is_success(),
-                          "collided": self.env.collided, "distance": self.env.distance()}
-                self.pub_status.publish(self._String(data=json.dumps(status)))
+    def destroy_node(self):
+        self.env.close()
+        return super().destroy_node()
 
-        def destroy_node(self):
-            self.env.close()
-            return super().destroy_node()
 
+def make_node(node_args: Optional[list] = None) -> SimNode:
+    """Build the SimNode (rclpy must be initialised); for run_node() and in-process tests."""
     return SimNode()
 
 
@@ -307,7 +302,6 @@ def add_arguments(parser) -> None:
 
 def ros_argv(args) -> list:
     """The argv for main() that `genil-ros sim` options stand for."""
-    from genil_ros.errors import GenilError
     from genil_ros.paths import config_path
 
     argv = [NODE_NAME, "--ros-args"]

@@ -15,7 +15,6 @@ on the same episodes (episode ``i`` uses seed ``seed + i``).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from genil_ros.errors import GenilError
+from genil_ros.fileio import atomic_path, atomic_write_json
 
 
 def _side(ee_xy: np.ndarray) -> Optional[str]:
@@ -131,13 +131,11 @@ def _state(o: dict, use_velocity: bool) -> np.ndarray:
 def _write_video(path: str, frames: list, fps: int = 10) -> None:
     import imageio.v2 as imageio
 
-    big = frames
-    tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
-    if path.lower().endswith(".gif"):
-        imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
-    else:
-        imageio.mimsave(tmp, big, fps=fps)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # keeps the suffix, so imageio picks GIF or MP4 from it
+        if path.lower().endswith(".gif"):
+            imageio.mimsave(tmp, frames, duration=1.0 / fps, loop=0)
+        else:
+            imageio.mimsave(tmp, frames, fps=fps)
 
 
 # --------------------------------------------------------------------------- `genil-ros eval`
@@ -168,15 +166,13 @@ def run(args) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     policy = load_policy(model_path(args.checkpoint), device=args.device, use_ema=not args.no_ema)
     if args.scheduler or args.steps:
-        policy.set_inference(args.scheduler or policy.inference_scheduler_name, args.steps or policy.num_inference_steps)
+        policy.set_inference(args.scheduler or policy.inference_scheduler_name,
+                             args.steps or policy.num_inference_steps)
     res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
                           video_size=tuple(args.video_size))
     print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
           f"collisions {res['collision_rate']:.2f}; sides of successes {res['sides_of_successes']}; "
           f"inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk (median, {policy.device})")
     if args.json:
-        tmp = f"{args.json}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, res, indent=1)
     return 0

@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     dt = time.perf_counter() - t0
     modes = collections.Counter(r["mode"] for r in res)
     ok = [r for r in res if r["success"]]
-    print(f"scripted expert, {args.variant}, {args.episodes} episodes (seeds {args.seed}..{args.seed + args.episodes - 1}): "
+    print(f"scripted expert, {args.variant}, {args.episodes} episodes "
+          f"(seeds {args.seed}..{args.seed + args.episodes - 1}): "
           f"success {len(ok) / len(res):.2f}, collisions {np.mean([r['collided'] for r in res]):.2f}, "
           f"modes left {modes['left']} / right {modes['right']}, "
           f"steps to success mean {np.mean([r['steps'] for r in ok]):.1f} max {max(r['steps'] for r in ok)} "

@@ -31,8 +31,13 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from genil_ros.ros.conversions import (joint_state_msg, ns_to_stamp, numpy_to_compressed_msg, numpy_to_image_msg,
-                                       stamp_to_ns)
+from genil_ros.ros.conversions import (
+    joint_state_msg,
+    ns_to_stamp,
+    numpy_to_compressed_msg,
+    numpy_to_image_msg,
+    stamp_to_ns,
+)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,5 @@
-"""Test process (argv: N [timeout_s]): receives N sensor_msgs/JointState on /joint_states, prints them as lines, exits 0."""
+"""Test process (argv: N [timeout_s]): receives N sensor_msgs/JointState on /joint_states, prints them as
+lines, exits 0."""
 
 import sys
 
