@@ -177,7 +177,8 @@ class ObservationEntry:
     def validate(self, key: str) -> None:
         _req(self.name.isidentifier(), key + ".name", f"{self.name!r} must be an identifier (letters, digits, _)")
         _req(self.name != "state", key + ".name", "'state' is reserved (the concatenated low-dim vector)")
-        _req(self.type in OBSERVATION_TYPES, key + ".type", f"{self.type!r} is not one of {', '.join(OBSERVATION_TYPES)}")
+        _req(self.type in OBSERVATION_TYPES, key + ".type",
+             f"{self.type!r} is not one of {', '.join(OBSERVATION_TYPES)}")
         _req(self.topic == "" or self.topic.startswith("/") or self.topic[:1].isalpha(), key + ".topic",
              f"{self.topic!r} is not a topic name")
         if self.type in JOINT_OBS:
@@ -258,7 +259,8 @@ class ActionEntry:
             _req(len(self.joints) > 0, key + ".joints", f"a {self.type} action must list its joints")
             _req(not _dups(self.joints), key + ".joints", f"duplicate joint names {_dups(self.joints)}")
         else:
-            _req(not self.joints, key + ".joints", f"only joint and gripper actions take joints (this is a {self.type})")
+            _req(not self.joints, key + ".joints",
+                 f"only joint and gripper actions take joints (this is a {self.type})")
         if self.type == "vector":
             _req(len(self.dims) > 0, key + ".dims", "a vector action must name its dimensions")
             _req(not _dups(self.dims), key + ".dims", f"duplicate dimension names {_dups(self.dims)}")

@@ -3,8 +3,7 @@
 import pytest
 
 from genil_ros.config import CameraConfig
-from genil_ros.schema import (ActionEntry, ObservationEntry, SchemaError, layout, legacy_entries,
-                              validate_entries)
+from genil_ros.schema import ActionEntry, ObservationEntry, SchemaError, layout, legacy_entries, validate_entries
 
 
 def _pick_task():
@@ -44,14 +43,18 @@ def test_first_difference_names_the_key():
 @pytest.mark.parametrize("change, key", [
     (lambda o, a: o.append(ObservationEntry("v", "vector", "/v")), "observations[6].dims"),
     (lambda o, a: o.append(ObservationEntry("p", "pose")), "observations[6].topic"),
-    (lambda o, a: o.append(ObservationEntry("state", "vector", "/v", dims=["x"])), "observations[6].name"),
+    (lambda o, a: o.append(ObservationEntry("state", "vector", "/v", dims=["x"])),
+     "observations[6].name"),
     (lambda o, a: o.append(ObservationEntry("arm", "vector", "/v", dims=["x"])), "observations"),
-    (lambda o, a: a.append(ActionEntry("g2", "gripper", "/g", joints=["f"], binary=True)), "actions[3].closed_position"),
+    (lambda o, a: a.append(ActionEntry("g2", "gripper", "/g", joints=["f"], binary=True)),
+     "actions[3].closed_position"),
     (lambda o, a: a.append(ActionEntry("t", "twist", "/t", msg="joint_trajectory")), "actions[3].msg"),
-    (lambda o, a: a.append(ActionEntry("d", "joint_position", "/d", joints=["a"], mode="delta")), "actions[3].observation"),
+    (lambda o, a: a.append(ActionEntry("d", "joint_position", "/d", joints=["a"], mode="delta")),
+     "actions[3].observation"),
     (lambda o, a: a.append(ActionEntry("n", "joint_position", joints=["z"], source="next_observation",
                                        observation="arm")), "actions[3].joints"),
-    (lambda o, a: a.append(ActionEntry("n", "twist", source="next_observation", observation="arm")), "actions[3].source"),
+    (lambda o, a: a.append(ActionEntry("n", "twist", source="next_observation", observation="arm")),
+     "actions[3].source"),
     (lambda o, a: a.append(ActionEntry("c", "vector", dims=["u"])), "actions[3].topic"),
 ])
 def test_bad_entries_name_their_key(change, key):
