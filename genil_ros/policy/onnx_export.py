@@ -104,7 +104,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
     """``module(*args)`` to ONNX with a dynamic batch axis; with ``varargs`` the module is ``f(first, *rest)``."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     spec = tuple({0: batch} for _ in args)
-    dynamic = (spec[0], spec[1:]) if varargs else spec
+    dynamic = (spec[0], spec[1:]) if varargs and len(args) > 1 else spec
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), torch.no_grad(), warnings.catch_warnings():
@@ -112,9 +112,13 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
             torch.onnx.export(module, args, str(path), input_names=input_names, output_names=[output_name],
                               dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
                               external_data=False, verbose=False)
-    except Exception as e:  # noqa: BLE001 - the exporter's own message, with what it printed
-        raise CheckpointError(f"{path.name}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                              f"exporter output: {chatter.getvalue()[-500:]}") from None
+    except Exception as e:  # noqa: BLE001 - the exporter's own message (its root cause), with what it printed
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        first = (str(root).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(f"{path.name}: ONNX export failed ({type(root).__name__}: {first}); "
+                              f"exporter output: {chatter.getvalue()[-300:]}") from None
 
 
 def _verify(policy, out: Path, seed: int = 1) -> float:
