@@ -6,7 +6,10 @@ normalised action chunk and regress the noise (``epsilon``) or the clean chunk (
 chunk, no noise), so that the two differ only in the objective.
 Inference (``predict_action`` / ``sample_actions``): start from Gaussian noise and denoise with DDPM,
 DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once per call, K samples
-per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md).
+per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md). DDIM runs on
+precomputed coefficients (policy/sampler.py) and can be warm-started from the previous chunk for a few
+steps (``warm_start=``, ``steps=``). The networks run on an inference backend (policy/backends.py:
+torch eager, CUDA graph, ONNX Runtime), chosen with :meth:`DiffusionPolicy.set_backend`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from torch import nn
 import torch.nn.functional as F
 
 from genil_ros.config import ExperimentConfig
+from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
 from genil_ros.policy.model import ConditionalUnet1D
 from genil_ros.policy.normalizer import Normalizer
+from genil_ros.policy.sampler import FastDdim, supports_fast_ddim
 from genil_ros.policy.vision import ObsEncoder
 
 __all__ = ["DiffusionPolicy", "make_scheduler", "SCHEDULERS"]
@@ -73,7 +78,7 @@ class DiffusionPolicy(nn.Module):
         self.objective = pc.objective
         self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
         self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
-        self._graph = None  # optional CUDA-graph runner of the denoising network
+        self.backend: InferenceBackend = TorchBackend(self)
         self.set_inference(pc.inference_scheduler, pc.num_inference_steps)
 
     # ----------------------------------------------------------------- settings
@@ -91,6 +96,13 @@ class DiffusionPolicy(nn.Module):
         self.inference_scheduler_name = scheduler
         self.num_inference_steps = steps
         self._step_takes_generator = "generator" in inspect.signature(self.inference_scheduler.step).parameters
+        # DDIM (eta 0): the same chain on coefficients computed once per number of steps
+        self._fast = FastDdim(self.inference_scheduler) if supports_fast_ddim(self.inference_scheduler) else None
+
+    def set_backend(self, backend: Optional[InferenceBackend] = None) -> InferenceBackend:
+        """Run the networks on ``backend`` (policy/backends.py; None = eager torch). Returns it."""
+        self.backend = backend if backend is not None else TorchBackend(self)
+        return self.backend
 
     def set_inference_precision(self, dtype: Optional[str | torch.dtype] = None) -> None:
         """Run the networks under autocast in ``dtype`` ("fp16", "bf16") at inference; None = float32.
@@ -151,22 +163,23 @@ class DiffusionPolicy(nn.Module):
 
     # ----------------------------------------------------------------- inference
     def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        if self._graph is not None and self._graph.matches(x, cond):
-            return self._graph(x, t, cond)
-        if self.inference_dtype is not None:
-            with torch.autocast(x.device.type, dtype=self.inference_dtype):
-                return self.model(x, t, cond).float()
-        return self.model(x, t, cond)
+        return self.backend.denoise(x, t, cond)
 
     def _encode(self, obs: dict) -> torch.Tensor:
-        if self.inference_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.inference_dtype):
-                return self.encode_obs(obs).float()
-        return self.encode_obs(obs)
+        nobs = {"state": self.normalizer.normalize("state", obs["state"].to(self.device, torch.float32))}
+        for name in self.camera_names:
+            nobs[name] = obs[name].to(self.device, non_blocking=True)
+        return self.backend.encode(nobs)
 
     @torch.no_grad()
-    def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units."""
+    def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
+        """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
+
+        ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
+        ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the level of DDIM step
+        ``num_inference_steps - steps`` and only the last ``steps`` steps run (DDIM only). ``steps =
+        num_inference_steps`` starts from pure noise: the usual sampler, the same draws."""
         from diffusers.utils.torch_utils import randn_tensor
 
         B = self._check_obs(obs)
@@ -174,33 +187,64 @@ class DiffusionPolicy(nn.Module):
         if K < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         dev = self.device
-        cond = self._encode(obs)
+        cond = self._encode(obs).to(dev)
         if K > 1:
             cond = cond.repeat_interleave(K, dim=0)
         if self.objective == "mse":  # regression baseline: the same chunk for every sample
             zeros = torch.zeros(B * K, self.horizon, self.action_dim, device=dev)
             x = self._net(zeros, torch.zeros(B * K, dtype=torch.long, device=dev), cond).float().clamp(-1.0, 1.0)
             return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
+        shape = (B * K, self.horizon, self.action_dim)
+        if warm_start is not None or steps is not None:
+            if self._fast is None:
+                raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
+                                 f"{self.inference_scheduler_name}; set_inference('ddim', N))")
+        if self._fast is not None:
+            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            first = 0
+            if warm_start is not None:
+                if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
+                    raise ValueError(f"warm_start must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
+                                     f"got {tuple(warm_start.shape)}")
+                init = self.normalizer.normalize("action", warm_start.to(dev, torch.float32)).clamp(-1.0, 1.0)
+                if K > 1:
+                    init = init.repeat_interleave(K, dim=0)
+                x, first = self._fast.warm_start(init, x, self.num_inference_steps, steps or self.num_inference_steps)
+            elif steps is not None and steps != self.num_inference_steps:
+                raise ValueError(f"steps={steps} without warm_start: set_inference('ddim', {steps}) changes the "
+                                 "number of steps of a sample from noise")
+            x = self._fast.denoise(self._net, x, cond, self.num_inference_steps, first)
+        else:
+            x = self._sample_diffusers(shape, cond, generator)
+        x = x.clamp(-1.0, 1.0)
+        act = self.normalizer.unnormalize("action", x)
+        return act.reshape(B, K, self.horizon, self.action_dim)
+
+    def _sample_diffusers(self, shape, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """diffusers' own step loop (DDPM, DPM-Solver; the reference the DDIM fast path is tested against)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        dev = self.device
         sched = self.inference_scheduler
         # The scheduler's own bookkeeping stays on the CPU (its table look-ups then need no GPU sync);
         # the network gets the steps on the device.
         sched.set_timesteps(self.num_inference_steps)
         steps_dev = sched.timesteps.to(dev)
-        x = randn_tensor((B * K, self.horizon, self.action_dim), generator=generator, device=dev, dtype=torch.float32)
+        x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
         x = x * sched.init_noise_sigma
         kw = {"generator": generator} if self._step_takes_generator else {}
         for i, t in enumerate(sched.timesteps):
             model_in = sched.scale_model_input(x, t)
-            out = self._net(model_in, steps_dev[i].expand(B * K), cond)
+            out = self._net(model_in, steps_dev[i].expand(shape[0]), cond)
             x = sched.step(out, t, x, **kw).prev_sample
-        x = x.clamp(-1.0, 1.0)
-        act = self.normalizer.unnormalize("action", x)
-        return act.reshape(B, K, self.horizon, self.action_dim)
+        return x
 
     @torch.no_grad()
-    def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """One action chunk per observation window: (B, T_p, A), raw units."""
-        return self.sample_actions(obs, 1, generator)[:, 0]
+    def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None,
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
+        """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps``:
+        see :meth:`sample_actions`)."""
+        return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps)[:, 0]
 
     # ----------------------------------------------------------------- CUDA graphs
     def enable_cuda_graph(self, batch_size: int = 1, num_samples: int = 1, warmup: int = 3) -> bool:
@@ -208,56 +252,16 @@ class DiffusionPolicy(nn.Module):
         (replayed for matching shapes; other shapes take the normal path). Returns False (and does
         nothing) when the policy is not on a CUDA device."""
         if self.device.type != "cuda":
-            self._graph = None
+            self.disable_cuda_graph()
             return False
-        self._graph = _GraphedNet(self, batch_size * num_samples, warmup)
+        self.set_backend(CudaGraphBackend(self, batch_size * num_samples, warmup, threads=self.backend.threads))
         return True
 
     def disable_cuda_graph(self) -> None:
-        self._graph = None
+        if isinstance(self.backend, CudaGraphBackend):
+            self.set_backend(TorchBackend(self, self.backend.threads))
 
     def train(self, mode: bool = True):  # graphs hold inference-mode activations; drop them on train()
-        if mode:
-            self._graph = None
+        if mode and isinstance(getattr(self, "backend", None), CudaGraphBackend):
+            self.disable_cuda_graph()
         return super().train(mode)
-
-
-class _GraphedNet:
-    """A CUDA graph of ``policy.model`` (under the policy's inference autocast) with static buffers."""
-
-    def __init__(self, policy: DiffusionPolicy, n: int, warmup: int):
-        dev = policy.device
-        self.policy = policy
-        self.x = torch.zeros(n, policy.horizon, policy.action_dim, device=dev)
-        self.t = torch.zeros(n, dtype=torch.long, device=dev)
-        self.cond = torch.zeros(n, policy.obs_encoder.output_dim, device=dev)
-        graph_dtype = policy.inference_dtype
-
-        def run():
-            if graph_dtype is not None:
-                with torch.autocast("cuda", dtype=graph_dtype, cache_enabled=False):  # no cached casts across capture
-                    return policy.model(self.x, self.t, self.cond).float()
-            return policy.model(self.x, self.t, self.cond)
-
-        self.dtype = graph_dtype
-        with torch.no_grad():
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(max(1, warmup)):
-                    run()
-            torch.cuda.current_stream().wait_stream(s)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = run()
-
-    def matches(self, x: torch.Tensor, cond: torch.Tensor) -> bool:
-        return (x.shape == self.x.shape and cond.shape == self.cond.shape and x.device == self.x.device
-                and self.dtype == self.policy.inference_dtype)
-
-    def __call__(self, x, t, cond):
-        self.x.copy_(x)
-        self.t.copy_(t.expand(self.t.shape[0]) if t.ndim == 0 else t)
-        self.cond.copy_(cond)
-        self.graph.replay()
-        return self.out.clone()

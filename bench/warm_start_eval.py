@@ -1,0 +1,196 @@
+"""Success and latency of warm-started few-step sampling against DDIM 10, on the bundled obstacle task.
+
+Runs the direct (no ROS) evaluation loop of ``genil-ros eval`` (sim/evaluate.py: the same observation
+windows, T_a actions executed per chunk, episode i with seed 1000 + i, episodes in lockstep batches) with
+one change: each chunk after an episode's first may start from the previous chunk shifted by the T_a
+ticks that passed (``predict_action(obs, warm_start=shift_chunk(prev, T_a), steps=k)``). Samplers:
+
+  ddim:10    the shipped sampler, from noise
+  ddim:k     k DDIM steps from noise (the control: few steps without a warm start)
+  warm:k     first chunk of an episode DDIM 10, then warm-started, the last k steps of the DDIM-10 grid
+
+Latency is per chunk at batch 1 on this machine, measured on the episodes' own observations after the
+evaluation (same backend and threads), median of all chunks (cold first chunks included) and of the
+warm ones. Prints the table; ``--json`` writes it.
+
+    python bench/warm_start_eval.py --episodes 100 --samplers ddim:10,ddim:2,warm:1,warm:2,warm:4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from genil_ros.policy.threads import set_process_env  # noqa: E402  (no torch import: before torch starts)
+
+
+def parse_sampler(s: str):
+    kind, _, k = s.partition(":")
+    if kind not in ("ddim", "warm") or not k.isdigit() or int(k) < 1:
+        raise SystemExit(f"sampler {s!r}: expected ddim:N or warm:K")
+    return kind, int(k)
+
+
+def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
+    """Success over ``episodes`` with ``sampler``; observation windows are appended to ``record_obs``."""
+    import numpy as np
+    import torch
+
+    from genil_ros.policy.sampler import shift_chunk
+    from genil_ros.sim.env import MAX_EPISODE_STEPS, ArmEnv
+    from genil_ros.sim.evaluate import _side, _state
+
+    kind, k = sampler
+    task = policy.cfg.task
+    cam = task.cameras[0]
+    T_o, T_a = policy.n_obs_steps, policy.n_action_steps
+    gen = torch.Generator().manual_seed(0)
+    envs = [ArmEnv(variant="obstacle", image_size=(cam.height, cam.width), render=True,
+                   control_rate_hz=task.control_rate_hz, max_episode_steps=MAX_EPISODE_STEPS)
+            for _ in range(min(batch_size, episodes))]
+    results = []
+    try:
+        for start in range(0, episodes, len(envs)):
+            n = min(len(envs), episodes - start)
+            obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
+            hist = [[o] * T_o for o in obs]
+            done, info, steps = [False] * n, [{} for _ in range(n)], [0] * n
+            ee = [[o["ee_pos"][:2].copy()] for o in obs]
+            prev = None  # (n, T_p, A) previous chunks of all n episodes (lockstep: all have one or none)
+            while not all(done):
+                live = [i for i in range(n) if not done[i]]
+                state = np.stack([np.stack([_state(h, task.use_velocity) for h in hist[i]]) for i in live])
+                imgs = np.stack([np.stack([h["image"].transpose(2, 0, 1) for h in hist[i]]) for i in live])
+                batch = {"state": torch.from_numpy(state), cam.name: torch.from_numpy(np.ascontiguousarray(imgs))}
+                if len(record_obs) < 400:
+                    record_obs.append((batch, None if prev is None else prev[live]))
+                if kind == "warm" and prev is not None:
+                    chunk = policy.predict_action(batch, generator=gen, warm_start=shift_chunk(prev[live], T_a), steps=k)
+                else:
+                    chunk = policy.predict_action(batch, generator=gen)
+                if prev is None:
+                    prev = torch.zeros(n, *chunk.shape[1:])
+                prev[live] = chunk
+                chunk = chunk.numpy()
+                for j, i in enumerate(live):
+                    for a in chunk[j, T_o - 1:T_o - 1 + T_a]:
+                        o, _, term, trunc, inf = envs[i].step(a)
+                        hist[i] = hist[i][1:] + [o]
+                        ee[i].append(o["ee_pos"][:2].copy())
+                        steps[i] += 1
+                        info[i] = inf
+                        if term or trunc:
+                            done[i] = True
+                            break
+            for i in range(n):
+                results.append({"seed": seed + start + i, "success": bool(info[i]["success"]),
+                                "collided": bool(info[i]["collided"]), "steps": steps[i],
+                                "side": _side(np.array(ee[i]))})
+    finally:
+        for e in envs:
+            e.close()
+    return results
+
+
+def batch1_latency(policy, sampler, windows, T_a):
+    """Median ms per chunk at batch 1 over recorded windows: (all chunks, warm chunks only)."""
+    import torch
+
+    from genil_ros.policy.sampler import shift_chunk
+
+    kind, k = sampler
+    gen = torch.Generator().manual_seed(0)
+    all_ms, warm_ms = [], []
+    for batch, prev in windows:
+        one = {key: v[:1] for key, v in batch.items()}
+        t0 = time.perf_counter()
+        if kind == "warm" and prev is not None:
+            policy.predict_action(one, generator=gen, warm_start=shift_chunk(prev[:1], T_a), steps=k)
+            warm_ms.append((time.perf_counter() - t0) * 1e3)
+        else:
+            policy.predict_action(one, generator=gen)
+        all_ms.append((time.perf_counter() - t0) * 1e3)
+    med = (lambda xs: statistics.median(xs) if xs else float("nan"))
+    return med(all_ms), med(warm_ms)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="sim_obstacle_dp")
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--samplers", default="ddim:10,ddim:2,warm:1,warm:2,warm:4")
+    ap.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = default plan)")
+    ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--latency-chunks", type=int, default=60, help="batch-1 chunks timed per sampler")
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--json", help="write the table here")
+    args = ap.parse_args(argv)
+    samplers = [parse_sampler(s) for s in args.samplers.split(",") if s.strip()]
+    plan = set_process_env(args.threads)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    import torch  # noqa: F401
+
+    from genil_ros.paths import model_path
+    from genil_ros.policy.backends import make_backend
+    from genil_ros.policy.checkpoint import load_policy
+    from genil_ros.policy.onnx_export import export_onnx, read_onnx_export
+    from genil_ros.errors import CheckpointError
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from inference import machine
+
+    ckpt = model_path(args.checkpoint)
+    policy = load_policy(ckpt, device="cpu")
+    onnx_dir = ROOT / ".bench" / "onnx" / Path(ckpt).name
+    if args.backend == "onnxruntime":
+        try:
+            read_onnx_export(policy, onnx_dir)
+        except CheckpointError:
+            export_onnx(ckpt, onnx_dir)
+    backend = policy.set_backend(make_backend(args.backend, policy, threads=plan, onnx_dir=onnx_dir))
+    print(machine())
+    print(f"checkpoint {ckpt}; backend {backend.describe()}; {args.episodes} episodes (seeds {args.seed}..), "
+          f"lockstep batches of {args.batch_size}\n")
+    rows = []
+    for s in samplers:
+        policy.set_inference("ddim", s[1] if s[0] == "ddim" else 10)  # warm:k ends the DDIM-10 grid
+        windows: list = []
+        t0 = time.perf_counter()
+        res = evaluate(policy, s, args.episodes, args.seed, args.batch_size, windows)
+        wall = time.perf_counter() - t0
+        lat_all, lat_warm = batch1_latency(policy, s, windows[: args.latency_chunks], policy.n_action_steps)
+        ok = [r for r in res if r["success"]]
+        row = {"sampler": f"{s[0]}:{s[1]}", "episodes": len(res), "success": len(ok) / len(res),
+               "collisions": sum(r["collided"] for r in res) / len(res),
+               "sides": {side: sum(r["side"] == side for r in ok) for side in ("left", "right")},
+               "ms_per_chunk_b1_all": lat_all, "ms_per_chunk_b1_warm": lat_warm, "eval_wall_s": wall}
+        rows.append(row)
+        print(f"{row['sampler']:<8} success {row['success']:.2f}  collisions {row['collisions']:.2f}  "
+              f"sides {row['sides']}  batch-1 chunk {lat_all:.1f} ms (warm chunks {lat_warm:.1f} ms)  "
+              f"[{wall:.0f} s]", flush=True)
+    base = next((r for r in rows if r["sampler"] == "ddim:10"), None)
+    if base:
+        print("\nagainst ddim:10:")
+        for r in rows:
+            lat = r["ms_per_chunk_b1_warm"] if r["sampler"].startswith("warm") else r["ms_per_chunk_b1_all"]
+            print(f"  {r['sampler']:<8} success {r['success'] - base['success']:+.2f}, chunk latency x"
+                  f"{lat / base['ms_per_chunk_b1_all']:.2f}")
+    if args.json:
+        from genil_ros.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"machine": machine(), "backend": backend.describe(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

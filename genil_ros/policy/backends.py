@@ -1,0 +1,226 @@
+"""Inference backends: what a DiffusionPolicy runs its two networks on (no rclpy).
+
+A policy's sampling loop (scheduler arithmetic in torch, schedule from diffusers) asks its backend for
+two things only: ``encode(nobs) -> cond`` (normalised observation -> global conditioning) and
+``denoise(x, t, cond) -> out`` (one pass of the denoising U-Net). Three backends:
+
+  torch        eager PyTorch on the policy's device (under its inference autocast, if any)
+  cuda_graph   the U-Net replayed from a CUDA graph captured for one batch size (CUDA only); other
+               shapes and the encoder run eagerly
+  onnxruntime  the ONNX files written by ``export_onnx`` (policy/onnx_export.py), checked against the
+               policy's weights when loaded; CPU provider, or CUDA / TensorRT providers when installed
+               (inputs then pass through host memory)
+
+    backend = make_backend("onnxruntime", policy, threads=ThreadPlan.choose(0))
+    policy.set_backend(backend)
+    backend.describe()   # 'onnxruntime 1.20.1 [CPUExecutionProvider]; intra-op 2 (...), ...'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from genil_ros.errors import GenilError
+from genil_ros.policy.threads import ThreadPlan
+
+__all__ = ["BACKENDS", "InferenceBackend", "TorchBackend", "CudaGraphBackend", "OnnxBackend", "make_backend",
+           "ort_providers"]
+
+BACKENDS = ("torch", "cuda_graph", "onnxruntime")
+
+
+class InferenceBackend:
+    """The two networks of a policy. Subclasses set ``name`` and implement ``encode`` / ``denoise``."""
+
+    name = "?"
+
+    def __init__(self, policy, threads: Optional[ThreadPlan] = None):
+        self.policy = policy
+        self.threads = threads
+
+    def encode(self, nobs: dict) -> torch.Tensor:  # normalised state + uint8 cameras -> (B, G)
+        raise NotImplementedError
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def engine(self) -> str:
+        return self.name
+
+    def describe(self) -> str:
+        """One line for logs and diagnostics: engine, device / providers, threads."""
+        s = self.engine()
+        return s + (f"; {self.threads.describe()}" if self.threads is not None else "")
+
+
+class TorchBackend(InferenceBackend):
+    """Eager PyTorch: the policy's own modules on its device."""
+
+    name = "torch"
+
+    def __init__(self, policy, threads: Optional[ThreadPlan] = None):
+        super().__init__(policy, threads)
+        self.note = threads.apply_torch() if threads is not None else ""  # torch's CPU pool, whatever the device
+
+    def encode(self, nobs: dict) -> torch.Tensor:
+        p = self.policy
+        if p.inference_dtype is not None:
+            with torch.autocast(p.device.type, dtype=p.inference_dtype):
+                return p.obs_encoder(nobs).float()
+        return p.obs_encoder(nobs)
+
+    def denoise(self, x, t, cond):
+        p = self.policy
+        if p.inference_dtype is not None:
+            with torch.autocast(x.device.type, dtype=p.inference_dtype):
+                return p.model(x, t, cond).float()
+        return p.model(x, t, cond)
+
+    def engine(self) -> str:
+        p = self.policy
+        prec = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(p.inference_dtype, str(p.inference_dtype))
+        return f"torch {torch.__version__} eager on {p.device} ({prec})" + (f" [{self.note}]" if self.note else "")
+
+
+class CudaGraphBackend(TorchBackend):
+    """The U-Net captured in a CUDA graph for ``n`` chunks per call (``batch_size * num_samples``)."""
+
+    name = "cuda_graph"
+
+    def __init__(self, policy, n: int = 1, warmup: int = 3, threads: Optional[ThreadPlan] = None):
+        if policy.device.type != "cuda":
+            raise GenilError(f"backend cuda_graph needs the policy on a CUDA device (it is on {policy.device})")
+        super().__init__(policy, threads)
+        self.graph = _GraphedNet(policy, n, warmup)
+
+    def denoise(self, x, t, cond):
+        if self.graph.matches(x, cond):
+            return self.graph(x, t, cond)
+        return super().denoise(x, t, cond)
+
+    def engine(self) -> str:
+        return super().engine().replace("eager", f"CUDA graph (batch {self.graph.x.shape[0]})")
+
+
+class _GraphedNet:
+    """A CUDA graph of ``policy.model`` (under the policy's inference autocast) with static buffers."""
+
+    def __init__(self, policy, n: int, warmup: int):
+        dev = policy.device
+        self.policy = policy
+        self.x = torch.zeros(n, policy.horizon, policy.action_dim, device=dev)
+        self.t = torch.zeros(n, dtype=torch.long, device=dev)
+        self.cond = torch.zeros(n, policy.obs_encoder.output_dim, device=dev)
+        graph_dtype = policy.inference_dtype
+
+        def run():
+            if graph_dtype is not None:
+                with torch.autocast("cuda", dtype=graph_dtype, cache_enabled=False):  # no cached casts across capture
+                    return policy.model(self.x, self.t, self.cond).float()
+            return policy.model(self.x, self.t, self.cond)
+
+        self.dtype = graph_dtype
+        with torch.no_grad():
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(max(1, warmup)):
+                    run()
+            torch.cuda.current_stream().wait_stream(s)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = run()
+
+    def matches(self, x: torch.Tensor, cond: torch.Tensor) -> bool:
+        return (x.shape == self.x.shape and cond.shape == self.cond.shape and x.device == self.x.device
+                and self.dtype == self.policy.inference_dtype)
+
+    def __call__(self, x, t, cond):
+        self.x.copy_(x)
+        self.t.copy_(t.expand(self.t.shape[0]) if t.ndim == 0 else t)
+        self.cond.copy_(cond)
+        self.graph.replay()
+        return self.out.clone()
+
+
+def ort_providers(requested: Optional[Sequence[str]] = None) -> list[str]:
+    """ONNX Runtime execution providers to use: ``requested`` (each must be installed), or the best
+    installed of TensorRT, CUDA, CPU. CPU always comes last as the fallback for unsupported nodes."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in have]
+        if missing:
+            raise GenilError(f"onnxruntime providers {missing} are not installed (this onnxruntime has {have})")
+        chosen = list(requested)
+    else:
+        chosen = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class OnnxBackend(InferenceBackend):
+    """ONNX Runtime sessions of an export made by ``export_onnx`` for exactly this policy's weights.
+
+    The policy (normaliser, sampler arithmetic) stays on the CPU; tensors cross as numpy arrays without
+    copies. ``onnx_dir`` defaults to ``<checkpoint>/onnx``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, policy, onnx_dir: Optional[Path] = None, threads: Optional[ThreadPlan] = None,
+                 providers: Optional[Sequence[str]] = None):
+        import onnxruntime as ort
+
+        from genil_ros.policy.onnx_export import read_onnx_export
+
+        threads = threads or ThreadPlan.choose(0)
+        super().__init__(policy, threads)
+        if policy.device.type != "cpu":
+            raise GenilError(f"backend onnxruntime runs with the policy on the CPU (it is on {policy.device}); "
+                             "load it with device='cpu' (ONNX Runtime's own providers use the GPU)")
+        self.export = read_onnx_export(policy, onnx_dir)
+        self.providers = ort_providers(providers)
+        opts = threads.ort_session_options()
+        self.enc = ort.InferenceSession(str(self.export.encoder), opts, providers=self.providers)
+        self.den = ort.InferenceSession(str(self.export.denoiser), opts, providers=self.providers)
+        self.camera_names = list(policy.camera_names)
+        self._version = ort.__version__
+
+    def encode(self, nobs: dict) -> torch.Tensor:
+        feeds = {"state": _np(nobs["state"], np.float32)}
+        for name in self.camera_names:
+            feeds[name] = _np(nobs[name], np.uint8)
+        return torch.from_numpy(self.enc.run(None, feeds)[0])
+
+    def denoise(self, x, t, cond):
+        feeds = {"sample": _np(x, np.float32), "timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)}
+        return torch.from_numpy(self.den.run(None, feeds)[0])
+
+    def engine(self) -> str:
+        used = self.den.get_providers()
+        return f"onnxruntime {self._version} [{', '.join(used)}]"
+
+
+def _np(t: torch.Tensor, dtype) -> np.ndarray:
+    a = t.detach().cpu().numpy()
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def make_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_dir: Optional[Path] = None,
+                 providers: Optional[Sequence[str]] = None, batch_size: int = 1) -> InferenceBackend:
+    """The backend called ``name`` (one of BACKENDS) for ``policy``. ``threads`` defaults to
+    ``ThreadPlan.choose(0)``; ``batch_size`` is the chunks per call a CUDA graph is captured for."""
+    threads = threads or ThreadPlan.choose(0)
+    if name == "torch":
+        return TorchBackend(policy, threads)
+    if name == "cuda_graph":
+        return CudaGraphBackend(policy, batch_size, threads=threads)
+    if name == "onnxruntime":
+        return OnnxBackend(policy, onnx_dir, threads, providers)
+    raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,275 @@
+"""ONNX export of a checkpoint's two networks, with checksums tying them to its weights.
+
+    python -m genil_ros.policy.onnx_export models/sim_obstacle_dp [--out DIR]
+
+writes, next to the checkpoint (default ``<checkpoint>/onnx``, written atomically as one directory)::
+
+    encoder.onnx     normalised state (B, T_o, D) float32 + one uint8 (B, T_o, 3, H, W) input per camera
+                     -> global_cond (B, G)                       (the observation encoder)
+    denoiser.onnx    sample (B, T_p, A) float32, timestep (B,) int64, global_cond (B, G) -> (B, T_p, A)
+    export.json      format_version, sha256 of both files, weights_sha256 (a digest of the weights they
+                     were made from), shapes, opset, versions, the torch-vs-ONNX Runtime difference found
+    SHA256SUMS       the same checksums for ``sha256sum -c``
+
+The scheduler is not exported: sampling stays in torch with diffusers' schedule (policy/sampler.py).
+:func:`read_onnx_export` (used by the onnxruntime backend) refuses files whose checksums or weight
+digest do not match the policy it is asked to serve. The batch axis is dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from genil_ros.errors import CheckpointError
+
+__all__ = ["EXPORT_FORMAT", "ENCODER", "DENOISER", "META", "OnnxExport", "export_onnx", "read_onnx_export",
+           "weights_digest", "default_onnx_dir", "add_arguments", "run", "main"]
+
+EXPORT_FORMAT = 1
+ENCODER, DENOISER, META, SUMS = "encoder.onnx", "denoiser.onnx", "export.json", "SHA256SUMS"
+OPSET = 18
+TOLERANCE = 1e-4  # max |torch - ONNX Runtime| accepted at export, normalised units (float32 rounding is ~1e-6)
+
+PathLike = Union[str, Path]
+
+
+def weights_digest(policy) -> str:
+    """sha256 over the policy's weights as float32 (names, shapes, bytes, in name order): equal for equal
+    weights whatever file or dtype they were loaded from."""
+    h = hashlib.sha256()
+    for name, t in sorted(policy.state_dict().items()):
+        t = t.detach().to("cpu")
+        if t.is_floating_point():
+            t = t.to(torch.float32)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_onnx_dir(checkpoint_dir: PathLike) -> Path:
+    return Path(checkpoint_dir) / "onnx"
+
+
+class _EncoderGraph(nn.Module):
+    """ObsEncoder with positional inputs (state, camera_1, ...) for the exporter."""
+
+    def __init__(self, obs_encoder, camera_names):
+        super().__init__()
+        self.obs_encoder = obs_encoder
+        self.camera_names = list(camera_names)
+
+    def forward(self, state, *images):
+        return self.obs_encoder({"state": state, **dict(zip(self.camera_names, images))})
+
+
+def _shapes(policy) -> dict:
+    return {"state_dim": policy.state_dim, "action_dim": policy.action_dim, "n_obs_steps": policy.n_obs_steps,
+            "horizon": policy.horizon, "global_cond_dim": policy.obs_encoder.output_dim,
+            "cameras": [{"name": n, "height": h, "width": w} for n, (h, w) in policy.obs_encoder.camera_sizes.items()]}
+
+
+def _example_inputs(policy, B: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    state = torch.rand(B, policy.n_obs_steps, policy.state_dim, generator=g) * 2 - 1
+    images = tuple(torch.randint(0, 256, (B, policy.n_obs_steps, 3, h, w), generator=g, dtype=torch.uint8)
+                   for h, w in (policy.obs_encoder.camera_sizes[n] for n in policy.camera_names))
+    x = torch.randn(B, policy.horizon, policy.action_dim, generator=g)
+    t = torch.randint(0, policy.cfg.policy.num_train_timesteps, (B,), generator=g)
+    cond = torch.randn(B, policy.obs_encoder.output_dim, generator=g)
+    return (state, *images), (x, t, cond)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_name: str, opset: int,
+            varargs: bool = False) -> None:
+    """``module(*args)`` to ONNX with a dynamic batch axis; with ``varargs`` the module is ``f(first, *rest)``."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    spec = tuple({0: batch} for _ in args)
+    dynamic = (spec[0], spec[1:]) if varargs and len(args) > 1 else spec
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+            torch.onnx.export(module, args, str(path), input_names=input_names, output_names=[output_name],
+                              dynamic_shapes=dynamic, opset_version=opset, dynamo=True,
+                              external_data=False, verbose=False)
+    except Exception as e:  # noqa: BLE001 - the exporter's own message (its root cause), with what it printed
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        first = (str(root).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(f"{path.name}: ONNX export failed ({type(root).__name__}: {first}); "
+                              f"exporter output: {chatter.getvalue()[-300:]}") from None
+
+
+def _verify(policy, out: Path, seed: int = 1) -> float:
+    """Max |torch - ONNX Runtime| over both files on fresh random inputs (batch 3)."""
+    import onnxruntime as ort
+
+    (state, *images), (x, t, cond) = _example_inputs(policy, 3, seed)
+    with torch.no_grad():
+        ref_c = policy.obs_encoder({"state": state, **dict(zip(policy.camera_names, images))}).numpy()
+        ref_d = policy.model(x, t, cond).numpy()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    enc = ort.InferenceSession(str(out / ENCODER), opts, providers=["CPUExecutionProvider"])
+    den = ort.InferenceSession(str(out / DENOISER), opts, providers=["CPUExecutionProvider"])
+    feeds = {"state": state.numpy(), **{n: im.numpy() for n, im in zip(policy.camera_names, images)}}
+    got_c = enc.run(None, feeds)[0]
+    got_d = den.run(None, {"sample": x.numpy(), "timestep": t.numpy(), "global_cond": cond.numpy()})[0]
+    return float(max(np.abs(got_c - ref_c).max(), np.abs(got_d - ref_d).max()))
+
+
+def export_onnx(checkpoint_dir: PathLike, out_dir: Optional[PathLike] = None, use_ema: bool = True,
+                opset: int = OPSET, tolerance: float = TOLERANCE) -> Path:
+    """Export the observation encoder and the denoising network of ``checkpoint_dir`` to ONNX in
+    ``out_dir`` (default ``<checkpoint>/onnx``), check them in ONNX Runtime against torch, and write
+    their checksums. Atomic: a failed export leaves any previous one in place. Returns ``out_dir``."""
+    import onnx
+
+    from genil_ros.fileio import atomic_write_json, write_dir_atomically
+    from genil_ros.policy.checkpoint import load_policy, resolve_checkpoint_dir
+
+    src = resolve_checkpoint_dir(checkpoint_dir)
+    out = Path(out_dir) if out_dir is not None else default_onnx_dir(src)
+    policy = load_policy(src, device="cpu", use_ema=use_ema)
+    if policy.objective != "diffusion":
+        raise CheckpointError(f"{src}: policy.objective is {policy.objective!r}; only diffusion policies are exported")
+    policy.eval()
+    enc_args, den_args = _example_inputs(policy, 2)
+
+    def fill(tmp: Path) -> None:
+        enc = _EncoderGraph(policy.obs_encoder, policy.camera_names).eval()
+        _export(enc, enc_args, tmp / ENCODER, ["state", *policy.camera_names], "global_cond", opset,
+                varargs=True)
+        _export(policy.model, den_args, tmp / DENOISER, ["sample", "timestep", "global_cond"], "out", opset)
+        policy.eval()  # the exporter restores train/eval modes of its wrapper; keep the policy in eval
+        diff = _verify(policy, tmp)
+        if not diff <= tolerance:
+            raise CheckpointError(f"{src}: the ONNX export differs from torch by {diff:.2e} (> {tolerance:.0e}); "
+                                  "not written")
+        sums = {name: file_sha256(tmp / name) for name in (ENCODER, DENOISER)}
+        import onnxruntime as ort
+
+        meta = {
+            "format_version": EXPORT_FORMAT,
+            "kind": "genil_ros.onnx_export",
+            "checkpoint": str(src),
+            "use_ema": bool(use_ema),
+            "weights_sha256": weights_digest(policy),
+            "files": sums,
+            "shapes": _shapes(policy),
+            "opset": opset,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+            "verified_max_abs_diff": diff,
+        }
+        atomic_write_json(tmp / META, meta)
+        (tmp / SUMS).write_text("".join(f"{h}  {n}\n" for n, h in sums.items()), encoding="utf-8")
+
+    return write_dir_atomically(out, fill)
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    dir: Path
+    encoder: Path
+    denoiser: Path
+    meta: dict
+
+
+def read_onnx_export(policy, onnx_dir: Optional[PathLike] = None) -> OnnxExport:
+    """The export in ``onnx_dir`` (default ``<policy.checkpoint_dir>/onnx``), after checking that its
+    files are intact (sha256) and were made from ``policy``'s weights and shapes. CheckpointError else."""
+    if onnx_dir is None:
+        ckpt = getattr(policy, "checkpoint_dir", None)
+        if ckpt is None:
+            raise CheckpointError("no ONNX directory given and the policy was not loaded from a checkpoint")
+        onnx_dir = default_onnx_dir(ckpt)
+    d = Path(onnx_dir)
+    mf = d / META
+    if not mf.is_file():
+        raise CheckpointError(f"{d}: no ONNX export here (no {META}; make one with "
+                              f"`python -m genil_ros.policy.onnx_export CHECKPOINT --out {d}`)")
+    try:
+        meta = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{mf}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != "genil_ros.onnx_export":
+        raise CheckpointError(f"{mf}: not a genil_ros ONNX export")
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > EXPORT_FORMAT:
+        raise CheckpointError(f"{mf}: format_version {meta.get('format_version')!r} is not supported "
+                              f"(this genil_ros reads up to {EXPORT_FORMAT})")
+    files = meta.get("files") or {}
+    for name in (ENCODER, DENOISER):
+        f = d / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing (the export lists {', '.join(files) or 'nothing'})")
+        if file_sha256(f) != files.get(name):
+            raise CheckpointError(f"{f}: sha256 does not match {META} (corrupt or replaced file; export again)")
+    want = _shapes(policy)
+    if meta.get("shapes") != want:
+        raise CheckpointError(f"{mf}: exported for shapes {meta.get('shapes')}, the policy has {want}")
+    digest = weights_digest(policy)
+    if meta.get("weights_sha256") != digest:
+        raise CheckpointError(f"{mf}: made from other weights than this policy's (weights_sha256 "
+                              f"{str(meta.get('weights_sha256'))[:12]}... != {digest[:12]}...; export this checkpoint again)")
+    return OnnxExport(d, d / ENCODER, d / DENOISER, meta)
+
+
+# --------------------------------------------------------------------------- CLI hook
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint directory (or a shipped model's name)")
+    parser.add_argument("--out", help="output directory (default: <checkpoint>/onnx)")
+    parser.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA ones")
+    parser.add_argument("--opset", type=int, default=OPSET)
+
+
+def run(args) -> int:
+    from genil_ros.paths import model_path
+
+    out = export_onnx(model_path(args.checkpoint), args.out, use_ema=not args.no_ema, opset=args.opset)
+    meta = json.loads((out / META).read_text(encoding="utf-8"))
+    print(f"wrote {out}: {ENCODER}, {DENOISER} (opset {meta['opset']}; max |torch - onnxruntime| "
+          f"{meta['verified_max_abs_diff']:.1e}); checksums in {META} and {SUMS}")
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from genil_ros.errors import GenilError
+
+    ap = argparse.ArgumentParser(prog="python -m genil_ros.policy.onnx_export", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except GenilError as e:
+        print(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
