@@ -15,7 +15,8 @@ Usage (CPU; one core is enough):
     OMP_NUM_THREADS=1 nice python scripts/adversarial_experiment.py --out out/adversarial \\
         --variant reach --steps 150000 --seeds 0 1 --runs task amp gail
 
-``--plot-only`` redraws the figure and the table from an existing ``<out>``.
+``--plot-only`` redraws the figure and the table from an existing ``<out>``; ``--table RESULTS_JSON`` prints
+the table of a saved ``results.json`` (e.g. ``docs/figures/adversarial_reach_results.json``).
 Motion distance: ``motion_w1`` (per-dimension Wasserstein-1 of [q, q' - q] vs the expert, in expert stds)
 and ``classifier_accuracy`` (held-out accuracy of a fresh expert-vs-policy classifier; 0.5 = indistinguishable).
 """
@@ -217,9 +218,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure and the table from <out>")
+    ap.add_argument("--table", metavar="RESULTS_JSON", help="print the table of a results.json and exit")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate finished runs from their checkpoints")
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(table(saved["runs"], saved["expert"]))
+        return 0
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
