@@ -268,7 +268,8 @@ class AdversarialConfig:
     checkpoint_every_iters: int = 20  # iterations between checkpoints (and one at the end)
     eval_episodes: int = 20  # deterministic evaluation episodes at the end (success, motion distance)
     terminate_on_success: bool = False  # RL episodes: False = fixed length (reach and hold), no incentive to stall
-    disc_goal: bool = False  # append [goal, ee_pos - goal] (privileged) to the discriminator state: scripted expert only
+    # append [goal, ee_pos - goal] (privileged) to the discriminator state: for the scripted expert only
+    disc_goal: bool = False
 
     def validate(self, where: str) -> None:
         for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",

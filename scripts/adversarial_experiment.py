@@ -97,7 +97,8 @@ def expert_reference(variant: str, seed: int) -> dict:
     env = make_env(cfg, 10_000)
     ex = make_expert_actor(cfg, env, 10_000)
     log = run_episodes(env, ex.act, cfg.adversarial.eval_episodes, seed=10_000,
-                       max_steps=cfg.adversarial.max_episode_steps, disc_state=ObsSpec().disc_state, reset_actor=ex.reset)
+                       max_steps=cfg.adversarial.max_episode_steps, disc_state=ObsSpec().disc_state,
+                       reset_actor=ex.reset)
     e = motion_features(demo.episodes)
     p = motion_features(log.episodes)
     return {"run": "expert", "seed": seed, "success_rate": log.success_rate, "task_return": log.mean_return,
@@ -206,7 +207,8 @@ def table(results: list[dict], expert: list[dict]) -> str:
             v = [r.get(k, float("nan")) for r in rs]
             return f"{np.mean(v):6.3f}±{np.std(v):5.3f}"
 
-        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('final_distance')}  {ms('task_return')}  {ms('motion_w1')}  "
+        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('final_distance')}  {ms('task_return')}  "
+                    f"{ms('motion_w1')}  "
                     f"{ms('classifier_accuracy')}  {ms('step_mean')}  {ms('accel_mean')}")
     return "\n".join(rows)
 

@@ -10,9 +10,9 @@ import torch
 
 from genil_ros.adversarial.algorithms import AMP, make_adversary
 from genil_ros.adversarial.discriminators import DiscriminatorTrainer, ReplayBuffer, RunningNorm
-from genil_ros.errors import CheckpointError
 from genil_ros.adversarial.envs import ActionMap, ObsSpec, PointReachEnv, PointReachExpert, VecEnv
 from genil_ros.adversarial.ppo import compute_gae
+from genil_ros.errors import CheckpointError
 
 torch.set_num_threads(1)
 
@@ -178,7 +178,7 @@ def test_vec_env_autoreset_and_final_obs():
     venv = VecEnv([lambda: PointReachEnv(seed=0, max_episode_steps=100) for _ in range(2)], max_episode_steps=3)
     obs = venv.reset()
     amap = ActionMap(0.1, *PointReachEnv.JOINT_LIMITS)
-    for t in range(3):
+    for _ in range(3):
         acts = np.stack([amap(o["joint_pos"], np.ones(2)) for o in obs])
         obs, r, term, trunc, succ, final = venv.step(acts)
     assert trunc.all() and not term.any()

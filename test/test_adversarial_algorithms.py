@@ -19,7 +19,8 @@ def test_gail_bce_matches_hand_computation():
     p = torch.tensor([-1.0, 3.0])
     # -log sigmoid(0) = log 2; -log sigmoid(2) = log(1 + e^-2); -log(1 - sigmoid(-1)) = log(1 + e^-1);
     # -log(1 - sigmoid(3)) = log(1 + e^3)
-    want = 0.5 * (math.log(2) + math.log(1 + math.exp(-2))) + 0.5 * (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(3)))
+    want = (0.5 * (math.log(2) + math.log(1 + math.exp(-2)))
+            + 0.5 * (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(3))))
     assert GAIL.loss(e, p).item() == pytest.approx(want, rel=1e-6)
 
 

@@ -85,7 +85,8 @@ class Probe:
         self.metrics = None
         self.rewards = []
         self.reload_calls = 0
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(String, "/trainer_node/metrics", self._on_metrics, latched)
         self.node.create_subscription(Float64, "/trainer_node/reward", lambda m: self.rewards.append(m.data), 10)
         self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
@@ -110,7 +111,8 @@ class Probe:
                 return True
             if proc is not None and not proc.alive():
                 pytest.fail(f"trainer_node died while waiting for {what}:\n{proc.output()[-3000:]}")
-        pytest.fail(f"timed out waiting for {what}; last metrics {self.metrics}\n{proc.output()[-3000:] if proc else ''}")
+        pytest.fail(f"timed out waiting for {what}; last metrics {self.metrics}\n"
+                    f"{proc.output()[-3000:] if proc else ''}")
 
     def publish_joints(self, q):
         msg = self.JointState()
@@ -250,7 +252,8 @@ def test_settings_from_the_params_file_are_checked():
 def test_launch_file_overrides_declared_parameters():
     table = _trainer_parameters()
     tree = ast.parse((ROOT / "launch" / "trainer.launch.py").read_text(encoding="utf-8"))
-    args = next(n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    args = next(n.value for n in tree.body
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGUMENTS")
     passed = {row.elts[0].value for row in args.elts} - {"params_file", "namespace", "log_level"}
     assert passed and passed <= set(table), sorted(passed - set(table))
 

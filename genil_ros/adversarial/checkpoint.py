@@ -47,7 +47,8 @@ def save_checkpoint_dir(directory, tensors: dict[str, dict[str, torch.Tensor]], 
     return write_dir_atomically(directory, fill)
 
 
-def load_checkpoint_dir(directory, stems: tuple[str, ...] = ("disc",)) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+def load_checkpoint_dir(directory, stems: tuple[str, ...] = ("disc",)
+                        ) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     """(meta, {stem: tensors}); CheckpointError naming the file for anything missing or unreadable."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -66,7 +67,8 @@ def load_checkpoint_dir(directory, stems: tuple[str, ...] = ("disc",)) -> tuple[
         raise CheckpointError(f"{mp}: expected a JSON object, got {type(meta).__name__}")
     ver = meta.get("format_version")
     if not isinstance(ver, int) or ver > FORMAT_VERSION:
-        raise CheckpointError(f"{mp}: format_version {ver!r} is not supported (this genil_ros reads <= {FORMAT_VERSION})")
+        raise CheckpointError(f"{mp}: format_version {ver!r} is not supported "
+                              f"(this genil_ros reads <= {FORMAT_VERSION})")
     out = {}
     for stem in stems:
         f = d / f"{stem}.safetensors"

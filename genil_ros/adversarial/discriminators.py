@@ -328,7 +328,8 @@ def load_module_strict(module: nn.Module, sd: dict, where: str) -> None:
     missing = sorted(set(own) - set(sd))
     extra = sorted(set(sd) - set(own))
     if missing or extra:
-        raise CheckpointError(f"{where}: tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise CheckpointError(f"{where}: tensors do not match the model "
+                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "

@@ -164,9 +164,8 @@ class AdversarialTrainer:
             nobs, r, term, trunc, succ, final = self.venv.step(act)
             s2 = np.stack([self.spec.disc_state(final[i] if final[i] is not None else nobs[i]) for i in range(N)])
             feats.append(self.adversary.features(s, act, s2))
-            for i in range(N):
-                if trunc[i]:
-                    ro.bootstrap[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
+            for i in np.nonzero(trunc)[0]:  # time limit: bootstrap from the value of the state it was cut at
+                ro.bootstrap[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
             ro.observations[t], ro.actions[t], ro.log_probs[t], ro.values[t], ro.task_rewards[t] = pobs, u, logp, v, r
             ro.terminated[t] = term
             ro.episode_ends[t] = term | trunc
@@ -286,7 +285,8 @@ def add_arguments(parser) -> None:
                         help="dataset directory or rosbag2 file/directory of bags; default: the scripted expert")
     parser.add_argument("--out", required=True, help="output directory (tb/, checkpoint/, metrics.jsonl, eval.json)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
-    parser.add_argument("--steps", type=int, default=None, help="total env steps (overrides adversarial.total_env_steps)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total env steps (overrides adversarial.total_env_steps)")
     parser.add_argument("--seed", type=int, default=None, help="overrides adversarial.seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
