@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genil_ros.adversarial.algorithms import AMP, make_adversary
-from genil_ros.adversarial.discriminators import DiscriminatorTrainer, ReplayBuffer, RunningNorm
+from genil_ros.adversarial.discriminators import DiscriminatorTrainer, LearnedReward, ReplayBuffer, RunningNorm
 from genil_ros.adversarial.envs import ActionMap, ObsSpec, PointReachEnv, PointReachExpert, VecEnv
 from genil_ros.adversarial.ppo import compute_gae
 from genil_ros.errors import CheckpointError
@@ -121,6 +121,17 @@ def test_discriminator_from_config_saves_and_resumes(tmp_path, algo):
     other = DiscriminatorTrainer.from_config(cfg, expert, algo="amp" if algo == "gail" else "gail")
     with pytest.raises(CheckpointError, match=f"checkpoint is '{algo}'"):
         other.resume(tmp_path / "ck")
+
+    # the reward alone, as a policy would load it to score transitions (no expert data needed)
+    learned = LearnedReward.load(tmp_path / "ck")
+    assert learned.adversary.name == algo and learned.meta["num_updates"] == 5
+    ep = _expert_set(rng, n_episodes=1).episodes[0]
+    s, a, s2 = ep["state"][:-1], ep["action"][:-1], ep["state"][1:]
+    np.testing.assert_array_equal(learned(s, a, s2), tr.reward(tr.adversary.features(s, a, s2)))
+    meta["algo"] = "sac"
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"meta.json: algo: 'sac' is not one of gail, amp"):
+        LearnedReward.load(tmp_path / "ck")
 
 
 # --------------------------------------------------------------------------- learning

@@ -24,10 +24,10 @@ import torch.nn as nn
 
 from genil_ros.adversarial.algorithms import Adversary, make_adversary
 from genil_ros.adversarial.checkpoint import load_checkpoint_dir, save_checkpoint_dir
-from genil_ros.errors import CheckpointError
+from genil_ros.errors import CheckpointError, GenilError
 
-__all__ = ["RunningNorm", "ReplayBuffer", "Discriminator", "DiscriminatorTrainer", "load_module_strict",
-           "optimizer_tensors", "load_optimizer_tensors"]
+__all__ = ["RunningNorm", "ReplayBuffer", "Discriminator", "DiscriminatorTrainer", "LearnedReward",
+           "load_module_strict", "optimizer_tensors", "load_optimizer_tensors"]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -316,6 +316,40 @@ class DiscriminatorTrainer:
             load_optimizer_tensors(self.opt, opt)
         if "disc_replay" in tensors:
             self.replay.load_arrays({"data": tensors["disc_replay"].numpy()})
+
+
+class LearnedReward:
+    """A trained discriminator as a reward function of transitions, loaded from a checkpoint of
+    :class:`DiscriminatorTrainer` (no expert data, no optimiser): what a policy needs to score what it is
+    about to do, e.g. sampled action chunks by their predicted transitions."""
+
+    def __init__(self, adversary: Adversary, net: Discriminator, meta: Optional[dict] = None):
+        self.adversary = adversary
+        self.net = net.eval()
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def load(cls, directory) -> "LearnedReward":
+        """CheckpointError naming the file for a missing or unreadable checkpoint or meta.json entry."""
+        meta, tensors = load_checkpoint_dir(directory, ("disc",))
+        mp = Path(directory) / "meta.json"
+        missing = [k for k in ("algo", "num_joints", "feature_dim", "disc_hidden") if k not in meta]
+        if missing:
+            raise CheckpointError(f"{mp}: no {missing[0]!r} (not a discriminator checkpoint?)")
+        try:
+            adversary = make_adversary(meta["algo"], int(meta["num_joints"]), where=f"{mp}: algo")
+        except GenilError as e:
+            raise CheckpointError(str(e)) from None
+        net = Discriminator(int(meta["feature_dim"]), [int(h) for h in meta["disc_hidden"]])
+        load_module_strict(net, {k[5:]: v for k, v in tensors["disc"].items() if k.startswith("disc.")}, str(directory))
+        return cls(adversary, net, meta)
+
+    @torch.no_grad()
+    def __call__(self, state, action=None, next_state=None) -> np.ndarray:
+        """Reward (N,) float32 of N transitions (s, a, s'); the algorithm reads the parts it uses
+        (``adversary.uses_action`` / ``uses_next_state``)."""
+        x = torch.as_tensor(self.adversary.features(state, action, next_state))
+        return self.adversary.reward(self.net(x)).numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------- state-dict helpers

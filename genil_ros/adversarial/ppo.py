@@ -105,6 +105,17 @@ class Rollout:
     finished_returns: list[float] = field(default_factory=list)  # task return of each episode that ended
     finished_successes: list[bool] = field(default_factory=list)  # whether it succeeded, same order
 
+    @classmethod
+    def zeros(cls, steps: int, num_envs: int, obs_dim: int, action_dim: int, feature_dim: int) -> "Rollout":
+        """Storage for ``steps`` steps of ``num_envs`` environments, to be filled row by row."""
+        T, N = steps, num_envs
+        return cls(observations=np.zeros((T, N, obs_dim), np.float32), actions=np.zeros((T, N, action_dim), np.float32),
+                   log_probs=np.zeros((T, N), np.float32), values=np.zeros((T, N), np.float32),
+                   task_rewards=np.zeros((T, N), np.float32), bootstrap=np.zeros((T, N), np.float32),
+                   terminated=np.zeros((T, N), bool), episode_ends=np.zeros((T, N), bool),
+                   disc_features=np.zeros((T, N, feature_dim), np.float32),
+                   last_observations=np.zeros((N, obs_dim), np.float32))
+
     @property
     def num_steps(self) -> int:
         """Transitions in the rollout, T * N."""

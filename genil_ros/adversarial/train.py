@@ -147,13 +147,7 @@ class AdversarialTrainer:
         T, N = a.rollout_steps, self.venv.n
         obs = self.venv.obs
         P = len(self.spec.policy_obs(obs[0]))
-        ro = Rollout(observations=np.zeros((T, N, P), np.float32),
-                     actions=np.zeros((T, N, self.num_joints), np.float32),
-                     log_probs=np.zeros((T, N), np.float32), values=np.zeros((T, N), np.float32),
-                     task_rewards=np.zeros((T, N), np.float32), bootstrap=np.zeros((T, N), np.float32),
-                     terminated=np.zeros((T, N), bool), episode_ends=np.zeros((T, N), bool),
-                     disc_features=np.zeros((0,), np.float32), last_observations=np.zeros((0,), np.float32))
-        feats = []
+        ro = Rollout.zeros(T, N, obs_dim=P, action_dim=self.num_joints, feature_dim=self.disc.dim)
         for t in range(T):
             pobs = np.stack([self.spec.policy_obs(o) for o in obs])
             self.model.obs_norm.update(pobs)
@@ -163,7 +157,7 @@ class AdversarialTrainer:
             s = np.stack([self.spec.disc_state(o) for o in obs])
             nobs, r, term, trunc, succ, final = self.venv.step(act)
             s2 = np.stack([self.spec.disc_state(final[i] if final[i] is not None else nobs[i]) for i in range(N)])
-            feats.append(self.adversary.features(s, act, s2))
+            ro.disc_features[t] = self.adversary.features(s, act, s2)
             for i in np.nonzero(trunc)[0]:  # time limit: bootstrap from the value of the state it was cut at
                 ro.bootstrap[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
             ro.observations[t], ro.actions[t], ro.log_probs[t], ro.values[t], ro.task_rewards[t] = pobs, u, logp, v, r
@@ -177,8 +171,7 @@ class AdversarialTrainer:
                 self._ep_ret[i] = 0.0
                 self._ep_succ[i] = False
             obs = nobs
-        ro.disc_features = np.stack(feats)  # (T, N, F)
-        ro.last_observations = np.stack([self.spec.policy_obs(o) for o in obs])
+        ro.last_observations[:] = np.stack([self.spec.policy_obs(o) for o in obs])
         return ro
 
     def iterate(self) -> dict:
