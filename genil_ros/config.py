@@ -243,44 +243,49 @@ class TrainConfig:
 
 @dataclass
 class AdversarialConfig:
-    """GAIL / AMP discriminators and the PPO that optimises their reward."""
+    """GAIL / AMP discriminators and the PPO that optimises their reward (``genil-ros train-adversarial``;
+    the trainer node uses the algorithm and the discriminator fields)."""
 
-    algo: Literal["gail", "amp"] = "amp"
-    disc_hidden: list[int] = field(default_factory=lambda: [256, 256])
-    disc_lr: float = 1.0e-4
-    disc_weight_decay: float = 1.0e-4
-    disc_logit_reg: float = 0.05
-    grad_penalty: float = 10.0  # AMP: on expert samples; GAIL: optional, 0 disables
-    disc_batch_size: int = 256
-    disc_updates_per_iter: int = 5
-    replay_buffer_size: int = 100000
-    task_reward_weight: float = 0.5  # w_G
-    style_reward_weight: float = 0.5  # w_S
-    num_envs: int = 8
-    rollout_steps: int = 128
-    total_env_steps: int = 200000
-    ppo_epochs: int = 5
-    ppo_minibatch_size: int = 256
-    ppo_clip: float = 0.2
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    policy_lr: float = 3.0e-4
-    entropy_coef: float = 0.0
-    value_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    policy_hidden: list[int] = field(default_factory=lambda: [256, 256])
-    seed: int = 0
-    # environment for RL: the bundled MuJoCo arm ("arm", ArmEnv state-only) or the numpy point-mass toy
+    # --- the algorithm and its discriminator D (adversarial/algorithms.py, adversarial/discriminators.py)
+    algo: Literal["gail", "amp"] = "amp"  # gail: D on (s, a), reward -log(1 - D); amp: D on (s, s'), style reward
+    disc_hidden: list[int] = field(default_factory=lambda: [256, 256])  # D's MLP hidden layer sizes (ReLU)
+    disc_lr: float = 1.0e-4  # D's Adam learning rate
+    disc_weight_decay: float = 1.0e-4  # L2 penalty on every weight of D, added to its loss
+    disc_logit_reg: float = 0.05  # penalty on the squared weights of D's output layer (keeps outputs from saturating)
+    grad_penalty: float = 10.0  # w_gp: w_gp / 2 * E_expert |grad D|^2 (AMP's; GAIL optional, 0 disables)
+    disc_batch_size: int = 256  # expert and policy samples per D step (each)
+    disc_updates_per_iter: int = 5  # D steps per PPO iteration
+    replay_buffer_size: int = 100000  # past policy transitions D trains on (ring buffer, oldest dropped)
+    # --- the reward PPO maximises: w_G * task + w_S * style
+    task_reward_weight: float = 0.5  # w_G: weight of the environment's task reward
+    style_reward_weight: float = 0.5  # w_S: weight of D's reward
+    # --- PPO (adversarial/ppo.py)
+    num_envs: int = 8  # environments stepped in lock-step
+    rollout_steps: int = 128  # steps per environment per iteration (an iteration = num_envs * rollout_steps)
+    total_env_steps: int = 200000  # training length in environment steps (--steps overrides)
+    ppo_epochs: int = 5  # passes over each rollout
+    ppo_minibatch_size: int = 256  # transitions per PPO gradient step
+    ppo_clip: float = 0.2  # clip range of the probability ratio
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    policy_lr: float = 3.0e-4  # Adam learning rate of the actor-critic
+    entropy_coef: float = 0.0  # entropy bonus weight
+    value_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient clipping of the actor-critic
+    policy_hidden: list[int] = field(default_factory=lambda: [256, 256])  # actor and critic MLP sizes (tanh)
+    seed: int = 0  # seeds the networks, the environments and the minibatches (--seed overrides)
+    # --- the environment for RL: the bundled MuJoCo arm ("arm", ArmEnv state-only) or the numpy point-mass toy
     env: Literal["arm", "point"] = "arm"
-    variant: Literal["obstacle", "reach"] = "obstacle"
+    variant: Literal["obstacle", "reach"] = "obstacle"  # ArmEnv task variant (env: arm)
     max_episode_steps: int = 100  # time limit per episode (truncation) on top of the env's own
     action_scale: float = 0.1  # rad per control tick: target = joint_pos + action_scale * clip(u, -1, 1)
     init_log_std: float = -0.5  # initial log std of the Gaussian policy (in units of action_scale)
     expert_episodes: int = 50  # episodes of the scripted expert when no --expert dataset/bags are given
-    checkpoint_every_iters: int = 20
+    checkpoint_every_iters: int = 20  # iterations between checkpoints (and one at the end)
     eval_episodes: int = 20  # deterministic evaluation episodes at the end (success, motion distance)
     terminate_on_success: bool = False  # RL episodes: False = fixed length (reach and hold), no incentive to stall
-    disc_goal: bool = False  # append [goal, ee_pos - goal] (privileged) to the discriminator state: scripted expert only
+    # append [goal, ee_pos - goal] (privileged) to the discriminator state: for the scripted expert only
+    disc_goal: bool = False
 
     def validate(self, where: str) -> None:
         for key in ("disc_lr", "policy_lr", "disc_batch_size", "num_envs", "rollout_steps", "total_env_steps",

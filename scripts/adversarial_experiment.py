@@ -15,7 +15,8 @@ Usage (CPU; one core is enough):
     OMP_NUM_THREADS=1 nice python scripts/adversarial_experiment.py --out out/adversarial \\
         --variant reach --steps 150000 --seeds 0 1 --runs task amp gail
 
-``--plot-only`` redraws the figure and the table from an existing ``<out>``.
+``--plot-only`` redraws the figure and the table from an existing ``<out>``; ``--table RESULTS_JSON`` prints
+the table of a saved ``results.json`` (e.g. ``docs/figures/adversarial_reach_results.json``).
 Motion distance: ``motion_w1`` (per-dimension Wasserstein-1 of [q, q' - q] vs the expert, in expert stds)
 and ``classifier_accuracy`` (held-out accuracy of a fresh expert-vs-policy classifier; 0.5 = indistinguishable).
 """
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from genil_ros.fileio import atomic_path, atomic_write_json  # noqa: E402 (after the path line above)
 
 RUNS = {
     # name: (algo, overrides of the adversarial section)
@@ -77,26 +80,27 @@ def train_one(out: Path, variant: str, run: str, seed: int, steps: int) -> dict:
     ev = tr.evaluate(cfg.adversarial.eval_episodes)
     ev.update(run=run, seed=seed, variant=variant, env_steps=tr.env_steps, train_seconds=time.time() - t0)
     tr.save(d / "checkpoint")
-    (d / "eval.json").write_text(json.dumps(ev, indent=2))
+    atomic_write_json(d / "eval.json", ev)
     print(f"{run} s{seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.items() if isinstance(v, float)), flush=True)
     return ev
 
 
 def expert_reference(variant: str, seed: int) -> dict:
     """The scripted expert evaluated like a policy (fresh seeds) against its own training demos."""
-    from genil_ros.adversarial.expert import run_episodes
-    from genil_ros.adversarial.metrics import classifier_accuracy, motion_stats, motion_w1, step_features
-    from genil_ros.adversarial.train import make_env, make_expert_actor, scripted_expert_set
     from genil_ros.adversarial.envs import ObsSpec
+    from genil_ros.adversarial.expert import run_episodes
+    from genil_ros.adversarial.metrics import classifier_accuracy, motion_features, motion_stats, motion_w1
+    from genil_ros.adversarial.train import make_env, make_expert_actor, scripted_expert_set
 
     cfg = make_cfg(variant, "task", seed)
     demo, _ = scripted_expert_set(cfg, cfg.adversarial.expert_episodes, seed=seed + 777)
     env = make_env(cfg, 10_000)
     ex = make_expert_actor(cfg, env, 10_000)
     log = run_episodes(env, ex.act, cfg.adversarial.eval_episodes, seed=10_000,
-                       max_steps=cfg.adversarial.max_episode_steps, disc_state=ObsSpec().disc_state, reset_actor=ex.reset)
-    e = np.concatenate([step_features(x["state"], x["next_state"]) for x in demo.episodes])
-    p = np.concatenate([step_features(x["state"], x["next_state"]) for x in log.episodes])
+                       max_steps=cfg.adversarial.max_episode_steps, disc_state=ObsSpec().disc_state,
+                       reset_actor=ex.reset)
+    e = motion_features(demo.episodes)
+    p = motion_features(log.episodes)
     return {"run": "expert", "seed": seed, "success_rate": log.success_rate, "task_return": log.mean_return,
             "motion_w1": motion_w1(e, p), "classifier_accuracy": classifier_accuracy(e, p, seed=seed),
             "final_distance": float(np.mean(log.final_distance)), **motion_stats(log.episodes)}
@@ -114,7 +118,7 @@ def reevaluate(out: Path, variant: str, run: str, seed: int) -> dict:
     old = json.loads((d / "eval.json").read_text()) if (d / "eval.json").is_file() else {}
     ev = tr.evaluate(cfg.adversarial.eval_episodes)
     ev.update(run=run, seed=seed, variant=variant, env_steps=tr.env_steps, train_seconds=old.get("train_seconds"))
-    (d / "eval.json").write_text(json.dumps(ev, indent=2))
+    atomic_write_json(d / "eval.json", ev)
     return ev
 
 
@@ -124,7 +128,7 @@ def save_expert(out: Path, new: list[dict]) -> None:
     old = json.loads(p.read_text()) if p.is_file() else []
     seeds = {e["seed"] for e in new}
     merged = sorted([e for e in old if e["seed"] not in seeds] + new, key=lambda e: e["seed"])
-    p.write_text(json.dumps(merged, indent=2))
+    atomic_write_json(p, merged)
 
 
 def load_curves(d: Path) -> list[dict]:
@@ -186,9 +190,8 @@ def plot(out: Path, results: list[dict], expert: list[dict]) -> Path:
     ax[3].legend(fontsize=7)
     fig.tight_layout()
     p = out / "curves.png"
-    tmp = out / f"curves.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        fig.savefig(tmp, dpi=110)
     return p
 
 
@@ -204,7 +207,8 @@ def table(results: list[dict], expert: list[dict]) -> str:
             v = [r.get(k, float("nan")) for r in rs]
             return f"{np.mean(v):6.3f}±{np.std(v):5.3f}"
 
-        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('final_distance')}  {ms('task_return')}  {ms('motion_w1')}  "
+        rows.append(f"{n:7s} {len(rs):5d}  {ms('success_rate')}  {ms('final_distance')}  {ms('task_return')}  "
+                    f"{ms('motion_w1')}  "
                     f"{ms('classifier_accuracy')}  {ms('step_mean')}  {ms('accel_mean')}")
     return "\n".join(rows)
 
@@ -216,9 +220,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure and the table from <out>")
+    ap.add_argument("--table", metavar="RESULTS_JSON", help="print the table of a results.json and exit")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate finished runs from their checkpoints")
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(table(saved["runs"], saved["expert"]))
+        return 0
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -237,7 +246,7 @@ def main() -> int:
         save_expert(out, [expert_reference(args.variant, s) for s in args.seeds])
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*/eval.json"))]
     expert = json.loads((out / "expert.json").read_text()) if (out / "expert.json").is_file() else []
-    (out / "results.json").write_text(json.dumps({"runs": results, "expert": expert}, indent=2))
+    atomic_write_json(out / "results.json", {"runs": results, "expert": expert})
     print(table(results, expert))
     print(f"figure: {plot(out, results, expert)}")
     return 0

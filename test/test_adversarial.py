@@ -1,82 +1,37 @@
-"""GAIL / AMP objectives and rewards against hand-computed values, the stabilisers (normaliser, replay
-buffer, gradient penalty), PPO on the numpy point-mass task, and the discriminator separating expert
-from random data."""
+"""The discriminator's stabilisers (gradient penalty, regularisers, normaliser, replay buffer) against
+hand-computed values, its checkpoint round trip, PPO on the numpy point-mass task, and the discriminator
+separating expert from random data. GAIL / AMP themselves: test_adversarial_algorithms.py."""
 
-import math
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from genil_ros.adversarial.discriminators import (DiscriminatorTrainer, ReplayBuffer, RunningNorm,
-                                                  amp_features, amp_loss_from_outputs, amp_style_reward,
-                                                  combine_rewards, gail_features, gail_loss_from_logits,
-                                                  gail_reward_from_logits)
+from genil_ros.adversarial.algorithms import AMP, make_adversary
+from genil_ros.adversarial.discriminators import DiscriminatorTrainer, LearnedReward, ReplayBuffer, RunningNorm
 from genil_ros.adversarial.envs import ActionMap, ObsSpec, PointReachEnv, PointReachExpert, VecEnv
 from genil_ros.adversarial.ppo import compute_gae
+from genil_ros.errors import CheckpointError
 
 torch.set_num_threads(1)
 
 
-# --------------------------------------------------------------------------- objectives and rewards
-
-
-def test_gail_bce_matches_hand_computation():
-    e = torch.tensor([0.0, 2.0])
-    p = torch.tensor([-1.0, 3.0])
-    # -log sigmoid(0) = log 2; -log sigmoid(2) = log(1 + e^-2); -log(1 - sigmoid(-1)) = log(1 + e^-1);
-    # -log(1 - sigmoid(3)) = log(1 + e^3)
-    want = 0.5 * (math.log(2) + math.log(1 + math.exp(-2))) + 0.5 * (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(3)))
-    assert gail_loss_from_logits(e, p).item() == pytest.approx(want, rel=1e-6)
-
-
-def test_amp_least_squares_matches_hand_computation():
-    e = torch.tensor([1.0, 0.0])  # (D - 1)^2 = 0, 1 -> mean 0.5
-    p = torch.tensor([-1.0, 1.0])  # (D + 1)^2 = 0, 4 -> mean 2
-    assert amp_loss_from_outputs(e, p).item() == pytest.approx(0.5 * (0.5 + 2.0))
-
-
-def test_gail_reward_is_minus_log_one_minus_d():
-    logits = np.array([0.0, 1.0, -3.0, 40.0, -40.0])
-    d = 1 / (1 + np.exp(-logits[:3]))
-    r = gail_reward_from_logits(logits)
-    np.testing.assert_allclose(r[:3], -np.log(1 - d), rtol=1e-5)
-    assert r[0] == pytest.approx(math.log(2), rel=1e-6)
-    assert r[3] == pytest.approx(40.0, rel=1e-6) and 0 <= r[4] < 1e-15  # stable at the extremes
-    rt = gail_reward_from_logits(torch.tensor([0.0, 1.0]))
-    np.testing.assert_allclose(rt.numpy(), r[:2], rtol=1e-6)
-
-
-def test_amp_style_reward_hand_values():
-    d = np.array([1.0, -1.0, 0.0, 2.0, 3.0, -3.0, 0.5])
-    want = [1.0, 0.0, 0.75, 0.75, 0.0, 0.0, 1 - 0.25 * 0.25]
-    np.testing.assert_allclose(amp_style_reward(d), want, atol=1e-7)
-    np.testing.assert_allclose(amp_style_reward(torch.tensor(d)).numpy(), want, atol=1e-7)
-
-
-def test_total_reward_weights():
-    np.testing.assert_allclose(combine_rewards([1.0, -2.0], [0.5, 1.0], 0.3, 0.7), [0.3 + 0.35, -0.6 + 0.7], rtol=1e-6)
-
-
-def test_features_layout():
-    s = np.array([[1.0, 2.0, 10.0, 20.0]])  # q = (1, 2), velocities (10, 20)
-    a = np.array([[1.5, 1.0]])
-    np.testing.assert_allclose(gail_features(s, a, 2), [[1, 2, 10, 20, 0.5, -1.0]])
-    np.testing.assert_allclose(amp_features(s, s + [[1, 2, 3, 4]]), [[1, 2, 10, 20, 1, 2, 3, 4]])
+# --------------------------------------------------------------------------- regularisers
 
 
 def test_gradient_penalty_and_regularisers_hand_computed():
     """Linear D(z) = w.z + b: grad wrt z is w, so the penalty is |w|^2; logit reg and weight decay too."""
     rng = np.random.default_rng(0)
     expert = rng.normal(size=(64, 3)).astype(np.float32)
-    tr = DiscriminatorTrainer("amp", expert, hidden=(), grad_penalty=10.0, logit_reg=0.05, weight_decay=1e-3,
-                              batch_size=8)
-    tr.disc.norm.mean.zero_()
-    tr.disc.norm.var.fill_(1.0 - tr.disc.norm.eps)  # identity normalisation
+    tr = DiscriminatorTrainer(AMP(num_joints=3), expert, hidden=(), grad_penalty=10.0, logit_reg=0.05,
+                              weight_decay=1e-3, batch_size=8)
+    tr.net.norm.mean.zero_()
+    tr.net.norm.var.fill_(1.0 - tr.net.norm.eps)  # identity normalisation
     w = torch.tensor([[0.5, -1.0, 2.0]])
     with torch.no_grad():
-        tr.disc.head.weight.copy_(w)
-        tr.disc.head.bias.fill_(0.1)
+        tr.net.head.weight.copy_(w)
+        tr.net.head.bias.fill_(0.1)
     e = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     p = torch.tensor([[0.0, 1.0, 0.0]])
     loss, info = tr.losses(e, p)
@@ -121,6 +76,64 @@ def test_replay_buffer_ring_order_and_sampling():
     np.testing.assert_array_equal(rb.state_arrays()["data"][:, 0], [107, 108, 109, 110, 111])
 
 
+# --------------------------------------------------------------------------- built from the config, saved, resumed
+
+
+def _expert_set(rng, n_episodes=3, steps=15):
+    from genil_ros.adversarial.expert import ExpertSet
+
+    eps = [{"state": np.cumsum(rng.normal(0, 0.05, (steps, 2)), 0).astype(np.float32),
+            "action": rng.normal(0, 0.5, (steps, 2)).astype(np.float32)} for _ in range(n_episodes)]
+    return ExpertSet(eps, ["joint_x", "joint_y"], "test expert")
+
+
+@pytest.mark.parametrize("algo", ["gail", "amp"])
+def test_discriminator_from_config_saves_and_resumes(tmp_path, algo):
+    from genil_ros.config import config_from_dict
+
+    cfg = config_from_dict({"task": {"joint_names": ["joint_x", "joint_y"]},
+                            "adversarial": {"algo": algo, "disc_hidden": [8, 8], "disc_batch_size": 16,
+                                            "replay_buffer_size": 64, "seed": 3}})
+    rng = np.random.default_rng(0)
+    expert = _expert_set(rng)
+    tr = DiscriminatorTrainer.from_config(cfg, expert)
+    assert tr.adversary.name == algo and tr.dim == 4 and tr.net.head.in_features == 8
+    assert len(tr.expert) == (45 if algo == "gail" else 42)  # GAIL: every (s, a); AMP: 14 (s, s') per episode
+    policy = tr.adversary.episodes_features(_expert_set(rng).episodes, "policy")
+    tr.update(policy, 5)
+    x = policy[:10]
+    tr.save(tmp_path / "ck", "discriminator", "config: yes\n", bags_processed=2)
+
+    meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    assert meta["algo"] == algo and meta["kind"] == "discriminator" and meta["feature_dim"] == 4
+    assert meta["features"] == tr.adversary.feature_layout and meta["joint_names"] == ["joint_x", "joint_y"]
+    assert meta["num_updates"] == 5 and meta["bags_processed"] == 2 and meta["disc_hidden"] == [8, 8]
+    assert meta["expert_source"] == "test expert" and meta["seed"] == 3 and meta["format_version"] == 1
+    assert (tmp_path / "ck" / "config.yaml").read_text() == "config: yes\n"
+
+    again = DiscriminatorTrainer.from_config(cfg, expert, seed=99)  # other initial weights, same data
+    assert not np.allclose(again.reward(x), tr.reward(x))
+    meta2, _ = again.resume(tmp_path / "ck")
+    assert meta2["bags_processed"] == 2 and again.num_updates == 5
+    np.testing.assert_array_equal(again.reward(x), tr.reward(x))
+    np.testing.assert_array_equal(again.replay.state_arrays()["data"], tr.replay.state_arrays()["data"])
+
+    other = DiscriminatorTrainer.from_config(cfg, expert, algo="amp" if algo == "gail" else "gail")
+    with pytest.raises(CheckpointError, match=f"checkpoint is '{algo}'"):
+        other.resume(tmp_path / "ck")
+
+    # the reward alone, as a policy would load it to score transitions (no expert data needed)
+    learned = LearnedReward.load(tmp_path / "ck")
+    assert learned.adversary.name == algo and learned.meta["num_updates"] == 5
+    ep = _expert_set(rng, n_episodes=1).episodes[0]
+    s, a, s2 = ep["state"][:-1], ep["action"][:-1], ep["state"][1:]
+    np.testing.assert_array_equal(learned(s, a, s2), tr.reward(tr.adversary.features(s, a, s2)))
+    meta["algo"] = "sac"
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"meta.json: algo: 'sac' is not one of gail, amp"):
+        LearnedReward.load(tmp_path / "ck")
+
+
 # --------------------------------------------------------------------------- learning
 
 
@@ -147,11 +160,9 @@ def test_discriminator_separates_expert_from_random(algo):
     # random policy: the same positions, uniformly random targets anywhere in the box
     Ar = rng.uniform(-1, 1, size=A.shape).astype(np.float32)
     S2r = S + np.clip(Ar - S, -0.1, 0.1)
-    if algo == "gail":
-        exp, pol = gail_features(S, A, 2), gail_features(S, Ar, 2)
-    else:
-        exp, pol = amp_features(S, S2), amp_features(S, S2r)
-    tr = DiscriminatorTrainer(algo, exp, hidden=(64, 64), lr=1e-3, batch_size=128, seed=0,
+    adversary = make_adversary(algo, num_joints=2)
+    exp, pol = adversary.features(S, A, S2), adversary.features(S, Ar, S2r)
+    tr = DiscriminatorTrainer(adversary, exp, hidden=(64, 64), lr=1e-3, batch_size=128, seed=0,
                               grad_penalty=0.0 if algo == "gail" else 10.0)
     before = tr.evaluate(pol)
     info = tr.update(pol, 150)
@@ -178,7 +189,7 @@ def test_vec_env_autoreset_and_final_obs():
     venv = VecEnv([lambda: PointReachEnv(seed=0, max_episode_steps=100) for _ in range(2)], max_episode_steps=3)
     obs = venv.reset()
     amap = ActionMap(0.1, *PointReachEnv.JOINT_LIMITS)
-    for t in range(3):
+    for _ in range(3):
         acts = np.stack([amap(o["joint_pos"], np.ones(2)) for o in obs])
         obs, r, term, trunc, succ, final = venv.step(acts)
     assert trunc.all() and not term.any()

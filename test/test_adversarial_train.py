@@ -2,6 +2,7 @@
 and expert data from an EpisodeStore and from rosbags (through the dataset reader)."""
 
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_cli_trains_checkpoints_and_resumes(tmp_path, algo, capsys):
     tr.load(out / "checkpoint")
     for k, v in before.items():
         if k.startswith("disc.") and not k.startswith("disc.norm"):
-            np.testing.assert_array_equal(tr.disc.disc.state_dict()[k[5:]].numpy(), v.numpy())
+            np.testing.assert_array_equal(tr.disc.net.state_dict()[k[5:]].numpy(), v.numpy())
     assert cli(["train-adversarial", "--algo", algo, "--config", str(cfg), "--out", str(out), "--resume",
                 "--steps", "384"]) == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -109,7 +110,8 @@ def _store(path, joint_names, episodes):
 
 
 def test_expert_from_episode_store_and_cli(tmp_path, capsys):
-    from genil_ros.adversarial.expert import features_from_episodes, load_expert
+    from genil_ros.adversarial.algorithms import make_adversary
+    from genil_ros.adversarial.expert import load_expert
 
     rng = np.random.default_rng(0)
     eps = [(rng.normal(size=(12, 2)).astype(np.float32), rng.normal(size=(12, 2)).astype(np.float32)) for _ in range(3)]
@@ -118,9 +120,9 @@ def test_expert_from_episode_store_and_cli(tmp_path, capsys):
     ex = load_expert(tmp_path / "ds", cfg)
     assert len(ex.episodes) == 3
     np.testing.assert_array_equal(ex.episodes[1]["state"], eps[1][0])
-    g = features_from_episodes(ex.episodes, "gail", 2)
+    g = make_adversary("gail", 2).episodes_features(ex.episodes)
     np.testing.assert_allclose(g[:12], np.concatenate([eps[0][0], eps[0][1] - eps[0][0]], 1), rtol=1e-6)
-    a = features_from_episodes(ex.episodes, "amp", 2)
+    a = make_adversary("amp", 2).episodes_features(ex.episodes)
     assert a.shape == (3 * 11, 4)
     np.testing.assert_allclose(a[0], np.concatenate([eps[0][0][0], eps[0][0][1] - eps[0][0][0]]), rtol=1e-6)
     # the CLI with it
@@ -151,9 +153,11 @@ def test_expert_from_rosbags_matches_what_was_recorded(tmp_path):
     bags.mkdir()
     write_rollout_bag(bags / "ep0", S, A)
     write_rollout_bag(bags / "ep1", S[::-1].copy(), A[::-1].copy(), start_s=500.0)
+    shutil.copytree(bags / "ep0", bags / "ep2.tmp-4242")  # an unfinished write: not a bag yet
+    shutil.copytree(bags / "ep0", bags / "_old")  # underscore-prefixed: skipped like hidden entries
     cfg = load_config(write_config(tmp_path))
     ex = load_expert(bags, cfg)
-    assert len(ex.episodes) == 2
+    assert len(ex.episodes) == 2 and ex.source == str(bags)
     e0 = ex.episodes[0]
     n = len(e0["state"])
     assert n >= 20

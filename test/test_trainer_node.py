@@ -1,10 +1,13 @@
 """trainer_node over real DDS: expert bags in, a rollout bag dropped into the watched folder is read with
 the dataset reader and trains the discriminator (metrics and an atomic checkpoint follow); corrupt and
 mismatched bags are reported and skipped while the node keeps running; live joint states get a reward;
-a new policy checkpoint makes it call the policy node's reload service."""
+a new policy checkpoint makes it call the policy node's reload service. Without DDS: its parameter table
+against config/trainer_node.yaml and trainer.launch.py, and the folder watcher."""
 
+import ast
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from genil_ros.sim.env import JOINT_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CMD_TOPIC = "/forward_position_controller/commands"
 
@@ -79,7 +85,8 @@ class Probe:
         self.metrics = None
         self.rewards = []
         self.reload_calls = 0
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(String, "/trainer_node/metrics", self._on_metrics, latched)
         self.node.create_subscription(Float64, "/trainer_node/reward", lambda m: self.rewards.append(m.data), 10)
         self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
@@ -104,7 +111,8 @@ class Probe:
                 return True
             if proc is not None and not proc.alive():
                 pytest.fail(f"trainer_node died while waiting for {what}:\n{proc.output()[-3000:]}")
-        pytest.fail(f"timed out waiting for {what}; last metrics {self.metrics}\n{proc.output()[-3000:] if proc else ''}")
+        pytest.fail(f"timed out waiting for {what}; last metrics {self.metrics}\n"
+                    f"{proc.output()[-3000:] if proc else ''}")
 
     def publish_joints(self, q):
         msg = self.JointState()
@@ -200,3 +208,72 @@ def test_trainer_node_without_expert_exits_with_one_line(tmp_path, ros_env):
                           "-p", f"rollout_dir:={tmp_path / 'r'}"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "nope" in out.stderr and "expert data not found" in out.stderr and "Traceback" not in out.stderr
+
+
+# --------------------------------------------------------------------------- without DDS
+
+
+def _trainer_parameters() -> dict:
+    pytest.importorskip("rclpy")
+    from genil_ros.ros.params import parameter_table
+    from genil_ros.ros.trainer_node import TrainerSettings
+
+    return {p.name: p for p in parameter_table(TrainerSettings)}
+
+
+def test_params_file_sets_every_declared_parameter_to_its_default():
+    table = _trainer_parameters()
+    assert len(table) >= 14
+    data = yaml.safe_load((ROOT / "config" / "trainer_node.yaml").read_text(encoding="utf-8"))
+    body = data["/**"]["ros__parameters"]
+    assert sorted(set(body) - set(table)) == [], "config/trainer_node.yaml sets parameters the node does not declare"
+    assert sorted(set(table) - set(body)) == [], "config/trainer_node.yaml does not show every parameter"
+    for name, value in body.items():
+        assert value == table[name].default and type(value) is type(table[name].default), name
+
+
+def test_settings_from_the_params_file_are_checked():
+    pytest.importorskip("rclpy")
+    from genil_ros.errors import GenilError
+    from genil_ros.ros.params import settings_from_values
+    from genil_ros.ros.trainer_node import TrainerSettings
+
+    body = yaml.safe_load((ROOT / "config" / "trainer_node.yaml").read_text(encoding="utf-8"))["/**"]["ros__parameters"]
+    s = settings_from_values(TrainerSettings, dict(body, expert="bags", rollout_dir="r", updates_per_bag=7))
+    assert (s.expert, s.rollout_dir, s.updates_per_bag, s.algo) == ("bags", "r", 7, "")
+    with pytest.raises(GenilError, match="parameter expert"):
+        settings_from_values(TrainerSettings, body)
+    with pytest.raises(GenilError, match="parameter algo: 'sac' is not one of gail, amp"):
+        settings_from_values(TrainerSettings, dict(body, expert="bags", rollout_dir="r", algo="sac"))
+    with pytest.raises(GenilError, match="parameter updates_per_bag"):
+        settings_from_values(TrainerSettings, dict(body, expert="bags", rollout_dir="r", updates_per_bag=0))
+
+
+def test_launch_file_overrides_declared_parameters():
+    table = _trainer_parameters()
+    tree = ast.parse((ROOT / "launch" / "trainer.launch.py").read_text(encoding="utf-8"))
+    args = next(n.value for n in tree.body
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGUMENTS")
+    passed = {row.elts[0].value for row in args.elts} - {"params_file", "namespace", "log_level"}
+    assert passed and passed <= set(table), sorted(passed - set(table))
+
+
+def test_bag_watcher_reports_each_finished_bag_once(tmp_path):
+    from genil_ros.adversarial.bagio import BagWatcher
+
+    S, A = np.zeros((5, 4)), np.zeros((5, 4))
+    watch = BagWatcher(tmp_path)
+    assert watch.poll() == []
+    write_rollout_bag(tmp_path / "rollout_000", S, A)
+    (tmp_path / "old_robot.bag").write_bytes(b"ROS 1 bag")  # recognised by name; reading it is the reader's job
+    (tmp_path / "rollout_001.mcap.tmp-4242.mcap").write_bytes(b"half written")  # an unfinished atomic write
+    shutil.copytree(tmp_path / "rollout_000", tmp_path / "_discriminator")  # the node's own folder
+    (tmp_path / "notes.txt").write_text("not a bag")
+    assert watch.poll() == []  # new: wait one poll for the writer to finish
+    assert watch.poll() == [tmp_path / "old_robot.bag", tmp_path / "rollout_000"]
+    assert watch.poll() == []  # reported once
+    f = tmp_path / "old_robot.bag"
+    f.write_bytes(b"ROS 1 bag, rewritten")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert watch.poll() == []
+    assert watch.poll() == [f]

@@ -1,108 +1,33 @@
-"""GAIL and AMP discriminators, their objectives and rewards, running input normalisation and the
-replay buffer of policy transitions.
+"""The discriminator network and its trainer, shared by ``genil-ros train-adversarial`` and the trainer
+node: built from the config, trained, described, saved and resumed in one place.
 
-Features (what the discriminator sees) are built only from what a rosbag records, so that expert data
-from bags and policy rollouts from the sim (or a real arm) are comparable:
+The algorithm (GAIL or AMP: features, loss, reward) is an :class:`~genil_ros.adversarial.algorithms.Adversary`;
+this module adds what both use: running mean/std input normalisation, a replay buffer of past policy
+transitions (so D does not overfit the latest policy), a gradient penalty on expert samples (AMP's; for
+GAIL optional), a logit regulariser (squared weights of the output layer), an L2 weight decay on every
+weight, and accuracy logging. The gradient penalty is taken with respect to the *normalised* input (what
+the network sees).
 
-- ``state``  : the dataset's low-dim state = joint positions in ``task.joint_names`` order
-               (+ joint velocities when ``task.use_velocity``), exactly ``EpisodeStore`` ``"state"``.
-- ``action`` : absolute joint position targets (``EpisodeStore`` ``"action"``).
-
-GAIL (Ho & Ermon 2016) scores state-action pairs: ``x = [s, a - q]`` where ``q`` are the joint
-positions in ``s`` (the commanded step, which carries the "style" of the motion and does not depend on
-where in the workspace the arm is). Objective: binary cross-entropy, expert -> 1, policy -> 0, on logits
-``l``; ``D = sigmoid(l)``; reward ``-log(1 - D) = softplus(l)``.
-
-AMP (Peng et al. 2021) scores state transitions (s, s'), fed as ``x = [s, s' - s]`` (see ``amp_features``). Objective: least squares, expert -> +1,
-policy -> -1, plus ``w_gp / 2 * E_expert[ ||grad_x D||^2 ]`` (the gradient penalty on expert samples);
-style reward ``max(0, 1 - 0.25 (D - 1)^2)``. Total reward ``w_G * task + w_S * style``.
-
-Both add the stabilisers of the reference implementations: a logit regulariser (squared weights of the
-output layer), an L2 weight decay on every weight, running mean/std input normalisation, a replay buffer
-of past policy transitions (so D does not overfit the latest policy), and accuracy logging.
-The gradient penalty is taken with respect to the *normalised* input (what the network sees).
+Checkpoint (``adversarial/checkpoint.py`` layout): ``disc.safetensors`` holds ``disc.<network tensor>``
+(normaliser included), ``disc_opt.<param>.<key>`` (Adam state) and ``disc_replay`` (the replay buffer,
+oldest first); ``meta.json`` holds :meth:`DiscriminatorTrainer.describe` plus what the caller adds.
 """
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-__all__ = [
-    "RunningNorm",
-    "ReplayBuffer",
-    "Discriminator",
-    "DiscriminatorTrainer",
-    "gail_features",
-    "amp_features",
-    "gail_loss_from_logits",
-    "amp_loss_from_outputs",
-    "gail_reward_from_logits",
-    "amp_style_reward",
-    "combine_rewards",
-]
+from genil_ros.adversarial.algorithms import Adversary, make_adversary
+from genil_ros.adversarial.checkpoint import load_checkpoint_dir, save_checkpoint_dir
+from genil_ros.errors import CheckpointError, GenilError
 
-
-# --------------------------------------------------------------------------- features
-
-
-def gail_features(state: np.ndarray, action: np.ndarray, num_joints: int) -> np.ndarray:
-    """GAIL input ``[s, a - q]`` (q = the first ``num_joints`` entries of s, the joint positions)."""
-    state = np.asarray(state, dtype=np.float32)
-    action = np.asarray(action, dtype=np.float32)
-    return np.concatenate([state, action - state[..., :num_joints]], axis=-1).astype(np.float32)
-
-
-def amp_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
-    """AMP input for the transition (s, s'): ``[s, s' - s]``.
-
-    The same information as ``[s, s']``, but after per-dimension normalisation the per-tick change is on
-    the scale of its own spread instead of being a tiny difference of two large, almost equal inputs;
-    with positions-only states (bags without velocities) that is what lets D see the motion under the
-    gradient penalty."""
-    state = np.asarray(state, np.float32)
-    return np.concatenate([state, np.asarray(next_state, np.float32) - state], axis=-1)
-
-
-# --------------------------------------------------------------------------- objectives and rewards
-
-
-def gail_loss_from_logits(expert_logits: torch.Tensor, policy_logits: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy, expert labelled 1 and policy 0: ``-mean log D(e) - mean log(1 - D(p))``
-    (each half averaged over its own batch, then summed)."""
-    return (F.binary_cross_entropy_with_logits(expert_logits, torch.ones_like(expert_logits))
-            + F.binary_cross_entropy_with_logits(policy_logits, torch.zeros_like(policy_logits)))
-
-
-def amp_loss_from_outputs(expert_d: torch.Tensor, policy_d: torch.Tensor) -> torch.Tensor:
-    """Least squares: ``mean (D(e) - 1)^2 + mean (D(p) + 1)^2``, halved as in AMP's code."""
-    return 0.5 * (((expert_d - 1.0) ** 2).mean() + ((policy_d + 1.0) ** 2).mean())
-
-
-def gail_reward_from_logits(logits):
-    """``-log(1 - sigmoid(l)) = softplus(l)`` (numerically stable); numpy or torch in, same out."""
-    if isinstance(logits, torch.Tensor):
-        return F.softplus(logits)
-    x = np.asarray(logits, dtype=np.float64)
-    return (np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))).astype(np.float32)
-
-
-def amp_style_reward(d):
-    """``max(0, 1 - 0.25 (d - 1)^2)``: 1 where D says "expert" (+1), 0 at or beyond "policy" (-1)."""
-    if isinstance(d, torch.Tensor):
-        return torch.clamp(1.0 - 0.25 * (d - 1.0) ** 2, min=0.0)
-    d = np.asarray(d, dtype=np.float32)
-    return np.maximum(0.0, 1.0 - 0.25 * (d - 1.0) ** 2).astype(np.float32)
-
-
-def combine_rewards(task, style, w_task: float, w_style: float):
-    """``w_G * task + w_S * style``."""
-    return w_task * np.asarray(task, np.float32) + w_style * np.asarray(style, np.float32)
+__all__ = ["RunningNorm", "ReplayBuffer", "Discriminator", "DiscriminatorTrainer", "LearnedReward",
+           "load_module_strict", "optimizer_tensors", "load_optimizer_tensors"]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -191,17 +116,12 @@ class ReplayBuffer:
         self.add(arrays["data"])
 
 
-# --------------------------------------------------------------------------- network
-
-
 class Discriminator(nn.Module):
-    """MLP on normalised features; ``kind`` "gail" (logit) or "amp" (least-squares score)."""
+    """MLP on normalised features. Its raw output is high for expert samples (GAIL: a logit; AMP: a
+    least-squares score), see :mod:`~genil_ros.adversarial.algorithms`."""
 
-    def __init__(self, kind: str, in_dim: int, hidden: Sequence[int] = (256, 256)):
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 256)):
         super().__init__()
-        if kind not in ("gail", "amp"):
-            raise ValueError(f"discriminator kind must be 'gail' or 'amp', not {kind!r}")
-        self.kind = kind
         self.in_dim = in_dim
         self.norm = RunningNorm(in_dim)
         layers: list[nn.Module] = []
@@ -216,24 +136,8 @@ class Discriminator(nn.Module):
         return self.head(self.trunk(z)).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw output: a logit (GAIL) or the least-squares score (AMP)."""
+        """Raw output (expert is high) for raw features ``x``."""
         return self.forward_normalized(self.norm(x))
-
-    def objective(self, expert_out: torch.Tensor, policy_out: torch.Tensor) -> torch.Tensor:
-        if self.kind == "gail":
-            return gail_loss_from_logits(expert_out, policy_out)
-        return amp_loss_from_outputs(expert_out, policy_out)
-
-    @torch.no_grad()
-    def reward(self, x) -> np.ndarray:
-        """Per-sample reward: GAIL ``-log(1 - D)``, AMP style ``max(0, 1 - 0.25 (D - 1)^2)``."""
-        out = self.forward(torch.as_tensor(np.asarray(x, np.float32)))
-        r = gail_reward_from_logits(out) if self.kind == "gail" else amp_style_reward(out)
-        return r.numpy().astype(np.float32)
-
-    @torch.no_grad()
-    def score(self, x) -> np.ndarray:
-        return self.forward(torch.as_tensor(np.asarray(x, np.float32))).numpy()
 
     def weight_l2(self) -> torch.Tensor:
         return sum((m.weight ** 2).sum() for m in self.modules() if isinstance(m, nn.Linear))
@@ -243,46 +147,65 @@ class Discriminator(nn.Module):
 
 
 class DiscriminatorTrainer:
-    """Owns a :class:`Discriminator`, its optimiser, the expert features and the policy replay buffer.
+    """Owns a :class:`Discriminator` (``net``), its optimiser, the expert features and the policy replay buffer.
 
-    ``update(new_policy_features)`` adds the rollout to the replay buffer, refreshes the input
-    normaliser with expert and policy samples, and does ``n`` minibatch steps of the objective plus
+    ``update(new_policy_features, n)`` adds the rollout to the replay buffer, refreshes the input
+    normaliser with expert and policy samples, and does ``n`` minibatch steps of the adversary's loss plus
     gradient penalty (on expert samples), logit regulariser and weight decay. It returns metrics:
     ``loss``, ``objective``, ``grad_penalty``, ``acc_expert`` (share of expert samples called expert),
     ``acc_policy`` (share of policy samples called policy), ``accuracy`` (their mean), ``d_expert``,
-    ``d_policy`` (mean raw outputs).
+    ``d_policy`` (mean raw outputs). ``reward(features)`` is the adversary's reward under the current net.
     """
 
-    def __init__(self, kind: str, expert_features: np.ndarray, *, hidden: Sequence[int] = (256, 256),
+    def __init__(self, adversary: Adversary, expert_features: np.ndarray, *, hidden: Sequence[int] = (256, 256),
                  lr: float = 1e-4, weight_decay: float = 1e-4, logit_reg: float = 0.05, grad_penalty: float = 10.0,
-                 batch_size: int = 256, replay_size: int = 100000, seed: int = 0):
+                 batch_size: int = 256, replay_size: int = 100000, seed: int = 0, record: Optional[dict] = None):
         expert_features = np.asarray(expert_features, dtype=np.float32)
         if expert_features.ndim != 2 or len(expert_features) == 0:
             raise ValueError("expert_features must be a non-empty (N, D) array")
         torch.manual_seed(seed)
-        self.kind = kind
+        self.adversary = adversary
         self.expert = expert_features
-        self.disc = Discriminator(kind, expert_features.shape[1], hidden)
-        self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr)
+        self.net = Discriminator(expert_features.shape[1], hidden)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.weight_decay = weight_decay
         self.logit_reg = logit_reg
         self.grad_penalty = grad_penalty
         self.batch_size = batch_size
         self.replay = ReplayBuffer(replay_size, expert_features.shape[1])
         self.rng = np.random.default_rng(seed)
-        self.disc.norm.update(expert_features)
+        self.net.norm.update(expert_features)
         self.num_updates = 0
+        # what the checkpoint records about the data D was built for (joints, state layout, expert source)
+        self.record = {"disc_hidden": list(hidden), "seed": int(seed), **(record or {})}
+
+    @classmethod
+    def from_config(cls, cfg, expert, *, algo: Optional[str] = None, seed: Optional[int] = None,
+                    goal_in_state: bool = False) -> "DiscriminatorTrainer":
+        """The trainer of ``cfg.adversarial`` (``algo`` overrides its ``algo``, ``seed`` its ``seed``) on an
+        expert set (``episodes``, ``joint_names``, ``source``; see ``expert.ExpertSet``).
+        ``goal_in_state``: the states carry ``[goal, ee_pos - goal]`` (``adversarial.disc_goal``)."""
+        a = cfg.adversarial
+        adversary = make_adversary(algo or a.algo, len(expert.joint_names))
+        features = adversary.episodes_features(expert.episodes, where=expert.source)
+        record = {"num_joints": len(expert.joint_names), "joint_names": list(expert.joint_names),
+                  "use_velocity": bool(cfg.task.use_velocity), "disc_goal": bool(goal_in_state),
+                  "expert_source": expert.source}
+        return cls(adversary, features, hidden=a.disc_hidden, lr=a.disc_lr, weight_decay=a.disc_weight_decay,
+                   logit_reg=a.disc_logit_reg, grad_penalty=a.grad_penalty, batch_size=a.disc_batch_size,
+                   replay_size=a.replay_buffer_size, seed=a.seed if seed is None else seed, record=record)
 
     @property
     def dim(self) -> int:
         return self.expert.shape[1]
 
+    # ---- training
     def losses(self, expert_x: torch.Tensor, policy_x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        ze = self.disc.norm(expert_x).requires_grad_(self.grad_penalty > 0)
-        zp = self.disc.norm(policy_x)
-        de = self.disc.forward_normalized(ze)
-        dp = self.disc.forward_normalized(zp)
-        obj = self.disc.objective(de, dp)
+        ze = self.net.norm(expert_x).requires_grad_(self.grad_penalty > 0)
+        zp = self.net.norm(policy_x)
+        de = self.net.forward_normalized(ze)
+        dp = self.net.forward_normalized(zp)
+        obj = self.adversary.loss(de, dp)
         loss = obj
         gp = torch.zeros(())
         if self.grad_penalty > 0:
@@ -290,12 +213,12 @@ class DiscriminatorTrainer:
             gp = (g ** 2).sum(-1).mean()
             loss = loss + 0.5 * self.grad_penalty * gp
         if self.logit_reg > 0:
-            loss = loss + self.logit_reg * self.disc.logit_l2()
+            loss = loss + self.logit_reg * self.net.logit_l2()
         if self.weight_decay > 0:
-            loss = loss + self.weight_decay * self.disc.weight_l2()
+            loss = loss + self.weight_decay * self.net.weight_l2()
         with torch.no_grad():
-            acc_e = (de > 0).float().mean().item()
-            acc_p = (dp < 0).float().mean().item()
+            acc_e = self.adversary.judged_expert(de).float().mean().item()
+            acc_p = self.adversary.judged_policy(dp).float().mean().item()
         info = {"loss": loss.item(), "objective": obj.item(), "grad_penalty": gp.item(), "acc_expert": acc_e,
                 "acc_policy": acc_p, "accuracy": 0.5 * (acc_e + acc_p), "d_expert": de.mean().item(),
                 "d_policy": dp.mean().item()}
@@ -307,12 +230,12 @@ class DiscriminatorTrainer:
             if policy_features.shape[1] != self.dim:
                 raise ValueError(f"policy features have {policy_features.shape[1]} dims, the discriminator {self.dim}")
             self.replay.add(policy_features)
-            self.disc.norm.update(policy_features)
-            self.disc.norm.update(self.expert[self.rng.integers(0, len(self.expert), size=len(policy_features))])
+            self.net.norm.update(policy_features)
+            self.net.norm.update(self.expert[self.rng.integers(0, len(self.expert), size=len(policy_features))])
         if len(self.replay) == 0:
             raise ValueError("no policy transitions yet: the discriminator needs some to update")
         infos = []
-        self.disc.train()
+        self.net.train()
         for _ in range(num_updates):
             e = torch.as_tensor(self.expert[self.rng.integers(0, len(self.expert), size=self.batch_size)])
             p = torch.as_tensor(self.replay.sample(self.batch_size, self.rng))
@@ -324,31 +247,70 @@ class DiscriminatorTrainer:
             self.num_updates += 1
         return {k: float(np.mean([i[k] for i in infos])) for k in infos[0]} if infos else {}
 
-    def reward(self, features: np.ndarray) -> np.ndarray:
-        self.disc.eval()
-        return self.disc.reward(features)
+    # ---- reading D
+    @torch.no_grad()
+    def scores(self, features) -> np.ndarray:
+        """Raw outputs (expert is high) for features (N, F)."""
+        self.net.eval()
+        return self.net(torch.as_tensor(np.asarray(features, np.float32))).numpy()
+
+    @torch.no_grad()
+    def reward(self, features) -> np.ndarray:
+        """Per-sample reward (N,) float32: GAIL ``-log(1 - D)``, AMP style ``max(0, 1 - 0.25 (D - 1)^2)``."""
+        self.net.eval()
+        out = self.net(torch.as_tensor(np.asarray(features, np.float32)))
+        return self.adversary.reward(out).numpy().astype(np.float32)
 
     @torch.no_grad()
     def evaluate(self, policy_features: np.ndarray, max_n: int = 4096) -> dict:
         """Accuracy and mean outputs on (a sample of) expert data and the given policy features."""
-        self.disc.eval()
         e = self.expert if len(self.expert) <= max_n else self.expert[self.rng.integers(0, len(self.expert), max_n)]
-        de = self.disc.score(e)
-        dp = self.disc.score(np.asarray(policy_features, np.float32)[:max_n])
-        return {"acc_expert": float((de > 0).mean()), "acc_policy": float((dp < 0).mean()),
+        de = self.scores(e)
+        dp = self.scores(np.asarray(policy_features, np.float32)[:max_n])
+        return {"acc_expert": float(self.adversary.judged_expert(de).mean()),
+                "acc_policy": float(self.adversary.judged_policy(dp).mean()),
                 "d_expert": float(de.mean()), "d_policy": float(dp.mean()),
-                "reward_policy": float(self.disc.reward(policy_features[:max_n]).mean())}
+                "reward_policy": float(self.reward(policy_features[:max_n]).mean())}
 
-    # ---- checkpoint state (tensors only: safetensors-friendly)
+    # ---- checkpoints
+    def describe(self) -> dict:
+        """What meta.json says about this discriminator: algorithm, feature layout and size, the data it
+        was built for, its network and how many steps it has taken."""
+        return {**self.adversary.describe(), "feature_dim": int(self.dim), **self.record,
+                "num_updates": int(self.num_updates)}
+
+    def snapshot(self, kind: str, **meta) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+        """``(meta, {"disc": tensors})`` of this moment, copied: it can be written after a lock is released.
+        ``kind`` and ``meta`` are the caller's (``"adversarial"`` + counters, ``"discriminator"`` + bags)."""
+        return {"kind": kind, **self.describe(), **meta}, {"disc": self.state_tensors()}
+
+    def save(self, directory, kind: str, config_yaml: Optional[str] = None,
+             extra_tensors: Optional[dict[str, dict[str, torch.Tensor]]] = None, **meta) -> Path:
+        """Write the checkpoint directory atomically (``extra_tensors``: more files, e.g. ``{"policy": ...}``)."""
+        m, tensors = self.snapshot(kind, **meta)
+        return save_checkpoint_dir(directory, {**tensors, **(extra_tensors or {})}, m, config_yaml)
+
+    def resume(self, directory, stems: tuple[str, ...] = ("disc",)) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+        """Load the discriminator from a checkpoint directory of the same algorithm and feature size;
+        returns ``(meta, {stem: tensors})`` for the caller's own parts. CheckpointError naming the directory."""
+        meta, tensors = load_checkpoint_dir(directory, stems)
+        if meta.get("algo") != self.adversary.name or meta.get("feature_dim") != self.dim:
+            raise CheckpointError(f"{directory}: checkpoint is {meta.get('algo')!r} with {meta.get('feature_dim')} "
+                                  f"features, this run is {self.adversary.name!r} with {self.dim}")
+        self.load_state_tensors(tensors["disc"], str(directory))
+        self.num_updates = int(meta.get("num_updates", 0))
+        return meta, tensors
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"disc.{k}": v.detach().clone().contiguous() for k, v in self.disc.state_dict().items()}
+        """Network, optimiser state and replay buffer as flat tensors (safetensors, no pickle)."""
+        out = {f"disc.{k}": v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
         out.update({f"disc_opt.{k}": v for k, v in optimizer_tensors(self.opt).items()})
         out["disc_replay"] = torch.from_numpy(self.replay.state_arrays()["data"].copy())
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
         sd = {k[5:]: v for k, v in tensors.items() if k.startswith("disc.")}
-        load_module_strict(self.disc, sd, where)
+        load_module_strict(self.net, sd, where)
         opt = {k[9:]: v for k, v in tensors.items() if k.startswith("disc_opt.")}
         if opt:
             load_optimizer_tensors(self.opt, opt)
@@ -356,17 +318,52 @@ class DiscriminatorTrainer:
             self.replay.load_arrays({"data": tensors["disc_replay"].numpy()})
 
 
+class LearnedReward:
+    """A trained discriminator as a reward function of transitions, loaded from a checkpoint of
+    :class:`DiscriminatorTrainer` (no expert data, no optimiser): what a policy needs to score what it is
+    about to do, e.g. sampled action chunks by their predicted transitions."""
+
+    def __init__(self, adversary: Adversary, net: Discriminator, meta: Optional[dict] = None):
+        self.adversary = adversary
+        self.net = net.eval()
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def load(cls, directory) -> "LearnedReward":
+        """CheckpointError naming the file for a missing or unreadable checkpoint or meta.json entry."""
+        meta, tensors = load_checkpoint_dir(directory, ("disc",))
+        mp = Path(directory) / "meta.json"
+        missing = [k for k in ("algo", "num_joints", "feature_dim", "disc_hidden") if k not in meta]
+        if missing:
+            raise CheckpointError(f"{mp}: no {missing[0]!r} (not a discriminator checkpoint?)")
+        try:
+            adversary = make_adversary(meta["algo"], int(meta["num_joints"]), where=f"{mp}: algo")
+        except GenilError as e:
+            raise CheckpointError(str(e)) from None
+        net = Discriminator(int(meta["feature_dim"]), [int(h) for h in meta["disc_hidden"]])
+        load_module_strict(net, {k[5:]: v for k, v in tensors["disc"].items() if k.startswith("disc.")}, str(directory))
+        return cls(adversary, net, meta)
+
+    @torch.no_grad()
+    def __call__(self, state, action=None, next_state=None) -> np.ndarray:
+        """Reward (N,) float32 of N transitions (s, a, s'); the algorithm reads the parts it uses
+        (``adversary.uses_action`` / ``uses_next_state``)."""
+        x = torch.as_tensor(self.adversary.features(state, action, next_state))
+        return self.adversary.reward(self.net(x)).numpy().astype(np.float32)
+
+
 # --------------------------------------------------------------------------- state-dict helpers
 
 
 def load_module_strict(module: nn.Module, sd: dict, where: str) -> None:
-    from genil_ros.errors import CheckpointError
-
+    """``module.load_state_dict(sd)`` with a CheckpointError naming ``where`` for missing, extra or
+    differently shaped tensors."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     extra = sorted(set(sd) - set(own))
     if missing or extra:
-        raise CheckpointError(f"{where}: tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise CheckpointError(f"{where}: tensors do not match the model "
+                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
@@ -392,7 +389,3 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
         state.setdefault(int(pid), {})[key] = t.clone()
     sd["state"] = state
     opt.load_state_dict(sd)
-
-
-def logit_to_prob(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))

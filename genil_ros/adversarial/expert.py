@@ -3,10 +3,9 @@ rosbags (through the dataset builder of ``genil_ros.data``), or straight from th
 sim (quick experiments).
 
 An expert set is a list of episodes, each ``{"state": (N, S) float32, "action": (N, A) float32}`` with
-states/actions in ``joint_names`` order, exactly the dataset contract. From it:
-
-- GAIL pairs   ``[s_t, a_t - q_t]``   (``gail_features``),
-- AMP pairs    ``[s_t, s_{t+1} - s_t]`` within an episode (``amp_features``).
+states/actions in ``joint_names`` order, exactly the dataset contract (episodes logged by
+:func:`run_episodes` also have ``"next_state"``). The discriminator's features are made from them by the
+algorithm, ``Adversary.episodes_features`` (``adversarial/algorithms.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from genil_ros.adversarial.discriminators import amp_features, gail_features
+from genil_ros.data.bags import find_bags, is_bag
 from genil_ros.errors import DataError
 
-__all__ = ["ExpertSet", "features_from_episodes", "load_expert", "run_episodes", "EpisodeLog"]
-
-BAG_SUFFIXES = (".mcap", ".db3")
+__all__ = ["ExpertSet", "load_expert", "load_bags", "load_store", "run_episodes", "EpisodeLog"]
 
 
 @dataclass
@@ -35,31 +32,6 @@ class ExpertSet:
     @property
     def num_steps(self) -> int:
         return int(sum(len(e["state"]) for e in self.episodes))
-
-
-def features_from_episodes(episodes: Sequence[dict], algo: str, num_joints: int, where: str = "expert") -> np.ndarray:
-    feats = []
-    for i, ep in enumerate(episodes):
-        s = np.asarray(ep["state"], np.float32)
-        if algo == "gail":
-            if "action" not in ep:
-                raise DataError(f"{where}: episode {i} has no 'action' (GAIL needs state-action pairs)")
-            a = np.asarray(ep["action"], np.float32)
-            if len(a) != len(s):
-                raise DataError(f"{where}: episode {i} has {len(s)} states but {len(a)} actions")
-            feats.append(gail_features(s, a, num_joints))
-        elif "next_state" in ep:
-            feats.append(amp_features(s, np.asarray(ep["next_state"], np.float32)))
-        elif len(s) >= 2:
-            feats.append(amp_features(s[:-1], s[1:]))
-    if not feats or sum(len(f) for f in feats) == 0:
-        raise DataError(f"{where}: no usable {'state-action pairs' if algo == 'gail' else 'state transitions'} "
-                        f"(episodes too short or empty)")
-    return np.concatenate(feats, 0)
-
-
-def _is_bag(p: Path) -> bool:
-    return (p.is_file() and p.suffix in BAG_SUFFIXES) or (p.is_dir() and (p / "metadata.yaml").is_file())
 
 
 def _check_names(names: Sequence[str], wanted: Sequence[str], where: str) -> None:
@@ -108,19 +80,20 @@ def load_bags(paths: Sequence[Path], cfg, where: Optional[str] = None) -> Expert
 
 
 def load_expert(path, cfg) -> ExpertSet:
-    """A dataset directory (meta.json), one bag (.mcap/.db3 file or rosbag2 directory), or a directory of bags."""
+    """A dataset directory (meta.json), one bag (.mcap/.db3/.bag file or rosbag2 directory), or a directory
+    of bags (hidden, ``_``-prefixed and unfinished ``*.tmp-<pid>`` entries skipped)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: expert data not found (give a dataset directory or rosbag2 files)")
     if p.is_dir() and (p / "meta.json").is_file():
         return load_store(p, cfg.task.joint_names, cfg.task.state_dim)
-    if _is_bag(p):
+    if is_bag(p):
         return load_bags([p], cfg)
-    if p.is_dir():
-        bags = sorted(c for c in p.iterdir() if _is_bag(c))
-        if bags:
-            return load_bags(bags, cfg, where=str(p))
-    raise DataError(f"{p}: neither a dataset directory (meta.json) nor rosbag2 files (.mcap, .db3, metadata.yaml)")
+    bags = find_bags(p) if p.is_dir() else []
+    if bags:
+        return load_bags(bags, cfg, where=str(p))
+    raise DataError(f"{p}: neither a dataset directory (meta.json) nor rosbags (.mcap, .db3, .bag, rosbag2 "
+                    "directories with metadata.yaml)")
 
 
 @dataclass
@@ -172,14 +145,3 @@ def run_episodes(env, actor: Callable[[dict], np.ndarray], n: int, seed: int, ma
         log.lengths.append(len(S))
         log.episodes.append({"state": np.stack(S), "action": np.stack(A), "next_state": np.stack(S2)})
     return log
-
-
-def transitions(log: EpisodeLog, algo: str, num_joints: int) -> np.ndarray:
-    """Features of every transition in a log (uses the true next state, also at episode ends)."""
-    out = []
-    for ep in log.episodes:
-        if algo == "gail":
-            out.append(gail_features(ep["state"], ep["action"], num_joints))
-        else:
-            out.append(amp_features(ep["state"], ep["next_state"]))
-    return np.concatenate(out, 0)

@@ -1,8 +1,10 @@
 """How close a policy's motion is to the expert's, measured without the training discriminator.
 
+- ``motion_features``: the transitions of episodes as ``[s, s' - s]`` (joint positions and per-tick
+  joint steps; ``algorithms.amp_features``), whatever algorithm trained the policy.
 - ``motion_w1``: mean over feature dimensions of the 1-D Wasserstein-1 distance between expert and
-  policy transition features ``[s, s' - s]`` (joint positions and per-tick joint steps), each dimension
-  standardised by the expert's std. 0 = same marginal distributions.
+  policy motion features, each dimension standardised by the expert's std. 0 = same marginal
+  distributions.
 - ``motion_stats``: mean joint step per tick |q' - q| and mean joint "acceleration" |q'' - 2q' + q| (rad),
   i.e. speed and smoothness of the motion, over the first ``window`` ticks of each episode (the motion,
   not the hold at the goal).
@@ -15,13 +17,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genil_ros.adversarial.discriminators import Discriminator, gail_loss_from_logits
+from genil_ros.adversarial.algorithms import GAIL, amp_features
+from genil_ros.adversarial.discriminators import Discriminator
 
-__all__ = ["step_features", "motion_w1", "classifier_accuracy", "motion_stats"]
+__all__ = ["motion_features", "motion_w1", "classifier_accuracy", "motion_stats"]
 
 
-def step_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
-    return np.concatenate([state, next_state - state], axis=-1).astype(np.float32)
+def motion_features(episodes) -> np.ndarray:
+    """``[s, s' - s]`` of every transition; an episode without ``next_state`` (a dataset's) uses the next
+    row, its last state held."""
+    out = []
+    for e in episodes:
+        s = e["state"]
+        nxt = e["next_state"] if "next_state" in e else np.concatenate([s[1:], s[-1:]])
+        out.append(amp_features(s, nxt))
+    return np.concatenate(out)
 
 
 def motion_w1(expert: np.ndarray, policy: np.ndarray, n_quantiles: int = 200) -> float:
@@ -48,19 +58,19 @@ def classifier_accuracy(expert: np.ndarray, policy: np.ndarray, seed: int = 0, s
 
     etr, ete = split(expert)
     ptr, pte = split(policy)
-    d = Discriminator("gail", expert.shape[1], hidden)
+    d = Discriminator(expert.shape[1], hidden)
     d.norm.update(np.concatenate([etr, ptr]))
     opt = torch.optim.Adam(d.parameters(), lr=1e-3)
     for _ in range(steps):
         e = torch.as_tensor(etr[rng.integers(0, len(etr), batch)])
         p = torch.as_tensor(ptr[rng.integers(0, len(ptr), batch)])
-        loss = gail_loss_from_logits(d(e), d(p))
+        loss = GAIL.loss(d(e), d(p))
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        acc_e = (d(torch.as_tensor(ete)) > 0).float().mean().item()
-        acc_p = (d(torch.as_tensor(pte)) < 0).float().mean().item()
+        acc_e = GAIL.judged_expert(d(torch.as_tensor(ete))).float().mean().item()
+        acc_p = GAIL.judged_policy(d(torch.as_tensor(pte))).float().mean().item()
     return 0.5 * (acc_e + acc_p)
 
 

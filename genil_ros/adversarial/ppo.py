@@ -10,7 +10,7 @@ terminated ones are not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from genil_ros.adversarial.discriminators import RunningNorm
 
-__all__ = ["ActorCritic", "compute_gae", "PPO", "RolloutBatch"]
+__all__ = ["ActorCritic", "compute_gae", "PPO", "Rollout", "RolloutBatch"]
 
 
 def _mlp(i: int, hidden: Sequence[int], o: int, out_gain: float) -> nn.Sequential:
@@ -88,7 +88,50 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, terminated: np.ndarray,
 
 
 @dataclass
+class Rollout:
+    """One iteration's experience from ``N`` environments over ``T`` steps, time-major: row ``t`` holds
+    step ``t`` of every environment (arrays are (T, N, ...)); episodes end and restart inside it."""
+
+    observations: np.ndarray  # (T, N, obs_dim) policy inputs, raw (the model normalises them)
+    actions: np.ndarray  # (T, N, A) raw Gaussian samples u, before ActionMap turns them into joint targets
+    log_probs: np.ndarray  # (T, N) log-probability of each action under the policy that collected it
+    values: np.ndarray  # (T, N) the critic's V(observation) at collection time
+    task_rewards: np.ndarray  # (T, N) the environment's reward
+    bootstrap: np.ndarray  # (T, N) gamma * V(final observation) where an episode was truncated, else 0
+    terminated: np.ndarray  # (T, N) bool: the episode ended in a terminal state (nothing to bootstrap)
+    episode_ends: np.ndarray  # (T, N) bool: terminated or truncated; the next row is a new episode
+    disc_features: np.ndarray  # (T, N, F) the discriminator's input for each transition
+    last_observations: np.ndarray  # (N, obs_dim) policy inputs after the last step, for the GAE bootstrap
+    finished_returns: list[float] = field(default_factory=list)  # task return of each episode that ended
+    finished_successes: list[bool] = field(default_factory=list)  # whether it succeeded, same order
+
+    @classmethod
+    def zeros(cls, steps: int, num_envs: int, obs_dim: int, action_dim: int, feature_dim: int) -> "Rollout":
+        """Storage for ``steps`` steps of ``num_envs`` environments, to be filled row by row."""
+        T, N = steps, num_envs
+        return cls(observations=np.zeros((T, N, obs_dim), np.float32), actions=np.zeros((T, N, action_dim), np.float32),
+                   log_probs=np.zeros((T, N), np.float32), values=np.zeros((T, N), np.float32),
+                   task_rewards=np.zeros((T, N), np.float32), bootstrap=np.zeros((T, N), np.float32),
+                   terminated=np.zeros((T, N), bool), episode_ends=np.zeros((T, N), bool),
+                   disc_features=np.zeros((T, N, feature_dim), np.float32),
+                   last_observations=np.zeros((N, obs_dim), np.float32))
+
+    @property
+    def num_steps(self) -> int:
+        """Transitions in the rollout, T * N."""
+        return self.task_rewards.size
+
+    def batch(self, advantages: np.ndarray, returns: np.ndarray) -> "RolloutBatch":
+        """The (T, N) arrays flattened to the (T * N) minibatch source of :meth:`PPO.update`."""
+        m = self.num_steps
+        return RolloutBatch(self.observations.reshape(m, -1), self.actions.reshape(m, -1), self.log_probs.reshape(-1),
+                            advantages.reshape(-1), returns.reshape(-1), self.values.reshape(-1))
+
+
+@dataclass
 class RolloutBatch:
+    """A rollout flattened over time and environments: the minibatch source of :meth:`PPO.update`."""
+
     obs: np.ndarray  # (M, obs_dim)
     actions: np.ndarray  # (M, A) raw policy samples
     logp: np.ndarray  # (M,)

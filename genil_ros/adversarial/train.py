@@ -17,13 +17,13 @@ steps on expert vs replayed policy transitions; PPO updates the policy. TensorBo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["AdversarialTrainer", "make_env", "make_expert_actor", "scripted_expert_set", "add_arguments", "run"]
+__all__ = ["AdversarialTrainer", "make_env", "make_expert_actor", "scripted_expert_set", "algo_names", "add_arguments",
+           "run"]
 
 
 # --------------------------------------------------------------------------- environments
@@ -89,20 +89,22 @@ def scripted_expert_set(cfg, n_episodes: int, seed: int):
 
 
 class AdversarialTrainer:
+    """PPO on ``cfg.adversarial.num_envs`` sim environments with the reward ``w_G * task + w_S * style``,
+    the style term from a :class:`~genil_ros.adversarial.discriminators.DiscriminatorTrainer` that learns
+    expert vs policy transitions as it goes. One :meth:`iterate` = collect, reward, discriminator steps,
+    PPO update."""
+
     def __init__(self, cfg, algo: str, expert, out: Optional[Path] = None, seed: Optional[int] = None):
         import torch
 
         from genil_ros.adversarial.discriminators import DiscriminatorTrainer
         from genil_ros.adversarial.envs import ActionMap, ObsSpec, VecEnv
-        from genil_ros.adversarial.expert import features_from_episodes
         from genil_ros.adversarial.ppo import PPO, ActorCritic
 
         a = cfg.adversarial
         self.cfg = cfg
-        self.algo = algo
         self.seed = a.seed if seed is None else seed
         self.out = Path(out) if out is not None else None
-        torch.manual_seed(self.seed)
         self.spec = ObsSpec(cfg.task.use_velocity, cfg.adversarial.disc_goal)
         names, lo, hi = env_joint_info(cfg)
         self.joint_names = names
@@ -112,7 +114,10 @@ class AdversarialTrainer:
 
             raise DataError(f"{expert.source}: expert joints {list(expert.joint_names)} differ from the env's {names}")
         self.expert = expert
-        self.expert_features = features_from_episodes(expert.episodes, algo, self.num_joints, where=expert.source)
+        self.disc = DiscriminatorTrainer.from_config(cfg, expert, algo=algo, seed=self.seed,
+                                                     goal_in_state=a.disc_goal)
+        self.adversary = self.disc.adversary
+        torch.manual_seed(self.seed)  # the policy's initial weights (the discriminator seeded its own)
         self.amap = ActionMap(a.action_scale, lo, hi)
         self.venv = VecEnv([lambda i=i: make_env(cfg, self.seed * 1000 + i) for i in range(a.num_envs)],
                            max_episode_steps=a.max_episode_steps, seed=self.seed)
@@ -122,37 +127,27 @@ class AdversarialTrainer:
         self.ppo = PPO(self.model, lr=a.policy_lr, clip=a.ppo_clip, epochs=a.ppo_epochs,
                        minibatch_size=a.ppo_minibatch_size, value_coef=a.value_coef, entropy_coef=a.entropy_coef,
                        max_grad_norm=a.max_grad_norm, seed=self.seed)
-        self.disc = DiscriminatorTrainer(algo, self.expert_features, hidden=a.disc_hidden, lr=a.disc_lr,
-                                         weight_decay=a.disc_weight_decay, logit_reg=a.disc_logit_reg,
-                                         grad_penalty=a.grad_penalty,
-                                         batch_size=a.disc_batch_size, replay_size=a.replay_buffer_size,
-                                         seed=self.seed)
         self.iteration = 0
         self.env_steps = 0
         self.gen = torch.Generator().manual_seed(self.seed)
         self._ep_ret = np.zeros(a.num_envs)
-        self._ep_style = np.zeros(a.num_envs)
         self._ep_succ = np.zeros(a.num_envs, dtype=bool)
         self.history: list[dict] = []
 
+    @property
+    def algo(self) -> str:
+        return self.adversary.name
+
     # ---- one iteration
-    def collect(self) -> dict:
-        from genil_ros.adversarial.discriminators import amp_features, gail_features
+    def collect(self):
+        """Run the current policy for ``rollout_steps`` in every environment: a :class:`~.ppo.Rollout`."""
+        from genil_ros.adversarial.ppo import Rollout
 
         a = self.cfg.adversarial
         T, N = a.rollout_steps, self.venv.n
         obs = self.venv.obs
         P = len(self.spec.policy_obs(obs[0]))
-        buf_obs = np.zeros((T, N, P), np.float32)
-        buf_u = np.zeros((T, N, self.num_joints), np.float32)
-        buf_logp = np.zeros((T, N), np.float32)
-        buf_v = np.zeros((T, N), np.float32)
-        buf_task = np.zeros((T, N), np.float32)
-        buf_boot = np.zeros((T, N), np.float32)
-        buf_term = np.zeros((T, N), bool)
-        buf_end = np.zeros((T, N), bool)
-        feats = []
-        done_eps = {"return": [], "success": [], "style": []}
+        ro = Rollout.zeros(T, N, obs_dim=P, action_dim=self.num_joints, feature_dim=self.disc.dim)
         for t in range(T):
             pobs = np.stack([self.spec.policy_obs(o) for o in obs])
             self.model.obs_norm.update(pobs)
@@ -162,59 +157,57 @@ class AdversarialTrainer:
             s = np.stack([self.spec.disc_state(o) for o in obs])
             nobs, r, term, trunc, succ, final = self.venv.step(act)
             s2 = np.stack([self.spec.disc_state(final[i] if final[i] is not None else nobs[i]) for i in range(N)])
-            f = gail_features(s, act, self.num_joints) if self.algo == "gail" else amp_features(s, s2)
-            feats.append(f)
-            for i in range(N):
-                if trunc[i]:
-                    buf_boot[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
-            buf_obs[t], buf_u[t], buf_logp[t], buf_v[t], buf_task[t] = pobs, u, logp, v, r
-            buf_term[t] = term
-            buf_end[t] = term | trunc
+            ro.disc_features[t] = self.adversary.features(s, act, s2)
+            for i in np.nonzero(trunc)[0]:  # time limit: bootstrap from the value of the state it was cut at
+                ro.bootstrap[t, i] = a.gamma * float(self.model.predict_value(self.spec.policy_obs(final[i])[None])[0])
+            ro.observations[t], ro.actions[t], ro.log_probs[t], ro.values[t], ro.task_rewards[t] = pobs, u, logp, v, r
+            ro.terminated[t] = term
+            ro.episode_ends[t] = term | trunc
             self._ep_ret += r
             self._ep_succ |= succ
             for i in np.nonzero(term | trunc)[0]:
-                done_eps["return"].append(self._ep_ret[i])
-                done_eps["success"].append(bool(self._ep_succ[i]))
+                ro.finished_returns.append(self._ep_ret[i])
+                ro.finished_successes.append(bool(self._ep_succ[i]))
                 self._ep_ret[i] = 0.0
                 self._ep_succ[i] = False
             obs = nobs
-        feats = np.stack(feats)  # (T, N, F)
-        return dict(obs=buf_obs, u=buf_u, logp=buf_logp, v=buf_v, task=buf_task, boot=buf_boot, term=buf_term,
-                    end=buf_end, feats=feats, done=done_eps, last_obs=obs)
+        ro.last_observations[:] = np.stack([self.spec.policy_obs(o) for o in obs])
+        return ro
 
     def iterate(self) -> dict:
-        from genil_ros.adversarial.ppo import RolloutBatch, compute_gae
+        """Collect, reward with the current discriminator, update the discriminator, update PPO; the metrics."""
+        from genil_ros.adversarial.algorithms import combine_rewards
+        from genil_ros.adversarial.ppo import compute_gae
 
         a = self.cfg.adversarial
         ro = self.collect()
-        T, N = ro["task"].shape
-        F = ro["feats"].shape[-1]
-        style = self.disc.reward(ro["feats"].reshape(-1, F)).reshape(T, N)
-        total = a.task_reward_weight * ro["task"] + a.style_reward_weight * style + ro["boot"]
-        last_v = self.model.predict_value(np.stack([self.spec.policy_obs(o) for o in ro["last_obs"]]))
-        adv, ret = compute_gae(total, ro["v"], ro["term"], ro["end"], last_v, a.gamma, a.gae_lambda)
-        dinfo = self.disc.update(ro["feats"].reshape(-1, F), a.disc_updates_per_iter)
-        pinfo = self.ppo.update(RolloutBatch(ro["obs"].reshape(T * N, -1), ro["u"].reshape(T * N, -1),
-                                             ro["logp"].reshape(-1), adv.reshape(-1), ret.reshape(-1),
-                                             ro["v"].reshape(-1)))
+        T, N = ro.task_rewards.shape
+        feats = ro.disc_features.reshape(T * N, -1)
+        style = self.disc.reward(feats).reshape(T, N)
+        mixed = combine_rewards(ro.task_rewards, style, a.task_reward_weight, a.style_reward_weight)
+        last_v = self.model.predict_value(ro.last_observations)
+        adv, ret = compute_gae(mixed + ro.bootstrap, ro.values, ro.terminated, ro.episode_ends, last_v, a.gamma,
+                               a.gae_lambda)
+        dinfo = self.disc.update(feats, a.disc_updates_per_iter)
+        pinfo = self.ppo.update(ro.batch(adv, ret))
         self.iteration += 1
-        self.env_steps += T * N
+        self.env_steps += ro.num_steps
         m = {"iteration": self.iteration, "env_steps": self.env_steps,
-             "reward/task": float(ro["task"].mean()), "reward/style": float(style.mean()),
-             "reward/total": float((total - ro["boot"]).mean()),
+             "reward/task": float(ro.task_rewards.mean()), "reward/style": float(style.mean()),
+             "reward/total": float(mixed.mean()),
              **{f"disc/{k}": v for k, v in dinfo.items()}, **{f"ppo/{k}": v for k, v in pinfo.items()}}
-        if ro["done"]["return"]:
-            m["episode/task_return"] = float(np.mean(ro["done"]["return"]))
-            m["episode/success"] = float(np.mean(ro["done"]["success"]))
-            m["episode/count"] = len(ro["done"]["return"])
+        if ro.finished_returns:
+            m["episode/task_return"] = float(np.mean(ro.finished_returns))
+            m["episode/success"] = float(np.mean(ro.finished_successes))
+            m["episode/count"] = len(ro.finished_returns)
         self.history.append(m)
         return m
 
     # ---- evaluation
     def evaluate(self, episodes: int, seed: int = 10_000) -> dict:
         """Deterministic policy on fixed seeds: success, task return and motion distance to the expert."""
-        from genil_ros.adversarial.expert import run_episodes, transitions
-        from genil_ros.adversarial.metrics import classifier_accuracy, motion_stats, motion_w1, step_features
+        from genil_ros.adversarial.expert import run_episodes
+        from genil_ros.adversarial.metrics import classifier_accuracy, motion_features, motion_stats, motion_w1
 
         env = make_env(self.cfg, seed)
 
@@ -227,12 +220,9 @@ class AdversarialTrainer:
         close = getattr(env, "close", None)
         if close:
             close()
-        pol = np.concatenate([step_features(e["state"], e["next_state"]) for e in log.episodes])
-        exp = np.concatenate([step_features(e["state"], e["next_state"] if "next_state" in e else
-                                            np.concatenate([e["state"][1:], e["state"][-1:]]))
-                              for e in self.expert.episodes])
-        pf = transitions(log, self.algo, self.num_joints)
-        ev = self.disc.evaluate(pf)
+        pol = motion_features(log.episodes)
+        exp = motion_features(self.expert.episodes)
+        ev = self.disc.evaluate(self.adversary.episodes_features(log.episodes, where="evaluation rollouts"))
         return {"success_rate": log.success_rate, "task_return": log.mean_return,
                 "mean_length": float(np.mean(log.lengths)), "motion_w1": motion_w1(exp, pol),
                 "classifier_accuracy": classifier_accuracy(exp, pol, seed=self.seed),
@@ -241,35 +231,21 @@ class AdversarialTrainer:
                 **motion_stats(log.episodes, num_joints=self.num_joints)}
 
     # ---- checkpoints
-    def meta(self) -> dict:
-        return {"kind": "adversarial", "algo": self.algo, "iteration": self.iteration, "env_steps": self.env_steps,
-                "feature_dim": int(self.disc.dim), "num_joints": self.num_joints, "joint_names": self.joint_names,
-                "use_velocity": bool(self.cfg.task.use_velocity), "disc_goal": bool(self.cfg.adversarial.disc_goal),
-                "features": "[s, a - q]" if self.algo == "gail" else "[s, s' - s]", "disc_hidden": list(self.cfg.adversarial.disc_hidden),
-                "seed": self.seed, "expert_source": self.expert.source}
-
     def save(self, directory: Path) -> Path:
-        from genil_ros.adversarial.checkpoint import save_checkpoint_dir
+        """Discriminator + policy (and both optimisers) + counters, atomically (``checkpoint.py`` layout)."""
         from genil_ros.adversarial.discriminators import optimizer_tensors
         from genil_ros.config import dump_config
 
         pol = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         pol.update({f"opt.{k}": v for k, v in optimizer_tensors(self.ppo.opt).items()})
-        return save_checkpoint_dir(directory, {"disc": self.disc.state_tensors(), "policy": pol}, self.meta(),
-                                   dump_config(self.cfg))
+        return self.disc.save(directory, "adversarial", dump_config(self.cfg), extra_tensors={"policy": pol},
+                              iteration=self.iteration, env_steps=self.env_steps)
 
     def load(self, directory: Path) -> None:
-        from genil_ros.adversarial.checkpoint import load_checkpoint_dir
+        """Continue from a checkpoint of :meth:`save` (same algorithm and feature size)."""
         from genil_ros.adversarial.discriminators import load_module_strict, load_optimizer_tensors
-        from genil_ros.errors import CheckpointError
 
-        meta, t = load_checkpoint_dir(directory, ("disc", "policy"))
-        if meta.get("algo") != self.algo:
-            raise CheckpointError(f"{directory}: checkpoint is {meta.get('algo')!r}, this run is {self.algo!r}")
-        if meta.get("feature_dim") != self.disc.dim:
-            raise CheckpointError(f"{directory}: discriminator features have {meta.get('feature_dim')} dims, "
-                                  f"this run {self.disc.dim}")
-        self.disc.load_state_tensors(t["disc"], str(directory))
+        meta, t = self.disc.resume(directory, ("disc", "policy"))
         load_module_strict(self.model, {k[6:]: v for k, v in t["policy"].items() if k.startswith("model.")},
                            str(directory))
         opt = {k[4:]: v for k, v in t["policy"].items() if k.startswith("opt.")}
@@ -285,14 +261,25 @@ class AdversarialTrainer:
 # --------------------------------------------------------------------------- CLI
 
 
+def algo_names() -> tuple[str, ...]:
+    """The names ``adversarial.algo`` accepts, read from the config (not importing torch: ``--help`` stays
+    quick); ``algorithms.ADVERSARIES`` has one class per name (checked by the tests)."""
+    import typing
+
+    from genil_ros.config import AdversarialConfig
+
+    return typing.get_args(typing.get_type_hints(AdversarialConfig)["algo"])
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--algo", choices=["gail", "amp"], default=None, help="default: adversarial.algo of the config")
+    parser.add_argument("--algo", choices=algo_names(), default=None, help="default: adversarial.algo of the config")
     parser.add_argument("--config", default="sim_task.yaml", help="experiment YAML (or a name in config/)")
     parser.add_argument("--expert", default=None,
                         help="dataset directory or rosbag2 file/directory of bags; default: the scripted expert")
     parser.add_argument("--out", required=True, help="output directory (tb/, checkpoint/, metrics.jsonl, eval.json)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
-    parser.add_argument("--steps", type=int, default=None, help="total env steps (overrides adversarial.total_env_steps)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total env steps (overrides adversarial.total_env_steps)")
     parser.add_argument("--seed", type=int, default=None, help="overrides adversarial.seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -304,6 +291,7 @@ def run(args) -> int:
     from genil_ros.adversarial.expert import load_expert
     from genil_ros.config import load_config
     from genil_ros.errors import CheckpointError, GenilError
+    from genil_ros.fileio import atomic_write_json
     from genil_ros.paths import config_path
 
     if args.threads:
@@ -364,9 +352,7 @@ def run(args) -> int:
         ev = trainer.evaluate(cfg.adversarial.eval_episodes)
         for k, v in ev.items():
             writer.add_scalar(f"eval/{k}", v, trainer.env_steps)
-        tmp = out / f"eval.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(ev, indent=2))
-        os.replace(tmp, out / "eval.json")
+        atomic_write_json(out / "eval.json", ev)
         print("eval: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items()))
     writer.close()
     return 0
