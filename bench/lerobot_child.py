@@ -19,12 +19,11 @@ import time
 
 
 def main() -> int:
+    import lerobot
     import torch
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-
-    import lerobot
 
     policy = obs = batch = opt = None
     for line in sys.stdin:

@@ -77,7 +77,6 @@ class LeRobot:
 def genil_side(size_dims, camera: bool, threads: int, batch: int):
     """(policy with the torch backend, its ONNX dir, batch-1 obs, a training batch, optimizer)."""
     import torch
-
     from backends import SIZES, load
 
     size = next(k for k, v in SIZES.items() if v == list(size_dims))
@@ -103,8 +102,8 @@ def main(argv=None) -> int:
     plan = set_process_env(args.threads)
 
     import torch
-
     from backends import SIZES, machine_line, times_ms
+
     from genil_ros.policy.backends import make_backend
 
     torch.manual_seed(0)

@@ -19,7 +19,6 @@ warm ones. Prints the table; ``--json`` writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -140,11 +139,11 @@ def main(argv=None) -> int:
 
     import torch  # noqa: F401
 
+    from genil_ros.errors import CheckpointError
     from genil_ros.paths import model_path
     from genil_ros.policy.backends import make_backend
     from genil_ros.policy.checkpoint import load_policy
     from genil_ros.policy.onnx_export import export_onnx, read_onnx_export
-    from genil_ros.errors import CheckpointError
 
     sys.path.insert(0, str(ROOT / "bench"))
     from inference import machine

@@ -23,6 +23,15 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from genil_ros.errors import GenilError
+from genil_ros.schema import (
+    ActionEntry,
+    Layout,
+    ObservationEntry,
+    SchemaError,
+    layout,
+    legacy_entries,
+    validate_entries,
+)
 
 __all__ = [
     "ConfigError",
@@ -89,25 +98,74 @@ class HorizonConfig:
 class TaskConfig:
     """What the robot observes and commands, independent of how it is learned.
 
-    The action is absolute joint position targets, one per joint, in ``joint_names`` order."""
+    Two forms (see ``genil_ros/schema.py``):
+
+    - ``observations`` / ``actions``: typed, named entries (joint positions / velocities / efforts, gripper,
+      end-effector pose, wrench, any Float64MultiArray vector, cameras; joint targets, gripper command,
+      end-effector twist or pose, any vector), each with its topic, message and dimension names.
+    - the older ``joint_names`` form: joint positions (+ velocities) and cameras in, absolute joint position
+      targets out, the action taken from ``dataset.action_source`` / ``dataset.action_topic``.
+
+    After validation (``ExperimentConfig.validate``) ``observations`` and ``actions`` are always filled: the
+    ``joint_names`` form is expanded into them (``schema.legacy_entries``) and stays as written, so code and
+    checkpoints may read either. A config that has both must have them agree. The low-dim observations, in
+    order, make the policy's ``state`` vector and the actions its ``action`` vector (``layout``)."""
 
     joint_names: list[str] = field(default_factory=list)  # the joints observed and commanded, matched by name
     joint_states_topic: str = "/joint_states"  # sensor_msgs/JointState topic (recorded, built, read by the node)
     use_velocity: bool = False  # also put joint velocities (rad/s) in the low-dim state: state_dim = 2 x joints
     cameras: list[CameraConfig] = field(default_factory=list)  # image inputs, in this order; [] = state only
+    # the typed form: what is observed (low-dim entries concatenated into `state` in this order; cameras) and
+    # what is commanded (concatenated into `action`, each entry published on its own topic)
+    observations: list[ObservationEntry] = field(default_factory=list)
+    actions: list[ActionEntry] = field(default_factory=list)
     control_rate_hz: float = 10.0  # Hz: dataset timeline and policy node tick; one action per tick
     horizon: HorizonConfig = field(default_factory=HorizonConfig)  # T_o / T_p / T_a in ticks of control_rate_hz
 
     @property
+    def layout(self) -> Layout:
+        """Where each entry sits in the ``state`` / ``action`` vectors (needs the entries: validate first)."""
+        return layout(self.observations, self.actions)
+
+    @property
     def state_dim(self) -> int:
+        if self.observations:
+            return self.layout.state_dim
         return len(self.joint_names) * (2 if self.use_velocity else 1)
 
     @property
     def action_dim(self) -> int:
+        if self.actions:
+            return self.layout.action_dim
         return len(self.joint_names)
 
+    @property
+    def camera_entries(self) -> list[ObservationEntry]:
+        return [o for o in self.observations if o.is_camera]
+
+    def resolve(self, action_source: str = "next_state", action_topic: Optional[str] = None,
+                where: str = "task") -> None:
+        """Fill ``observations`` / ``actions`` from the ``joint_names`` form (when it is used), or check that
+        both forms agree when a config has both (as a checkpoint's config.yaml does)."""
+        if not self.joint_names:
+            _check(bool(self.observations) or bool(self.actions), where + ".joint_names",
+                   "must list at least one joint (or give task.observations and task.actions)")
+            _check(not self.cameras, where + ".cameras",
+                   "with observations/actions, cameras are observation entries (type: camera)")
+            return
+        obs, act = legacy_entries(self.joint_names, self.joint_states_topic, self.use_velocity, self.cameras,
+                                  action_source, action_topic)
+        if not self.observations and not self.actions:
+            self.observations, self.actions = obs, act
+            return
+        why = layout(self.observations, self.actions).first_difference(layout(obs, act)) if (
+            self.observations and self.actions) else "one of observations / actions is missing"
+        _check(why is None, where + ".joint_names", f"the joint_names form and observations/actions disagree "
+               f"({why}): give one form only")
+
     def validate(self, where: str) -> None:
-        _check(len(self.joint_names) > 0, where + ".joint_names", "must list at least one joint")
+        if not self.observations and not self.actions:
+            self.resolve(where=where)  # validated on its own (no dataset section): the next-state default
         dup = sorted({j for j in self.joint_names if self.joint_names.count(j) > 1})
         _check(not dup, where + ".joint_names", f"duplicate joint names {dup}")
         _check(self.control_rate_hz > 0, where + ".control_rate_hz", f"{self.control_rate_hz} must be > 0")
@@ -117,6 +175,10 @@ class TaskConfig:
         _check("state" not in names, where + ".cameras", "a camera may not be called 'state'")
         for i, cam in enumerate(self.cameras):
             cam.validate(f"{where}.cameras[{i}]")
+        try:
+            validate_entries(self.observations, self.actions)
+        except SchemaError as e:
+            raise _KeyError(f"{where}.{e.key}", e.msg) from None
         self.horizon.validate(where + ".horizon")
 
 
@@ -313,8 +375,9 @@ class ExperimentConfig:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # GAIL / AMP and their PPO
 
     def validate(self) -> None:
-        self.task.validate("task")
         self.dataset.validate("dataset")
+        self.task.resolve(self.dataset.action_source, self.dataset.action_topic, "task")
+        self.task.validate("task")
         self.policy.validate("policy")
         self.train.validate("train")
         self.adversarial.validate("adversarial")

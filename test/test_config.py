@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
 from genil_ros.config import ConfigError, ExperimentConfig, TaskConfig, config_from_dict, dump_config, load_config
 from genil_ros.paths import config_path
@@ -150,3 +151,30 @@ def test_cli_reports_one_line(tmp_path):
 def test_cli_unknown_command():
     out = subprocess.run([sys.executable, "-m", "genil_ros.cli", "trian"], capture_output=True, text=True)
     assert out.returncode == 2 and "did you mean 'train'" in out.stderr
+
+
+def test_typed_task_form_and_both_forms_agreeing(tmp_path):
+    typed = {"task": {
+        "observations": [{"name": "arm", "type": "joint_position", "joints": ["a", "b"]},
+                         {"name": "obj", "type": "vector", "topic": "/object", "dims": ["x", "y", "z"]},
+                         {"name": "front", "type": "camera", "topic": "/camera/image_raw"}],
+        "actions": [{"name": "arm", "type": "joint_position", "joints": ["a", "b"], "topic": "/arm/commands"},
+                    {"name": "gripper", "type": "gripper", "joints": ["f"], "topic": "/gripper/commands",
+                     "binary": True, "open_position": 0.04}]}}
+    cfg = config_from_dict(typed, source="typed.yaml")
+    assert cfg.task.state_dim == 5 and cfg.task.action_dim == 3 and cfg.task.joint_names == []
+    assert [c.name for c in cfg.task.camera_entries] == ["front"]
+    # a legacy config after validation carries both forms; dumped and loaded again it still agrees
+    legacy = config_from_dict({"task": {"joint_names": ["a", "b"], "use_velocity": True},
+                               "dataset": {"action_source": "command", "action_topic": "/cmd"}})
+    again = config_from_dict(yaml.safe_load(dump_config(legacy)), source="dumped.yaml")
+    assert again.task.layout == legacy.task.layout and again.task.state_dim == 4
+    # both forms present and disagreeing: one line naming the key
+    bad = yaml.safe_load(dump_config(legacy))
+    bad["task"]["joint_names"] = ["a", "c"]
+    with pytest.raises(ConfigError, match=r"bad.yaml: task.joint_names: the joint_names form and "
+                                          r"observations/actions disagree"):
+        config_from_dict(bad, source="bad.yaml")
+    with pytest.raises(ConfigError, match=r"typed.yaml: task.actions\[1\].closed_position"):
+        typed["task"]["actions"][1]["open_position"] = 0.0
+        config_from_dict(typed, source="typed.yaml")

@@ -8,16 +8,30 @@ import json
 
 import pytest
 import torch
+from test_policy import make_obs, make_policy
 
 from genil_ros.errors import CheckpointError, GenilError
 from genil_ros.policy.backends import BACKENDS, OnnxBackend, TorchBackend, make_backend, ort_providers
 from genil_ros.policy.checkpoint import load_policy, save_checkpoint
-from genil_ros.policy.onnx_export import (DENOISER, ENCODER, META, SUMS, export_onnx, file_sha256, main as export_main,
-                                          read_onnx_export, weights_digest)
+from genil_ros.policy.onnx_export import (
+    DENOISER,
+    ENCODER,
+    META,
+    SUMS,
+    export_onnx,
+    file_sha256,
+    read_onnx_export,
+    weights_digest,
+)
+from genil_ros.policy.onnx_export import main as export_main
 from genil_ros.policy.sampler import shift_chunk
-from genil_ros.policy.threads import (MAX_DEFAULT_THREADS, ThreadPlan, available_cpus, physical_cores_available,
-                                      set_process_env)
-from test_policy import make_obs, make_policy
+from genil_ros.policy.threads import (
+    MAX_DEFAULT_THREADS,
+    ThreadPlan,
+    available_cpus,
+    physical_cores_available,
+    set_process_env,
+)
 
 pytest.importorskip("onnxruntime")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_policy import make_obs, make_policy
 
 from genil_ros.policy.backends import TorchBackend
 from genil_ros.policy.diffusion import make_scheduler
 from genil_ros.policy.sampler import FastDdim, shift_chunk
-from test_policy import make_obs, make_policy
 
 
 class CountingBackend(TorchBackend):
