@@ -37,7 +37,8 @@ ML = [
     "tensorboard>=2.15",
     "matplotlib>=3.7",
     "imageio>=2.31",
-    "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18",  # ONNX export (torch's exporter needs onnxscript) + CPU backend
+    # ONNX export (torch's exporter needs onnxscript) and the ONNX Runtime backend
+    "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18",
 ]
 # rclpy and the message packages: from a sourced ROS 2 install when there is one, otherwise the
 # ROS 2 (Kilted) wheels on PyPI, which give real rclpy over real Fast DDS in a plain venv.

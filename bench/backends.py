@@ -76,7 +76,8 @@ def load(size: str, camera: bool):
     g = torch.Generator().manual_seed(0)
     obs = {"state": torch.rand(1, policy.n_obs_steps, policy.state_dim, generator=g) * 2 - 1}
     for c in policy.cfg.task.cameras:
-        obs[c.name] = torch.randint(0, 256, (1, policy.n_obs_steps, 3, c.height, c.width), generator=g, dtype=torch.uint8)
+        obs[c.name] = torch.randint(0, 256, (1, policy.n_obs_steps, 3, c.height, c.width), generator=g,
+                                    dtype=torch.uint8)
     return policy, ckpt / "onnx", obs
 
 
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
                                 continue
                             policy.set_backend(make_backend(name, policy, threads=plan, onnx_dir=onnx_dir))
                             for k in steps:
-                                measured[(name, k, "busy")] = times_ms(chunk_fn(policy, obs, k), args.contention_runs, 1)
+                                measured[(name, k, "busy")] = times_ms(chunk_fn(policy, obs, k),
+                                                                       args.contention_runs, 1)
                 for name in backends:
                     for k in steps:
                         q = measured.get((name, k, "quiet"))
@@ -219,7 +221,8 @@ def main(argv=None) -> int:
                         qm = statistics.median(q)
                         tq = measured.get(("torch", k, "quiet"))
                         ratio = f"{qm / statistics.median(tq):.2f}" if name == "onnxruntime" and tq else ""
-                        rows.append((f"{size} {nparams:.1f}M", config, name, str(n), "ddim 10" if k == 10 else f"warm {k}",
+                        rows.append((f"{size} {nparams:.1f}M", config, name, str(n),
+                                     "ddim 10" if k == 10 else f"warm {k}",
                                      f"{qm:.1f}", f"{pct(q, 0.9):.1f}",
                                      *((f"{statistics.median(b):.1f}", f"{pct(b, 0.99):.1f}", f"{b[-1]:.1f}",
                                         f"{pct(b, 0.99) / qm:.2f}") if b else ("-",) * 4), ratio))

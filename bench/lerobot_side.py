@@ -82,7 +82,8 @@ def genil_side(size_dims, camera: bool, threads: int, batch: int):
     size = next(k for k, v in SIZES.items() if v == list(size_dims))
     policy, onnx_dir, obs = load(size, camera)
     g = torch.Generator().manual_seed(1)
-    tb = {"obs": {"state": torch.rand(batch, 2, 4, generator=g) * 2 - 1}, "action": torch.rand(batch, 16, 4, generator=g) * 2 - 1}
+    tb = {"obs": {"state": torch.rand(batch, 2, 4, generator=g) * 2 - 1},
+          "action": torch.rand(batch, 16, 4, generator=g) * 2 - 1}
     if camera:
         tb["obs"]["front"] = torch.randint(0, 256, (batch, 2, 3, 96, 96), generator=g, dtype=torch.uint8)
     return policy, onnx_dir, obs, tb
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
         for size in [s for s in args.sizes.split(",") if s]:
             for config in [c for c in args.configs.split(",") if c]:
                 cam = config == "camera"
-                info = lr.ask(op="setup", down_dims=SIZES[size], camera=cam, threads=plan.intra_op, steps=10, batch=args.batch)
+                info = lr.ask(op="setup", down_dims=SIZES[size], camera=cam, threads=plan.intra_op, steps=10,
+                              batch=args.batch)
                 policy, onnx_dir, obs, _ = genil_side(SIZES[size], cam, plan.intra_op, args.batch)
                 torch_b = make_backend("torch", policy, threads=plan)
                 ort_b = make_backend("onnxruntime", policy, threads=plan, onnx_dir=onnx_dir)
@@ -136,11 +138,11 @@ def main(argv=None) -> int:
                            f"{med['torch']:.1f} ms (x{med['torch'] / med['lerobot']:.2f}), onnxruntime "
                            f"{med['onnxruntime']:.1f} ms (x{med['onnxruntime'] / med['lerobot']:.2f})")
                 print(out[-1], flush=True)
-                del policy, torch_b, ort_b
         for size in [s for s in args.train_sizes.split(",") if s]:
             for config in [c for c in args.configs.split(",") if c]:
                 cam = config == "camera"
-                info = lr.ask(op="setup", down_dims=SIZES[size], camera=cam, threads=plan.intra_op, steps=10, batch=args.batch)
+                info = lr.ask(op="setup", down_dims=SIZES[size], camera=cam, threads=plan.intra_op, steps=10,
+                              batch=args.batch)
                 policy, _, _, tb = genil_side(SIZES[size], cam, plan.intra_op, args.batch)
                 policy.train()
                 opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-6)
@@ -165,7 +167,6 @@ def main(argv=None) -> int:
                 out.append(f"train  {size:<7} {config:<6} batch {args.batch}: LeRobot {sps['lerobot']:.0f} samples/s | "
                            f"genil_ros {sps['genil']:.0f} samples/s (x{sps['genil'] / sps['lerobot']:.2f})")
                 print(out[-1], flush=True)
-                del policy, opt
     finally:
         lr.close()
     return 0

@@ -72,7 +72,8 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
                 if len(record_obs) < 400:
                     record_obs.append((batch, None if prev is None else prev[live]))
                 if kind == "warm" and prev is not None:
-                    chunk = policy.predict_action(batch, generator=gen, warm_start=shift_chunk(prev[live], T_a), steps=k)
+                    chunk = policy.predict_action(batch, generator=gen, warm_start=shift_chunk(prev[live], T_a),
+                                                  steps=k)
                 else:
                     chunk = policy.predict_action(batch, generator=gen)
                 if prev is None:
@@ -117,7 +118,9 @@ def batch1_latency(policy, sampler, windows, T_a):
         else:
             policy.predict_action(one, generator=gen)
         all_ms.append((time.perf_counter() - t0) * 1e3)
-    med = (lambda xs: statistics.median(xs) if xs else float("nan"))
+    def med(xs):
+        return statistics.median(xs) if xs else float("nan")
+
     return med(all_ms), med(warm_ms)
 
 

@@ -25,7 +25,13 @@ ros-$ROS_DISTRO-ros2-controllers ros-$ROS_DISTRO-xacro`.
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.actions import (
+    DeclareLaunchArgument,
+    IncludeLaunchDescription,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
 from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import Command, LaunchConfiguration, PathJoinSubstitution
@@ -59,7 +65,8 @@ ARGUMENTS = [
     ("params_file", str(POLICY_PARAMS), "policy node params"),
     ("checkpoint", "", "checkpoint directory or shipped model name; empty = the params file's `checkpoint`"),
     ("device", "", "auto | cpu | cuda; empty = the params file's"),
-    ("activate", "true", "activate the policy after configuring it (false: `ros2 lifecycle set /policy_node activate`)"),
+    ("activate", "true",
+     "activate the policy after configuring it (false: `ros2 lifecycle set /policy_node activate`)"),
     ("camera_width", "96", "camera image width [px]"),
     ("camera_height", "96", "camera image height [px]"),
     ("camera_rate", "30", "camera rate [Hz]"),
@@ -88,7 +95,8 @@ def launch_setup(context, *args, **kwargs):
     # -r: run at once; -s --headless-rendering: no GUI, cameras still render (EGL)
     gz_args = f"-r -v 3 {world}" if _flag(context, "gui") else f"-r -s --headless-rendering -v 3 {world}"
     gz_sim = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])),
+        PythonLaunchDescriptionSource(
+            PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])),
         launch_arguments=[("gz_args", gz_args), ("on_exit_shutdown", "true")],
     )
 

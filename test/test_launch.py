@@ -200,35 +200,14 @@ NODE_SETTINGS = {
 
 
 def declared_node_parameters(node: str) -> set[str]:
-    """Parameter names ``node`` declares: the table of its settings dataclass (NODE_SETTINGS). Until a node
-    has one (the policy and trainer nodes are being moved to it), the names its module declares the old
-    ways, read with ast: keys of a module-level PARAMETERS dict, and literal declare_parameter('name', ...)
-    calls, also through an alias such as ``p = self.declare_parameter``."""
+    """Parameter names ``node`` declares: the table of its settings dataclass (NODE_SETTINGS). A moved or
+    renamed settings class fails here instead of skipping."""
     import importlib
-    import importlib.util
 
     from genil_ros.ros.params import parameter_table
 
     module, cls = NODE_SETTINGS[node]
-    if importlib.util.find_spec(module) is not None and hasattr(importlib.import_module(module), cls):
-        return {p.name for p in parameter_table(getattr(importlib.import_module(module), cls))}
-    path = ROOT / "genil_ros" / "ros" / f"{node}.py"
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
-    for stmt in tree.body:
-        target = stmt.target if isinstance(stmt, ast.AnnAssign) else \
-            (stmt.targets[0] if isinstance(stmt, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "PARAMETERS" and isinstance(stmt.value, ast.Dict):
-            names |= {_const_str(k) for k in stmt.value.keys if _const_str(k)}
-    aliases = {"declare_parameter"}
-    for node_ in ast.walk(tree):
-        if isinstance(node_, ast.Assign) and isinstance(node_.value, ast.Attribute) \
-                and node_.value.attr == "declare_parameter":
-            aliases |= {t.id for t in node_.targets if isinstance(t, ast.Name)}
-    for node_ in ast.walk(tree):
-        if isinstance(node_, ast.Call) and _call_name(node_) in aliases and node_.args and _const_str(node_.args[0]):
-            names.add(_const_str(node_.args[0]))
-    return names
+    return {p.name for p in parameter_table(getattr(importlib.import_module(module), cls))}
 
 
 def load_yaml(path: Path):

@@ -235,7 +235,8 @@ def test_receding_horizon_and_holding_on_bad_inputs(spawn, ros_context, tmp_path
             assert len(hold["points"]) == 1 and np.allclose(hold["points"][0], last["points"][0]), \
                 f"{mode}: the last command while the input was bad is not a hold at the last commanded position"
             assert hold["wall_ns"] < t_bad + int(1.5e9), f"{mode}: held only after {(hold['wall_ns'] - t_bad) / 1e9} s"
-            diags = [d for d in kinds(r, "diag", hold["wall_ns"], t_good + int(0.3e9)) if d["message"].startswith("holding")]
+            diags = [d for d in kinds(r, "diag", hold["wall_ns"], t_good + int(0.3e9))
+                     if d["message"].startswith("holding")]
             assert diags and any(why in d["message"] for d in diags), (mode, [d["message"] for d in diags])
             assert diags[-1]["level"] >= 1 and diags[-1]["values"]["commanding"] == "false"
             t_first = t_back

@@ -19,9 +19,20 @@ import pytest
 import yaml
 
 from genil_ros.config import CameraConfig
-from genil_ros.control import (ActionPlan, InferenceJob, InferenceWorker, LoopStats, ObservationWindow, ObsSample,
-                               ReplaceOnArrival, RollingStats, SafetyFilter, StreamBuffer, inference_lead,
-                               sample_inputs)
+from genil_ros.control import (
+    ActionPlan,
+    InferenceJob,
+    InferenceWorker,
+    LoopStats,
+    ObservationWindow,
+    ObsSample,
+    ReplaceOnArrival,
+    RollingStats,
+    SafetyFilter,
+    StreamBuffer,
+    inference_lead,
+    sample_inputs,
+)
 from genil_ros.errors import CheckpointError, DataError, GenilError
 from genil_ros.policy.chunk_model import ModelSpec, load_chunk_model, zero_obs
 from genil_ros.ros import policy_cli

@@ -82,7 +82,8 @@ class TorchBackend(InferenceBackend):
 
     def engine(self) -> str:
         p = self.policy
-        prec = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(p.inference_dtype, str(p.inference_dtype))
+        names = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        prec = names.get(p.inference_dtype, str(p.inference_dtype))
         return f"torch {torch.__version__} eager on {p.device} ({prec})" + (f" [{self.note}]" if self.note else "")
 
 

@@ -19,8 +19,8 @@ import inspect
 from typing import Optional
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from genil_ros.config import ExperimentConfig
 from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
@@ -116,7 +116,8 @@ class DiffusionPolicy(nn.Module):
             raise KeyError(f"observation has no 'state' (keys: {sorted(obs)})")
         st = obs["state"]
         if st.ndim != 3 or st.shape[1] != self.n_obs_steps or st.shape[2] != self.state_dim:
-            raise ValueError(f"obs['state'] must be (B, T_o={self.n_obs_steps}, {self.state_dim}), got {tuple(st.shape)}")
+            raise ValueError(f"obs['state'] must be (B, T_o={self.n_obs_steps}, {self.state_dim}), "
+                             f"got {tuple(st.shape)}")
         B = st.shape[0]
         for name in self.camera_names:
             if name not in obs:
@@ -142,7 +143,8 @@ class DiffusionPolicy(nn.Module):
         B = self._check_obs(obs)
         dev = self.device
         if tuple(action.shape) != (B, self.horizon, self.action_dim):
-            raise ValueError(f"action must be (B={B}, T_p={self.horizon}, {self.action_dim}), got {tuple(action.shape)}")
+            raise ValueError(f"action must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
+                             f"got {tuple(action.shape)}")
         x0 = self.normalizer.normalize("action", action.to(dev, torch.float32))
         cond = self.encode_obs(obs)
         if self.objective == "mse":  # the regression baseline: one deterministic pass, no noise

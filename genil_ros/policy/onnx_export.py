@@ -232,7 +232,8 @@ def read_onnx_export(policy, onnx_dir: Optional[PathLike] = None) -> OnnxExport:
     digest = weights_digest(policy)
     if meta.get("weights_sha256") != digest:
         raise CheckpointError(f"{mf}: made from other weights than this policy's (weights_sha256 "
-                              f"{str(meta.get('weights_sha256'))[:12]}... != {digest[:12]}...; export this checkpoint again)")
+                              f"{str(meta.get('weights_sha256'))[:12]}... != {digest[:12]}...; "
+                              f"export this checkpoint again)")
     return OnnxExport(d, d / ENCODER, d / DENOISER, meta)
 
 

@@ -132,7 +132,8 @@ class FastDdim:
                 x = hook(i, x)
         return x
 
-    def warm_start(self, init: torch.Tensor, noise: torch.Tensor, num_steps: int, steps: int) -> tuple[torch.Tensor, int]:
+    def warm_start(self, init: torch.Tensor, noise: torch.Tensor, num_steps: int,
+                   steps: int) -> tuple[torch.Tensor, int]:
         """The start of a ``steps``-step run that ends the ``num_steps`` chain: ``init`` (a clean chunk,
         normalised) noised to the level of step ``num_steps - steps``, and that index. ``steps ==
         num_steps`` starts from ``noise`` alone (the usual sampler, whatever ``init`` holds)."""

@@ -67,10 +67,12 @@ def _load_pretrained(net: nn.Module, path: str) -> None:
             continue  # the classifier head is not used
         if k2 in own and torch.is_tensor(v):
             if tuple(own[k2].shape) != tuple(v.shape):
-                raise CheckpointError(f"{path}: {k2} has shape {tuple(v.shape)}, the ResNet-18 expects {tuple(own[k2].shape)}")
+                raise CheckpointError(f"{path}: {k2} has shape {tuple(v.shape)}, "
+                                      f"the ResNet-18 expects {tuple(own[k2].shape)}")
             used[k2] = v
     # BatchNorm running statistics are optional (a GroupNorm-trained file has none)
-    needed = [k for k in own if not k.startswith("fc.") and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    optional = ("running_mean", "running_var", "num_batches_tracked")
+    needed = [k for k in own if not k.startswith("fc.") and not k.endswith(optional)]
     missing = [k for k in needed if k not in used]
     if missing:
         raise CheckpointError(f"{path}: not a ResNet-18 state dict ({len(missing)} of {len(needed)} tensors missing, "
@@ -137,7 +139,8 @@ class ImageEncoder(nn.Module):
             return img[:, :, top: top + ch, left: left + cw]
         tops = torch.randint(0, h - ch + 1, (n,), generator=generator).tolist()
         lefts = torch.randint(0, w - cw + 1, (n,), generator=generator).tolist()
-        return torch.stack([img[i, :, t: t + ch, l: l + cw] for i, (t, l) in enumerate(zip(tops, lefts))])
+        return torch.stack([img[i, :, top: top + ch, left: left + cw]
+                            for i, (top, left) in enumerate(zip(tops, lefts))])
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.ndim != 4 or img.shape[1] != 3:

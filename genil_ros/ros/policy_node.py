@@ -71,13 +71,29 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from genil_ros.control import (ActionPlan, CameraInput, InferenceJob, InferenceWorker, LoopStats,
-                               ObservationWindow, ObsSample, ReplaceOnArrival, SafetyFilter, StreamBuffer,
-                               inference_lead, sample_inputs)
+from genil_ros.control import (
+    ActionPlan,
+    CameraInput,
+    InferenceJob,
+    InferenceWorker,
+    LoopStats,
+    ObservationWindow,
+    ObsSample,
+    ReplaceOnArrival,
+    SafetyFilter,
+    StreamBuffer,
+    inference_lead,
+    sample_inputs,
+)
 from genil_ros.errors import DataError, GenilError
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
-from genil_ros.ros.conversions import (camera_msg_to_array, float64_array_msg, joint_state_to_array,
-                                       joint_trajectory_msg, stamp_to_ns)
+from genil_ros.ros.conversions import (
+    camera_msg_to_array,
+    float64_array_msg,
+    joint_state_to_array,
+    joint_trajectory_msg,
+    stamp_to_ns,
+)
 from genil_ros.ros.params import declare_parameters, read_settings
 from genil_ros.ros.policy_params import NODE_NAME, PolicySettings, resolve_inputs
 
@@ -183,7 +199,8 @@ class PolicyNode(LifecycleNode):
         joint_topic, rate, cams = resolve_inputs(s, spec)
         if abs(rate - spec.control_rate_hz) > 1e-6:
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
-                                      f"policy was trained at: each action is held for another duration than in training")
+                                      f"policy was trained at: each action is held for another duration than in "
+                                      f"training")
         safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:
