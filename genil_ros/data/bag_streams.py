@@ -137,8 +137,9 @@ def read_streams(bag: Bag, streams: dict[str, Stream], pbar) -> None:
                 continue
             try:
                 row = [r.read(msg, s.msgtype) for r in s.readers]
-            except DataError as e:
-                raise DataError(f"{where(bag, topic)}: {e}") from None
+            except DataError as e:  # headerless messages are timed by their receive time
+                when = f"message received at t = {t / 1e9:.3f} s: " if s.msgtype in HEADERLESS else ""
+                raise DataError(f"{where(bag, topic)}: {when}{e}") from None
             if any(v is None for v in row):  # e.g. a JointTrajectory without points: not a command
                 continue
             s.log.append(t)

@@ -92,10 +92,10 @@ class EntryReader:
         """Dimension ``d`` in words, for errors about non-finite values."""
         return f"{self.dim_names[d]} of {self.label}"
 
-    def _error(self, msg, what: str) -> DataError:
+    def _error(self, msg, what: str, key: str = "") -> DataError:
         t = _stamp_s(msg)
-        when = f" at t = {t:.3f} s" if t else ""
-        return DataError(f"{what}{when} ({self.label}, {self.where})")
+        when = f"message at t = {t:.3f} s: " if t else ""
+        return DataError(f"{when}{what} ({self.label}, {self.where}{key})")
 
 
 class _ByName:
@@ -147,7 +147,7 @@ class _FramedReader(EntryReader):
     def _frame(self, msg) -> None:
         want = self.entry.frame_id
         if want and msg.header.frame_id != want:
-            raise self._error(msg, f"frame_id is {msg.header.frame_id!r}, the config says {want!r}")
+            raise self._error(msg, f"frame_id is {msg.header.frame_id!r}, the config says {want!r}", ".frame_id")
 
 
 def _pose_vector(reader: EntryReader, msg) -> np.ndarray:
@@ -216,7 +216,7 @@ class VectorReader(EntryReader):
         data = np.asarray(msg.data, dtype=np.float64)
         if data.shape != (len(self.dim_names),):
             raise self._error(msg, f"Float64MultiArray has {data.size} values, expected {len(self.dim_names)} "
-                                   f"(dims {self.dim_names})")
+                                   f"(dims {self.dim_names})", ".dims")
         return data
 
 
@@ -236,7 +236,7 @@ class JointCommandReader(EntryReader):
             data = np.asarray(msg.data, dtype=np.float64)
             if data.shape != (len(joints),):
                 raise self._error(msg, f"Float64MultiArray has {data.size} values, expected {len(joints)} "
-                                       f"(joints {joints})")
+                                       f"(joints {joints})", ".joints")
             return data
         if msgtype == TRAJECTORY:
             if not msg.points:
