@@ -238,9 +238,12 @@ class Normalizer(nn.Module):
             if self.dim(key) != want:
                 return f"{key} has {self.dim(key)} dimensions, the task {want}"
             mine = self._entries[key]
-            legacy = len(mine) == 1 and mine[0]["name"] == key and all(e.normalization == "minmax" for e in rows)
-            if legacy:
-                continue
+            if len(mine) == 1 and mine[0]["name"] == key and mine[0]["normalization"] == "minmax":
+                other = next((e for e in rows if e.normalization != "minmax"), None)
+                if other is None:
+                    continue
+                return (f"{key} is min-max over all its dimensions (a format-1 normalizer), the task's entry "
+                        f"{other.name!r} is {other.normalization}")
             for e, m in zip(rows, mine):
                 if (e.name, e.start, e.stop, e.normalization) != (m["name"], m["start"], m["stop"],
                                                                   m["normalization"]):
