@@ -281,7 +281,7 @@ def command_reader(entry: ActionEntry, index: int) -> EntryReader:
 def joint_state_vector(entries: Sequence[ObservationEntry], name, position, velocity=(), effort=(),
                        where: str = "/joint_states") -> np.ndarray:
     """The concatenated low-dim state of ``entries`` (all of JointState types) from one JointState's fields,
-    reordered by joint name; DataError naming ``where``, the joint or the missing field."""
+    reordered by joint name; DataError naming ``where``, the joint, the missing field or a non-finite value."""
     fields = {"position": position, "velocity": velocity, "effort": effort}
     parts = []
     for e in entries:
@@ -292,7 +292,11 @@ def joint_state_vector(entries: Sequence[ObservationEntry], name, position, velo
         if len(values) == 0 and len(name):
             raise DataError(f"{where}: JointState has no {f} values but observation {e.name!r} needs them")
         try:
-            parts.append(_ByName(e.joints)(name, values, "JointState", f))
+            v = _ByName(e.joints)(name, values, "JointState", f)
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
+        if not np.all(np.isfinite(v)):
+            bad = [j for j, x in zip(e.joints, v) if not np.isfinite(x)]
+            raise DataError(f"{where}: JointState has non-finite {f} values for joint(s) {bad}")
+        parts.append(v)
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
