@@ -263,3 +263,21 @@ def test_wrong_message_type_for_an_entry(tmp_path):
     task = dict(SERVO, actions=[{"name": "servo", "type": "vector", "topic": "/servo/twist", "dims": list("abcdef")}])
     expect(tmp_path, bag, task, r"bag: /servo/twist: unsupported message type geometry_msgs/TwistStamped for action "
                                 r"'servo' \(expected std_msgs/Float64MultiArray\)")
+
+
+@pytest.mark.parametrize("name", ["real_arm_task.yaml", "franka_fr3_task.yaml", "servo_twist_task.yaml"])
+def test_example_robot_configs_pass_check_config(name, capsys):
+    import yaml
+
+    from genil_ros.cli import main as cli_main
+    from genil_ros.config import config_from_dict, load_config
+    from genil_ros.paths import config_path
+
+    assert cli_main(["check-config", name]) == 0
+    dumped = capsys.readouterr().out
+    task = load_config(config_path(name)).task
+    again = config_from_dict(yaml.safe_load(dumped), source="dumped").task  # the form a checkpoint keeps
+    assert again.layout.first_difference(task.layout) is None
+    types = {e.type for e in task.layout.action}
+    assert {"real_arm_task.yaml": {"joint_position", "gripper"}, "franka_fr3_task.yaml": {"joint_position", "gripper"},
+            "servo_twist_task.yaml": {"twist"}}[name] == types
