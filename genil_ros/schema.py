@@ -74,7 +74,7 @@ from typing import Literal, Optional, Sequence
 __all__ = [
     "OBSERVATION_TYPES", "ACTION_TYPES", "ObservationEntry", "ActionEntry", "EntryLayout", "Layout",
     "layout", "legacy_entries", "POSE_DIMS", "WRENCH_DIMS", "TWIST_DIMS", "SchemaError", "entries_to_dict",
-    "entries_from_dict", "validate_entries",
+    "entries_from_dict", "validate_entries", "recorded_topics",
 ]
 
 ObservationType = Literal["joint_position", "joint_velocity", "joint_effort", "gripper", "pose", "wrench", "vector",
@@ -485,3 +485,18 @@ def entries_from_dict(d: dict, where: str = "schema",
     except SchemaError as e:
         raise SchemaError(f"{where}.{e.key}", e.msg) from None
     return obs, act
+
+
+def recorded_topics(observations: Sequence[ObservationEntry], actions: Sequence[ActionEntry]) -> dict:
+    """``{topic: (message types it may carry, ...)}`` a recording of the task needs, in entry order: every
+    observation's topic and the command topic of every action with ``source: command`` (any of the type's
+    message kinds is read back; ``msg`` only says what the node publishes)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for o in observations:
+        types = (o.msgtype,)
+        out[o.resolved_topic] = tuple(dict.fromkeys(out.get(o.resolved_topic, ()) + types))
+    for a in actions:
+        if a.source == "command":
+            types = tuple(MSG_TYPES[m] for m in ACTION_MSGS[a.type])
+            out[a.topic] = tuple(dict.fromkeys(out.get(a.topic, ()) + types))
+    return out
