@@ -57,7 +57,12 @@ Where the action values of a recording come from (``source``): ``command``, the 
 the entry's ``topic`` (a teleop or the expert publishing to the controller; any of the type's message
 kinds is read, ``msg`` only says what the node publishes); or ``next_observation``, the
 next control tick's value of the observation named by ``observation`` (kinesthetic teaching; joint and
-gripper actions). ``mode: delta`` (joint_position only) commands ``observation + action``.
+gripper actions). ``mode: delta`` (joint_position only) commands ``observation + action``; a dataset stores
+the recorded command (or next value) minus the observation. A ``binary`` gripper's recorded values
+(commands, or observed positions with next_observation) are stored as 1 where nearer ``closed_position``
+than ``open_position`` (:meth:`ActionEntry.to_binary`), and sent as :meth:`ActionEntry.from_binary`.
+Delta and binary change what the numbers mean, so the layout records them (``EntryLayout.mode``) and a
+checkpoint or dataset with another mode does not match.
 
 The older form, ``joint_names`` (+ ``joint_states_topic``, ``use_velocity``, ``cameras``) with
 ``dataset.action_source`` / ``dataset.action_topic``, stays valid and means exactly what it meant:
