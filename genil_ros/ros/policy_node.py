@@ -1202,6 +1202,11 @@ def main(argv: Optional[list] = None) -> int:
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
+        # Interpreter teardown puts SIG_DFL back for signals with Python handlers; a second SIGINT (Ctrl-C
+        # reaches launch's whole process group, and launch forwards one more) would then kill the exiting
+        # process with -2. The work is done: ignore them.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
