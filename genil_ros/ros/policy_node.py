@@ -1175,6 +1175,8 @@ def main(argv: Optional[list] = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
+    from genil_ros.ros.runner import ignore_shutdown_signals
+
     args = sys.argv if argv is None else argv
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -1194,6 +1196,7 @@ def main(argv: Optional[list] = None) -> int:
         while not stop.is_set() and not node.finalized.is_set() and rclpy.ok(context=node.context):
             executor.spin_once(timeout_sec=0.1)
     finally:
+        ignore_shutdown_signals()  # a second Ctrl-C (launch forwards one) must not kill it mid-exit (-2)
         try:
             node._stop_commanding("shutting down")  # one hold command so a trajectory controller stops
         except Exception as e:
@@ -1202,11 +1205,6 @@ def main(argv: Optional[list] = None) -> int:
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
-        # Interpreter teardown puts SIG_DFL back for signals with Python handlers; a second SIGINT (Ctrl-C
-        # reaches launch's whole process group, and launch forwards one more) would then kill the exiting
-        # process with -2. The work is done: ignore them.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
