@@ -190,8 +190,8 @@ class Ros2:
         `ros2 topic echo --once --filter ...`."""
         import json
 
-        out = self.until("topic", "echo", "--once", "--filter", f"{contains!r} in m.data", topic, expect="data:",
-                         timeout=timeout, each=timeout)
+        out = self.until("topic", "echo", "--once", "--full-length", "--filter", f"{contains!r} in m.data", topic,
+                         expect="data:", timeout=timeout, each=timeout)
         return json.loads(yaml.safe_load(out.split("---")[0])["data"])
 
     def hz(self, topic: str, seconds: float = 3.0, timeout: float = 30.0) -> float:
