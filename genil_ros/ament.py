@@ -10,7 +10,7 @@ the ament index: a prefix on ``AMENT_PREFIX_PATH`` holding
 colcon lays that out; pip does not (an editable install writes none of it, a plain one no lib/genil_ros/).
 This command lays it out in a prefix (default: the Python environment's own, e.g. .venv): the data as
 symlinks to where the package's data lives (the source checkout for an editable install, so edits are
-seen at once), the executables as two-line scripts that exec the environment's console scripts. It
+seen at once), the executables as small scripts that exec the environment's console scripts. It
 prints the one line that puts the prefix on AMENT_PREFIX_PATH, so ``eval "$(genil-ros ament-prefix)"``
 works. Idempotent: entries it made are replaced; files a pip install put there are left alone.
 """
@@ -29,7 +29,7 @@ from genil_ros.fileio import is_temp_name
 from genil_ros.paths import PACKAGE, share_dir
 
 DATA = ("package.xml", "launch", "config", "models")  # what colcon's setup.py data_files install
-MARKER = "# genil_ros ament-prefix launcher"  # first-line tag of the scripts this module writes
+MARKER = "# genil_ros ament-prefix launcher"  # the line after the shebang in the scripts it writes
 
 
 def console_scripts() -> dict[str, str]:
@@ -168,7 +168,8 @@ def lay_out(prefix: Path, data: Optional[Path] = None, scripts_dir: Optional[Pat
 
 def export_line(prefix: Path) -> str:
     """The shell line that puts ``prefix`` first on AMENT_PREFIX_PATH (keeping what is there)."""
-    return f"export AMENT_PREFIX_PATH={shlex.quote(str(Path(prefix).absolute()))}${{AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}}"
+    quoted = shlex.quote(str(Path(prefix).absolute()))
+    return f"export AMENT_PREFIX_PATH={quoted}${{AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}}"
 
 
 def add_arguments(parser) -> None:
