@@ -192,7 +192,7 @@ class Ros2:
 
         out = self.until("topic", "echo", "--once", "--full-length", "--filter", f"{contains!r} in m.data", topic,
                          expect="data:", timeout=timeout, each=timeout)
-        return json.loads(yaml.safe_load(out.split("---")[0])["data"])
+        return json.loads(first_message(out)["data"])
 
     def hz(self, topic: str, seconds: float = 3.0, timeout: float = 30.0) -> float:
         """`ros2 topic hz TOPIC`, stopped like Ctrl-C ``seconds`` after its first reading (discovery on a busy
@@ -214,6 +214,18 @@ class Ros2:
         rates = [float(v) for v in re.findall(r"average rate: ([0-9.]+)", "".join(lines))]
         assert rates, f"`ros2 topic hz {topic}` measured nothing in {timeout:.0f} s:\n{''.join(lines)}"
         return rates[-1]
+
+
+def first_message(echo_output: str) -> dict:
+    """The first message `ros2 topic echo` printed, as a dict (its "A message was lost" reports dropped)."""
+    lines, skipping = [], False
+    for line in echo_output.split("\n---")[0].splitlines():
+        if line.startswith("A message was lost"):
+            skipping = True
+        elif not (skipping and line.startswith("\t")):
+            skipping = False
+            lines.append(line)
+    return yaml.safe_load("\n".join(lines))
 
 
 def _text(b) -> str:
@@ -369,7 +381,7 @@ def test_policy_launch_lifecycle_with_fake_robot(ros2, spawn, tmp_path):
 
     ros2.until("lifecycle", "set", "/policy_node", "activate", expect="Transitioning successful")
     lifecycle_state(ros2, "/policy_node", "active [3]")
-    cmd = yaml.safe_load(ros2.until("topic", "echo", "--once", POS_TOPIC, expect="data:").split("---")[0])
+    cmd = first_message(ros2.until("topic", "echo", "--once", POS_TOPIC, expect="data:"))
     assert len(cmd["data"]) == len(JOINT_NAMES)
     assert 5.0 < ros2.hz(POS_TOPIC) < 20.0
 
@@ -412,7 +424,7 @@ def test_real_arm_readme_commands(ros2, spawn, tmp_path):
     assert received(record, "traj") == 0  # safety default: nothing moves before `activate`
 
     ros2.until("lifecycle", "set", "/policy_node", "activate", expect="Transitioning successful")
-    traj = yaml.safe_load(ros2.until("topic", "echo", "--once", TRAJ_TOPIC, expect="joint_names").split("---")[0])
+    traj = first_message(ros2.until("topic", "echo", "--once", TRAJ_TOPIC, expect="joint_names"))
     assert traj["joint_names"] == list(JOINT_NAMES) and traj["points"]
     ros2.until("lifecycle", "set", "/policy_node", "deactivate", expect="Transitioning successful")
     ros2.until("lifecycle", "set", "/policy_node", "cleanup", expect="Transitioning successful")
@@ -421,7 +433,7 @@ def test_real_arm_readme_commands(ros2, spawn, tmp_path):
                each=60)
     ros2.until("lifecycle", "set", "/policy_node", "activate", expect="Transitioning successful")
     lifecycle_state(ros2, "/policy_node", "active [3]")
-    cmd = yaml.safe_load(ros2.until("topic", "echo", "--once", POS_TOPIC, expect="data:").split("---")[0])
+    cmd = first_message(ros2.until("topic", "echo", "--once", POS_TOPIC, expect="data:"))
     assert len(cmd["data"]) == len(JOINT_NAMES)
     assert robot.alive()
 

@@ -1175,7 +1175,7 @@ def main(argv: Optional[list] = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from genil_ros.ros.runner import ignore_shutdown_signals
+    from genil_ros.ros.runner import ignore_shutdown_signals, skip_final_collection
 
     args = sys.argv if argv is None else argv
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -1205,6 +1205,7 @@ def main(argv: Optional[list] = None) -> int:
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
+        skip_final_collection()  # interpreter teardown after torch took 5-15 s on a busy machine
     return 0
 
 

@@ -297,6 +297,9 @@ def run(args, ros_args: Optional[list] = None) -> int:
                 break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise  # else a signal's shutdown raced the executor (RCLError "context is not valid"): a normal stop
     finally:
         ignore_shutdown_signals()  # a second Ctrl-C (launch forwards one) must not cut the bag's closing short
         if rec is not None:
