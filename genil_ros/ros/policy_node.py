@@ -96,6 +96,7 @@ from genil_ros.ros.conversions import (
 )
 from genil_ros.ros.params import declare_parameters, read_settings
 from genil_ros.ros.policy_params import NODE_NAME, PolicySettings, resolve_inputs
+from genil_ros.ros.runner import ignore_shutdown_signals, skip_final_collection
 
 __all__ = ["PolicyNode", "main"]
 
@@ -599,6 +600,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
         while not stop.is_set() and not node.finalized.is_set() and rclpy.ok(context=node.context):
             executor.spin_once(timeout_sec=0.1)
     finally:
+        ignore_shutdown_signals()  # a second Ctrl-C (launch forwards one) must not kill it mid-exit (-2)
         try:
             node._stop_commanding("shutting down")  # one hold command so a trajectory controller stops
         except Exception as e:
@@ -607,6 +609,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
+        skip_final_collection()  # interpreter teardown after torch took 5-15 s on a busy machine
     return rc
 
 
