@@ -4,7 +4,8 @@ A file is written as ``<name>.tmp-<pid><suffix>`` beside its target, fsynced, an
 directory is filled as ``<name>.tmp-<pid>`` and renamed into place, the previous one moved aside as
 ``<name>.old-<pid>`` and restored if anything fails. A kill at any point leaves either the old content or
 the new one whole, never a mix. Leftovers of killed writers (whose pid is gone) are removed on the next
-write of the same target, and :func:`is_temp_name` tells readers (``--resume``, folder watchers) to skip them.
+write of the same target (a moved-aside directory whose target is missing is renamed back instead), and
+:func:`is_temp_name` tells readers (``--resume``, folder watchers) to skip them.
 
 ::
 
@@ -23,7 +24,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 __all__ = [
     "atomic_path",
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_json",
     "write_dir_atomically",
     "clean_stale",
+    "restore_moved_aside",
     "is_temp_name",
     "fsync_path",
 ]
@@ -83,17 +85,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(target: PathLike) -> list[Path]:
-    """Remove ``<target>.tmp-<pid>*`` / ``<target>.old-<pid>`` left by writers that were killed (their
-    process is gone). A writer that is still running is left alone. Returns what was removed."""
-    target = Path(target)
-    removed = []
+def _leftovers(target: Path) -> list[tuple[Path, re.Match]]:
+    """``<target>.tmp-<pid>*`` / ``<target>.old-<pid>`` entries of writers whose process is gone."""
     if not target.parent.is_dir():
-        return removed
+        return []
+    out = []
     for p in target.parent.glob(glob.escape(target.name) + ".*-*"):
         m = _TEMP_RE.search(p.name)
-        if m is None or p.name[: m.start()] != target.name or _pid_alive(int(m.group(2))):
-            continue
+        if m is not None and p.name[: m.start()] == target.name and not _pid_alive(int(m.group(2))):
+            out.append((p, m))
+    return out
+
+
+def restore_moved_aside(target: PathLike) -> Optional[Path]:
+    """If ``target`` is missing but a killed writer left it moved aside as ``<target>.old-<pid>`` (killed
+    between the two renames of :func:`write_dir_atomically`), rename that complete previous directory
+    back to ``target``. Returns the name it had, or None."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        return None
+    olds = [p for p, m in _leftovers(target) if m.group(1) == "old" and p.is_dir() and not p.is_symlink()]
+    if not olds:
+        return None
+    newest = max(olds, key=lambda p: p.stat().st_mtime)
+    os.replace(newest, target)
+    fsync_path(target.parent)
+    return newest
+
+
+def clean_stale(target: PathLike) -> list[Path]:
+    """Tidy what writers of ``target`` that were killed (their process is gone) left: a moved-aside
+    ``<target>.old-<pid>`` whose ``target`` is missing is the complete previous content and gets its name
+    back (:func:`restore_moved_aside`); every other ``<target>.tmp-<pid>*`` / ``<target>.old-<pid>`` is
+    removed. A writer that is still running is left alone. Returns what was removed."""
+    target = Path(target)
+    restore_moved_aside(target)
+    removed = []
+    for p, _ in _leftovers(target):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:

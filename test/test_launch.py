@@ -7,10 +7,14 @@ Two levels:
   genil_ros launch file is declared there. The ROS params files are parsed by rcl itself (the real ROS 2
   parser, through rclpy) and their policy/sim/trainer node parameters are names the nodes declare (the
   Gazebo arm's files are checked in test_gazebo_arm.py).
-- launch machinery (only where `launch` and `launch_ros` import, i.e. a sourced ROS 2 install): each
-  description is built by launch's own loader, introspected, and its OpaqueFunctions are run with the
-  default arguments, without starting any process. Skipped with the reason shown by `pytest -ra` here,
-  since launch/launch_ros are not on PyPI.
+- launch machinery (wherever `launch` and `launch_ros` import: a sourced ROS 2 install, or the virtual
+  environment once the bootstrap has installed them from ../shared/ros2-wheels): each description is
+  built by launch's own loader, introspected, and its OpaqueFunctions are run with the default
+  arguments, without starting any process. Only without either (launch/launch_ros are not on PyPI) do
+  these skip, with the reason shown by `pytest -ra`.
+
+Running the launch files for real - `ros2 launch` starting the nodes, lifecycle from the command line,
+clean shutdown - is test_ros2_launch.py.
 """
 
 from __future__ import annotations
@@ -484,7 +488,8 @@ def _launch_available() -> str | None:
         import launch_ros  # noqa: F401
     except ImportError as e:
         return f"launch_ros is not importable ({e}); launch/launch_ros are not on PyPI - source a ROS 2 install " \
-               "to run the launch files through launch's machinery (the static checks above ran instead)"
+               "or bootstrap with ../shared/ros2-wheels to build the launch files with launch's machinery (the " \
+               "static checks above ran instead)"
     if not hasattr(launch, "LaunchDescription"):  # e.g. the launch/ folder of this checkout as a namespace package
         return f"'launch' is not the ROS 2 launch package ({getattr(launch, '__path__', '?')})"
     return None

@@ -299,6 +299,9 @@ class StoreWriter:
             raise DataError(f"{self.path}: unknown compression {compression!r} (zstd or none)")
         if chunk_frames < 1:
             raise DataError(f"{self.path}: chunk_frames must be >= 1")
+        # first tidy what killed builds left: a moved-aside complete store gets its name back (so it is
+        # protected like any existing store), temp directories go
+        clean_stale(self.path)
         if self.path.exists() and not overwrite:
             raise DataError(f"{self.path}: already exists (remove it, or overwrite it: --overwrite)")
         if self.path.exists() and not (self.path / "meta.json").is_file() and any(self.path.iterdir()):
@@ -329,7 +332,6 @@ class StoreWriter:
         self._open: list[EpisodeWriter] = []  # several may be open (cameras of one bag advance unevenly)
         self._next = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(self.path)  # temp / moved-aside directories of builds that were killed
         self.tmp = self.path.parent / f"{self.path.name}.tmp-{os.getpid()}"
         shutil.rmtree(self.tmp, ignore_errors=True)
         (self.tmp / "episodes").mkdir(parents=True)
