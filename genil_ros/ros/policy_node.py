@@ -60,42 +60,31 @@ from typing import Callable, Optional
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from genil_ros.control import (
     ActionPlan,
-    CameraInput,
     InferenceJob,
     InferenceWorker,
     LoopStats,
     ObservationWindow,
     ObsSample,
     ReplaceOnArrival,
-    SafetyFilter,
-    StreamBuffer,
     inference_lead,
     sample_inputs,
 )
-from genil_ros.errors import DataError, GenilError
+from genil_ros.errors import GenilError
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
-from genil_ros.ros.conversions import (
-    camera_msg_to_array,
-    float64_array_msg,
-    joint_state_to_array,
-    joint_trajectory_msg,
-    stamp_to_ns,
-)
 from genil_ros.ros.params import declare_parameters, read_settings
-from genil_ros.ros.policy_params import NODE_NAME, PolicySettings, resolve_inputs
+from genil_ros.ros.policy_entries import ENTRY_KEYS, IOPlan, is_entry_parameter, resolve_io
+from genil_ros.ros.policy_io import NodeInputs, NodeOutputs
+from genil_ros.ros.policy_params import NODE_NAME, PolicySettings
 
 __all__ = ["PolicyNode", "main"]
 
@@ -117,6 +106,10 @@ class PolicyNode(LifecycleNode):
         self._settings: Optional[PolicySettings] = None
         self._spec: Optional[ModelSpec] = None
         self._entities: list = []  # publishers / subscriptions / timers created by configure
+        self._inputs: Optional[NodeInputs] = None
+        self._outputs: Optional[NodeOutputs] = None
+        self._entry_declared: dict = {}  # per-entry parameter -> the value declared at configure
+        self._entry_user_values: dict = {}  # per-entry parameters the user set while configured
         self._control_timer = None
         self._active = False
         self.finalized = threading.Event()
@@ -160,8 +153,7 @@ class PolicyNode(LifecycleNode):
                 self._control_timer = self.create_timer(self._period_s, self._on_tick)
             else:
                 self._control_timer.reset()
-        self.get_logger().info(f"active: commanding {self._command_topic} at {1.0 / self._period_s:g} Hz "
-                               f"({self._settings.output_mode} mode)")
+        self.get_logger().info(f"active: commanding {self._outputs.describe()} at {1.0 / self._period_s:g} Hz")
         return SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -196,41 +188,66 @@ class PolicyNode(LifecycleNode):
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
                                  s.use_cuda_graph, log=self.get_logger().warning)
         spec = model.spec
-        joint_topic, rate, cams = resolve_inputs(s, spec)
+        plan = resolve_io(s, spec, self._entry_overrides())
+        rate = plan.rate_hz
         if abs(rate - spec.control_rate_hz) > 1e-6:
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
                                       f"policy was trained at: each action is held for another duration than in "
                                       f"training")
-        safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:
-            self._settings, self._model, self._spec, self._safety = s, model, spec, safety
+            self._settings, self._model, self._spec = s, model, spec
             self._period_s = 1.0 / rate
-            self._joints = StreamBuffer(joint_topic)
-            self._cameras = cams
-            self._create_entities(s, joint_topic, cams)
+            self._create_entities(plan)
+            self._declare_entry_parameters(plan.parameters)
             self._reset_runtime()
             self._stats = LoopStats()
+        for note in plan.notes:
+            self.get_logger().warning(note)
         self.get_logger().info(
-            f"configured: {model.description}; joints {spec.joint_names} from {joint_topic}; cameras "
-            + (", ".join(f"{c.name} <- {c.topic}{' (compressed)' if c.compressed else ''}" for c in cams) or "none")
-            + f"; {rate:g} Hz, T_o={spec.n_obs_steps} T_p={spec.horizon} T_a={spec.n_action_steps}; "
+            f"configured: {model.description}; inputs {self._inputs.describe()}; outputs {self._outputs.describe()}"
+            f"; {rate:g} Hz, T_o={spec.n_obs_steps} T_p={spec.horizon} T_a={spec.n_action_steps}; "
             f"warm-up {warm_s * 1e3:.0f} ms")
 
-    def _create_entities(self, s: PolicySettings, joint_topic: str, cams: list[CameraInput]) -> None:
-        self._command_topic = s.trajectory_topic if s.output_mode == "trajectory" else s.position_topic
-        cmd_type = JointTrajectory if s.output_mode == "trajectory" else Float64MultiArray
-        self._cmd_pub = self.create_publisher(cmd_type, self._command_topic, 10)
-        self._chunk_pub = self.create_publisher(JointTrajectory, "~/predicted_chunk", 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._entities = [self._cmd_pub, self._chunk_pub, self._diag_pub]
-        self._entities.append(self.create_subscription(JointState, joint_topic, self._on_joint_state,
-                                                       qos_profile_sensor_data))
-        for cam in cams:
-            self._entities.append(self.create_subscription(
-                CompressedImage if cam.compressed else Image, cam.topic,
-                lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
-        self._entities.append(self.create_timer(1.0, self._publish_diagnostics))
+    def _create_entities(self, plan: IOPlan) -> None:
+        """One subscription per observation topic, one publisher per action entry (ros/policy_io.py)."""
+        self._entities = []
+        try:
+            self._outputs = NodeOutputs(self, plan, self._period_s, self._entities)
+            self._inputs = NodeInputs(self, plan, lambda key, text, period: self._log_throttled(
+                "warning", key, text, period), self._entities)
+            self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._entities.append(self._diag_pub)
+            self._entities.append(self.create_timer(1.0, self._publish_diagnostics))
+        except Exception:
+            self._teardown()  # what was created so far
+            raise
+
+    def _entry_overrides(self) -> dict:
+        """Per-entry parameters the user gave: the params file and -p values, and those set while configured."""
+        given = {k: p.value for k, p in getattr(self, "_parameter_overrides", {}).items() if is_entry_parameter(k)}
+        given.update(self._entry_user_values)
+        return given
+
+    def _declare_entry_parameters(self, values: dict) -> None:
+        """Declare the per-entry parameters with the values in force (``ros2 param list / get`` show them)."""
+        for name, value in values.items():
+            group, _, key = name.split(".")
+            if not self.has_parameter(name):
+                self.declare_parameter(name, value, ParameterDescriptor(
+                    description=ENTRY_KEYS[group][key][1] + " (read at configure)", dynamic_typing=True))
+            self._entry_declared[name] = value
+
+    def _undeclare_entry_parameters(self) -> None:
+        """Remember the per-entry values the user changed, then undeclare them (another checkpoint may have
+        other entries)."""
+        for name, declared in self._entry_declared.items():
+            if self.has_parameter(name):
+                value = self.get_parameter(name).value
+                if _plain(value) != _plain(declared):
+                    self._entry_user_values[name] = _plain(value)
+                self.undeclare_parameter(name)
+        self._entry_declared = {}
 
     def _teardown(self) -> None:
         with self._lock:
@@ -246,7 +263,9 @@ class PolicyNode(LifecycleNode):
                 except Exception:  # noqa: BLE001 - already gone
                     pass
             self._entities = []
-            self._cmd_pub = None
+            self._outputs = None
+            self._inputs = None
+            self._undeclare_entry_parameters()
             self._model = None
             self._gen += 1
         self._worker.wait_idle(timeout=30.0)
@@ -270,7 +289,8 @@ class PolicyNode(LifecycleNode):
         self._tick = 0
         self._window = ObservationWindow(self._spec.n_obs_steps) if self._spec is not None else None
         self._plan: Optional[ActionPlan] = None
-        self._last_cmd: Optional[np.ndarray] = None
+        if getattr(self, "_outputs", None) is not None:
+            self._outputs.reset()
         self._holding = True
         self._hold_reason = "waiting for the first action chunk"
         self._hold_kind = ""
@@ -278,42 +298,7 @@ class PolicyNode(LifecycleNode):
         self._last_mono: Optional[float] = None
 
     # ------------------------------------------------------------------ inputs
-    def _stamp_or_now(self, msg, now_ns: int, topic: str) -> int:
-        ns = stamp_to_ns(msg.header.stamp)
-        if ns == 0:
-            self._log_throttled("warning", "zero-stamp:" + topic,
-                                f"{topic}: header stamps are zero; using the receive time instead", 30.0)
-            return now_ns
-        return ns
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        spec = self._spec
-        self._on_input(self._joints, msg, lambda m: joint_state_to_array(
-            m, spec.joint_names, where=self._joints.name, use_velocity=spec.use_velocity))
-
-    def _on_image(self, cam: CameraInput, msg) -> None:
-        self._on_input(cam.buffer, msg, lambda m: camera_msg_to_array(m, cam.height, cam.width, where=cam.topic))
-
-    def _on_input(self, buf: StreamBuffer, msg, decode: Callable) -> None:
-        """Decode ``msg`` into ``buf`` at its header stamp; a bad message is counted, logged and dropped."""
-        now_ns = self.get_clock().now().nanoseconds
-        with self._lock:
-            if self._model is None:
-                return
-        try:
-            value = decode(msg)
-        except DataError as e:
-            why = str(e)
-        except Exception as e:  # e.g. OpenCV on a malformed buffer
-            why = f"{buf.name}: {type(e).__name__}: {e}"
-        else:
-            stamp = self._stamp_or_now(msg, now_ns, buf.name)
-            with self._lock:
-                buf.add(stamp, value, now_ns)
-            return
-        with self._lock:
-            buf.reject(why, now_ns)
-        self._log_throttled("warning", "bad:" + buf.name, f"ignoring a message: {why}")
+    # The subscriptions (ros/policy_io.py: NodeInputs) only keep the messages; _observe decodes at the tick.
 
     # ------------------------------------------------------------------ the control tick
     def _on_tick(self) -> None:
@@ -348,9 +333,8 @@ class PolicyNode(LifecycleNode):
 
     def _observe(self, j: int, now_ns: int) -> tuple[Optional[ObsSample], Optional[str]]:
         """Sample every input into the window; on a stale input clear the window and drop the plan."""
-        sample, stale = sample_inputs(self._joints, {c.name: c.buffer for c in self._cameras}, j, now_ns,
-                                      int(0.5 * self._period_s * 1e9), self._settings.max_staleness_s,
-                                      self._stats.staleness)
+        sample, stale = sample_inputs(self._inputs.entries, j, now_ns, int(0.5 * self._period_s * 1e9),
+                                      self._settings.max_staleness_s, self._stats.staleness)
         if sample is None:
             self._window.clear()
             self._plan = None
@@ -406,18 +390,21 @@ class PolicyNode(LifecycleNode):
         self._hold(reason, now_ns)
 
     def _command(self, rows: np.ndarray, now_ns: int) -> None:
-        prev = self._last_cmd
-        if prev is None:
-            last = self._window.last()
-            prev = last.state[: self._spec.action_dim] if last is not None else None
-        safe = self._safety.apply(rows, prev)
-        self._publish_command(safe, now_ns)
-        self._last_cmd = safe[0].copy()
+        """Every action entry through its safety filter to its topic; an entry that cannot be commanded
+        (e.g. a degenerate pose) is a fault: hold."""
+        last = self._window.last()
+        try:
+            self._outputs.command(rows, last.state if last is not None else None, now_ns)
+        except GenilError as e:
+            self._fault = str(e)
+            self._plan = None
+            self._hold(self._fault, now_ns)
+            return
         if self._plan.commanded == 0 and self._plan.obs_stamp_ns:
             self._stats.obs_to_command.add((now_ns - self._plan.obs_stamp_ns) / 1e9)
         self._plan.commanded += 1
         if self._holding:
-            self.get_logger().info(f"commanding {self._command_topic}"
+            self.get_logger().info(f"commanding {self._outputs.topics()}"
                                    + ("" if self._hold_reason.startswith("waiting") else
                                       f" again (was holding: {self._hold_reason})"))
         self._holding = False
@@ -437,8 +424,8 @@ class PolicyNode(LifecycleNode):
         entering = not self._holding
         if entering:
             self._stats.counts["holds"] += 1
-            if self._last_cmd is not None and getattr(self, "_cmd_pub", None) is not None:
-                self._publish_command(self._last_cmd[None], now_ns)
+            if self._outputs is not None:
+                self._outputs.hold(now_ns)
             self._holding = True
         kind = re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)  # the same reason with other numbers is not news
         if log and not reason.startswith("waiting") and (entering or kind != self._hold_kind):
@@ -447,16 +434,8 @@ class PolicyNode(LifecycleNode):
         self._hold_reason = reason
 
     # ------------------------------------------------------------------ outputs
-    def _publish_command(self, rows: np.ndarray, now_ns: int) -> None:
-        if self._settings.output_mode == "trajectory":
-            msg = joint_trajectory_msg(self._spec.joint_names, rows, self._period_s, now_ns)
-        else:
-            msg = float64_array_msg(rows[0])
-        self._cmd_pub.publish(msg)
-
     def _publish_chunk(self, plan: ActionPlan, tick_ns: int) -> None:
-        self._chunk_pub.publish(joint_trajectory_msg(self._spec.joint_names, plan.chunk[plan.first:], self._period_s,
-                                                     tick_ns, first_time_s=0.0))
+        self._outputs.publish_chunk(plan.chunk[plan.first:], tick_ns)
 
     def _publish_diagnostics(self) -> None:
         try:
@@ -473,9 +452,10 @@ class PolicyNode(LifecycleNode):
             "hold_reason": self._hold_reason if self._active else "inactive",
             "model": self._model.description,
             "device": self._model.device,
-            "output_mode": self._settings.output_mode,
-            "command_topic": self._command_topic,
-            **self._stats.values(self._period_s, [self._joints] + [c.buffer for c in self._cameras]),
+            "command_topic": self._outputs.topics(),
+            **self._stats.values(self._period_s),
+            **self._inputs.diagnostics(self._stats.staleness),
+            **self._outputs.diagnostics(),
         }
         if not self._active:
             level, text = DiagnosticStatus.OK, "inactive"
@@ -495,8 +475,7 @@ class PolicyNode(LifecycleNode):
     def _srv_reset(self, request, response):
         with self._lock:
             if self._model is not None:
-                for buf in [self._joints] + [c.buffer for c in self._cameras]:
-                    buf.clear()
+                self._inputs.clear()
                 if self._active and not self._holding:
                     self._hold("reset", self.get_clock().now().nanoseconds, log=False)
                 holding = self._holding
@@ -555,6 +534,11 @@ class PolicyNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._worker.stop()
         super().destroy_node()
+
+
+def _plain(value):
+    """A parameter value comparable with ==: arrays as lists."""
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
 
 
 # =========================================================================== entry point
