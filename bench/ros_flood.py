@@ -10,7 +10,9 @@ control) on the CPU. Per run it reports, over --seconds after a settling second:
   holds      times the node stopped commanding (node diagnostics)
   stale      ticks with a missing or stale input (node diagnostics)
   infer      the node's median inference latency, ms
+  node cpu   the node process's CPU time over the window, % of one core (all its threads)
   js/s img/s what the robot actually published per second (median)
+  why        the first hold reason in the window, if any
 
 --baseline DIR runs the same measurement against another checkout of genil_ros (e.g. main before a change:
 `git archive <commit> | tar -x -C /tmp/genil_before`), alternating with this checkout run by run, so both
@@ -56,6 +58,13 @@ def counter(diag: dict, key: str) -> float:
         return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
     """One flood run of the node found in ``tree``; the figures of the measured window."""
     from genil_ros.testing import ManagedProcess
@@ -81,9 +90,9 @@ def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
         else:
             raise RuntimeError("no command within 180 s:\n" + procs[1].output()[-2000:])
         time.sleep(1.0)  # settle
-        t0 = time.time_ns()
+        t0, c0 = time.time_ns(), cpu_seconds(procs[1].proc.pid)
         time.sleep(args.seconds)
-        t1 = time.time_ns()
+        t1, c1 = time.time_ns(), cpu_seconds(procs[1].proc.pid)
         time.sleep(1.2)  # the diagnostics message after the window
         r = read(rec)
     finally:
@@ -96,14 +105,17 @@ def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
     d0 = before[-1] if before else (diags[0] if diags else {"values": {}})
     d1 = after[0] if after else (diags[-1] if diags else {"values": {}})
     flood = [x for x in r if x["kind"] == "flood" and t0 <= x["wall_ns"] <= t1]
+    why = [d["message"] for d in diags if t0 <= d["wall_ns"] <= t1 + 1.2e9 and d["message"].startswith("holding")]
     return {
         "cmds_per_s": len(cmds) / ((t1 - t0) / 1e9),
         "missed": counter(d1, "missed_ticks") - counter(d0, "missed_ticks"),
         "holds": counter(d1, "holds") - counter(d0, "holds"),
         "stale": counter(d1, "stale_ticks") - counter(d0, "stale_ticks"),
         "infer_ms": counter(d1, "inference_latency_median_ms"),
+        "cpu_pct": 100.0 * (c1 - c0) / ((t1 - t0) / 1e9),
         "js_hz": float(np.median([x["joints_hz"] for x in flood])) if flood else float("nan"),
         "img_hz": float(np.median([x["images_hz"] for x in flood])) if flood else float("nan"),
+        "why": why[0][len("holding: "):] if why else "",
     }
 
 
@@ -124,8 +136,8 @@ def main(argv=None) -> int:
     print(f"# policy_node under an input flood: JointState {args.rate:g} Hz + {args.image_size} rgb8 Image "
           f"{args.camera_rate:g} Hz; {Path(args.checkpoint).name} on {args.device}, 10 Hz control; "
           f"{args.runs} runs x {args.seconds:g} s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"{'node':9} {'run':>3} | {'cmds/s':>6} {'missed':>6} {'holds':>5} {'stale':>5} {'infer ms':>8} | "
-          f"{'js/s':>6} {'img/s':>5}")
+    print(f"{'node':9} {'run':>3} | {'cmds/s':>6} {'missed':>6} {'holds':>5} {'stale':>5} {'infer ms':>8} "
+          f"{'node cpu':>8} | {'js/s':>6} {'img/s':>5} | why")
     rows: dict[str, list[dict]] = {name: [] for name, _ in trees}
     with tempfile.TemporaryDirectory(prefix="genil_flood_") as tmp, ros_domain() as dom:
         env = isolated_ros_env(dom)
@@ -135,11 +147,13 @@ def main(argv=None) -> int:
                 r = run_once(tree, args, env, Path(tmp), f"{name}_{i}")
                 rows[name].append(r)
                 print(f"{name:9} {i:3d} | {r['cmds_per_s']:6.2f} {r['missed']:6.0f} {r['holds']:5.0f} "
-                      f"{r['stale']:5.0f} {r['infer_ms']:8.1f} | {r['js_hz']:6.0f} {r['img_hz']:5.0f}", flush=True)
+                      f"{r['stale']:5.0f} {r['infer_ms']:8.1f} {r['cpu_pct']:7.0f}% | {r['js_hz']:6.0f} "
+                      f"{r['img_hz']:5.0f} | {r['why'][:90]}", flush=True)
     for name, _ in trees:
-        m = {k: float(np.median([r[k] for r in rows[name]])) for k in rows[name][0]}
+        m = {k: float(np.median([r[k] for r in rows[name]])) for k in rows[name][0] if k != "why"}
         print(f"{name:9} med | {m['cmds_per_s']:6.2f} {m['missed']:6.0f} {m['holds']:5.0f} {m['stale']:5.0f} "
-              f"{m['infer_ms']:8.1f} | {m['js_hz']:6.0f} {m['img_hz']:5.0f}   (median of {args.runs} runs)")
+              f"{m['infer_ms']:8.1f} {m['cpu_pct']:7.0f}% | {m['js_hz']:6.0f} {m['img_hz']:5.0f} | "
+              f"(median of {args.runs} runs)")
     return 0
 
 

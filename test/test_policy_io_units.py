@@ -309,11 +309,19 @@ def test_typed_task_entries_and_their_parameters():
     assert outs["grip"].values["open_position"] == 0.04 and outs["arm"].values["max_step"] == 0.1
     io = resolve_io(PolicySettings(joint_lower_limits=[0, 0]), spec, {
         "actions.grip.max_rate": 2, "actions.servo.max_linear_speed": 0.2, "actions.servo.workspace_min": [0, 0, 0],
-        "observations.ee.frame_id": "world", "actions.arm.msg": "float64_multi_array"})
+        "observations.ee.frame_id": "world", "actions.servo.frame_id": "world", "actions.target.frame_id": "world",
+        "actions.arm.msg": "float64_multi_array"})
     outs = {o.name: o for o in io.outputs}
     assert outs["grip"].values["max_rate"] == 2.0 and outs["servo"].values["workspace_min"] == [0.0, 0.0, 0.0]
+    assert (outs["arm"].topic, outs["arm"].msg) == ("/arm/cmd", "float64_multi_array")
     assert io.inputs[2].frame_id == "world" and outs["arm"].msg == "float64_multi_array"
     assert outs["arm"].values["lower_limits"] == [0.0, 0.0]  # the only joint_position action takes the flat limits
+    # output_mode set: the only joint_position action goes to trajectory_topic / position_topic (launch files'
+    # controller:= switch), unless its own parameters say otherwise
+    io = resolve_io(PolicySettings(output_mode="position", position_topic="/fwd"), spec)
+    assert (io.outputs[0].topic, io.outputs[0].msg) == ("/fwd", "float64_multi_array")
+    io = resolve_io(PolicySettings(output_mode="trajectory"), spec, {"actions.arm.topic": "/mine"})
+    assert (io.outputs[0].topic, io.outputs[0].msg) == ("/mine", "joint_trajectory")
     declared = {"actions.grip.max_rate", "observations.ee.frame_id", "actions.target.pose_observation"}
     assert declared <= set(io.parameters)
 
@@ -327,6 +335,8 @@ def test_typed_task_entries_and_their_parameters():
     ({"actions.servo.msg": "joint_trajectory"}, r"actions.servo.msg: 'joint_trajectory' is not a twist command"),
     ({"actions.arm.topic": ""}, r"actions.arm.topic: not set"),
     ({"actions.target.pose_observation": "obj"}, r"pose_observation: 'obj' is not a pose observation"),
+    ({"actions.servo.frame_id": "base_link"}, r"actions.servo.frame_id: 'base_link' is not the frame of the "
+                                              r"measured pose 'ee' \('base'\)"),
 ])
 def test_bad_entry_parameters_name_the_parameter(given, pat):
     with pytest.raises(GenilError, match=pat):

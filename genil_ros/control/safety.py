@@ -13,9 +13,9 @@ entry acts on (from this tick's observation, when the task observes it), and ret
 - :class:`TwistFilter` (twist, MoveIt Servo): the linear and angular speeds are scaled down to
   ``max_linear_speed`` / ``max_angular_speed`` (direction kept); with a workspace box and the measured
   end-effector position, velocity components that would leave the box within one tick are zeroed.
-- :class:`PoseFilter` (pose targets): the position is clamped into the workspace box, moves at most
-  ``max_linear_speed * period`` per tick and the orientation at most ``max_angular_speed * period``
-  (rotations are re-orthonormalised from their 6-D form first).
+- :class:`PoseFilter` (pose targets): the position moves at most ``max_linear_speed * period`` per tick
+  and always stays in the workspace box; the orientation turns at most ``max_angular_speed * period``
+  per tick (rotations are re-orthonormalised from their 6-D form first).
 - :class:`VectorFilter` (vector): per-dimension [lower, upper] and ``max_step`` per tick.
 
 ``hold(last)`` is the command that stops the entry where it is: the last command, except for a twist
@@ -221,6 +221,8 @@ class PoseFilter(CommandFilter):
                 n = np.linalg.norm(d)
                 if n > self.max_lin_step:
                     pos = p_prev + d * (self.max_lin_step / n)
+                if self.box is not None:  # the box wins (a measured pose outside it is left at once)
+                    pos = np.clip(pos, *self.box)
             if r_prev is not None and self.max_ang_step > 0:
                 ang = float(rotation_angle(r_prev, rot))
                 if ang > self.max_ang_step:

@@ -19,10 +19,11 @@ configure. A name that is not an entry of the checkpoint, or a key its type does
 naming the parameter - a misspelt safety limit must never be silently ignored.
 
 Where each value comes from (highest first): the per-entry parameter; the older flat parameters
-(``joint_states_topic``, ``camera_topics``, ``camera_compressed``; for the one action of a task written
-in the ``joint_names`` form: ``output_mode``, ``trajectory_topic``, ``position_topic``; for the task's
-only joint_position action: ``joint_lower_limits``, ``joint_upper_limits``; for every joint_position
-action: ``max_step_rad``); the ``config`` file's task; the checkpoint's task.
+(``joint_states_topic``, ``camera_topics``, ``camera_compressed``; for the task's only joint_position
+action: ``output_mode`` with ``trajectory_topic`` / ``position_topic`` - always for a task written in the
+``joint_names`` form, for a typed task only when ``output_mode`` is set - and ``joint_lower_limits``,
+``joint_upper_limits``; for every joint_position action: ``max_step_rad``); the ``config`` file's task;
+the checkpoint's task.
 """
 
 from __future__ import annotations
@@ -187,10 +188,10 @@ def _defaults(s, spec, task) -> dict[str, Any]:
     for a in spec.actions:
         src = acts[a.name]
         p = f"actions.{a.name}."
-        legacy = spec.legacy and len(spec.actions) == 1
-        if legacy:
-            msg = "joint_trajectory" if s.output_mode == "trajectory" else "float64_multi_array"
-            topic = s.trajectory_topic if s.output_mode == "trajectory" else s.position_topic
+        if a.type == "joint_position" and len(joint_actions) == 1 and (spec.legacy or s.output_mode):
+            position = s.output_mode == "position"  # the joint_names form's default: trajectory
+            msg = "float64_multi_array" if position else "joint_trajectory"
+            topic = s.position_topic if position else s.trajectory_topic
         else:
             msg, topic = src.msg_kind, src.topic
         out[p + "topic"], out[p + "msg"] = topic, msg
@@ -256,6 +257,12 @@ def _measured(spec, a, values: dict, notes: list) -> Optional[np.ndarray]:
                                  f"effector: set actions.{a.name}.pose_observation (pose observations: "
                                  f"{[o.name for o in poses] or 'none'})")
             return None
+        frame = values[f"actions.{a.name}.frame_id"]
+        measured_frame = values.get(f"observations.{o.name}.frame_id", "")
+        if frame and measured_frame and frame != measured_frame:
+            raise GenilError(f"parameter actions.{a.name}.frame_id: {frame!r} is not the frame of the measured pose "
+                             f"{o.name!r} ({measured_frame!r}): the workspace and step limits compare the two, "
+                             f"so command in the same frame")
         sl = lay.state_entry(o.name).slice
         return np.arange(sl.start, sl.stop)
     return None

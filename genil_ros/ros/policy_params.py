@@ -26,13 +26,14 @@ class PolicySettings(NodeSettings):
     checkpoint: str = param("", "checkpoint directory (policy/checkpoint.py format) or a shipped model name")
     config: str = param("", "optional experiment YAML whose task overrides the checkpoint's topics and control rate")
     device: str = param("auto", "auto | cpu | cuda | cuda:N (auto: CUDA when available)")
-    output_mode: str = param("trajectory", "joint_names-form tasks: trajectory (JointTrajectory) | position "
-                             "(Float64MultiArray); typed tasks: actions.<entry>.msg",
-                             choices=("trajectory", "position"))
+    output_mode: str = param("", "the task's only joint_position action: trajectory (JointTrajectory on "
+                             "trajectory_topic) | position (Float64MultiArray on position_topic); empty: trajectory "
+                             "for joint_names-form tasks, the task's msg and topic for typed ones",
+                             choices=("", "trajectory", "position"))
     trajectory_topic: str = param("/joint_trajectory_controller/joint_trajectory",
-                                  "JointTrajectory command topic (joint_names-form tasks)")
+                                  "JointTrajectory command topic (output_mode trajectory)")
     position_topic: str = param("/forward_position_controller/commands",
-                                "Float64MultiArray command topic (joint_names-form tasks)")
+                                "Float64MultiArray command topic (output_mode position)")
     joint_states_topic: str = param("", "JointState topic of the joint observations reading the task's "
                                         "joint_states_topic (empty: the checkpoint's)")
     camera_topics: Optional[list[str]] = param(

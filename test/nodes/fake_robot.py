@@ -13,8 +13,11 @@ time by publishing a std_msgs/String on ``/fake_robot/mode`` (reliable, transien
   huge           joint states with absurd but finite positions (3e38): the policy's output overflows to NaN
   garbage        images with garbage bytes (a CompressedImage that does not decode, or a short Image)
 
+Gripper, pose, wrench and vector sensors, command listeners of any type and their bad-input modes:
+test/nodes/fake_sensors.py. --flood publishes at a real robot's rates (1 kHz joint states, 60 Hz VGA).
+
 Usage: fake_robot.py --record out.jsonl --joints a,b,c [--camera /camera/image_raw [--compressed]]
-                     [--image-size 48x64] [--rate 50] [--camera-rate 20] [--sim-clock 1000]
+                     [--image-size 48x64] [--rate 50] [--camera-rate 20] [--sim-clock 1000] [--flood]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 
+import fake_sensors
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -57,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--flood", action="store_true",
                     help="publish from threads at the full --rate / --camera-rate (e.g. 1000 and 60) with one "
                          "pre-built image (only its stamp changes), and record the achieved rates every second")
+    fake_sensors.add_arguments(ap)
     args = ap.parse_args(argv)
 
     from builtin_interfaces.msg import Time  # noqa: F401
@@ -125,7 +130,9 @@ def main(argv=None) -> int:
         if mode == "huge":
             values = [3e38] * len(values)
         stamp = now_ns()
-        js_pub.publish(joint_state_msg(names, values, stamp, velocity=[0.0] * len(values)))
+        velocity = None if mode == "no_velocity" else [0.0] * len(values)
+        js_pub.publish(joint_state_msg(names, values, stamp, velocity=velocity))
+        publish_sensors()
         if args.record_published:
             record("pub_joints", stamp_ns=stamp)
 
@@ -154,6 +161,7 @@ def main(argv=None) -> int:
         if args.record_published:
             record("pub_image", stamp_ns=stamp)
 
+    publish_sensors = fake_sensors.setup(node, args, state, pos, now_ns, record)
     if args.flood:
         start_flood(args, node, state, pos, joints, js_pub, cam_pubs, now_ns, record)
     else:
