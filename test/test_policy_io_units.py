@@ -8,6 +8,7 @@ again in a Python without rclpy)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +381,42 @@ def test_model_spec_compatibility_names_the_first_difference():
     d = legacy_spec(cameras=1)
     d.horizon = 16
     assert c.compatible(d) == "horizons (T_o, T_p, T_a) differ"
+
+
+# --------------------------------------------------------------------------- the shipped params files
+
+
+ROOT = Path(__file__).resolve().parent.parent
+ROBOT_EXAMPLES = [("real_arm_policy.yaml", "real_arm_task.yaml"), ("franka_fr3_policy.yaml", "franka_fr3_task.yaml"),
+                  ("servo_twist_policy.yaml", "servo_twist_task.yaml")]
+
+
+@pytest.mark.parametrize("params, task", ROBOT_EXAMPLES)
+def test_robot_params_files_fit_their_task(params, task):
+    """Each real-robot params file, read as the node reads it, resolves against its task config: every
+    per-entry name is an entry of the task, every value has the right type and every limit the right length."""
+    from genil_ros.config import load_config
+    from genil_ros.ros.params import settings_from_values
+    from genil_ros.ros.policy_cli import read_params_file
+    from genil_ros.ros.policy_entries import is_entry_parameter
+
+    values = read_params_file(ROOT / "config" / params)
+    assert values.get("autostart") is False, f"{params}: a real arm must not start moving by itself"
+    path = ROOT / "config" / task
+    if not path.exists():
+        pytest.skip(f"config/{task} is not there yet (the typed task configs come with the schema work)")
+    cfg = load_config(path)
+    if cfg.task.joint_names:
+        pytest.skip(f"config/{task} is still in the joint_names form (no gripper entry yet)")
+    spec = ModelSpec.from_config(cfg)
+    flat = {k: v for k, v in values.items() if not is_entry_parameter(k) and k != "use_sim_time"}
+    given = {k: v for k, v in values.items() if is_entry_parameter(k)}
+    io = resolve_io(settings_from_values(PolicySettings, flat), spec, given)
+    assert {o.name for o in io.outputs} == {a.name for a in spec.actions}
+    for o in io.outputs:  # every filter can be built from the values (lengths, order of the limits)
+        if o.entry.type == "joint_position":
+            JointFilter(o.name, o.entry.joints, o.values["lower_limits"], o.values["upper_limits"],
+                        o.values["max_step"], key=o.key)
 
 
 # --------------------------------------------------------------------------- conversions (need ROS messages)

@@ -156,7 +156,7 @@ def test_loop_stats_values():
 
 def test_settings_errors_name_the_parameter():
     names = [p.name for p in parameter_table(PolicySettings)]
-    assert "autostart" in names and "output_mode" in names and len(names) == 19
+    assert "autostart" in names and "output_mode" in names and len(names) == 20
     s = settings_from_values(PolicySettings, dict(control_rate_hz=20, joint_lower_limits=[-1, 0]))
     assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == ""
     for key, bad, pat in [("output_mode", "torque", "output_mode: 'torque' is not one of"),
@@ -233,7 +233,8 @@ def test_params_file_sections_for_the_node(tmp_path):
     policy_cli.ros_arguments(_args("--params-file", str(pf)))  # other nodes' keys are theirs to check
     # the repository's own params files pass the checks
     root = Path(__file__).resolve().parent.parent / "config"
-    for name in ("policy_node.yaml", "real_arm_policy.yaml", "gazebo/policy_node.yaml"):
+    for name in ("policy_node.yaml", "real_arm_policy.yaml", "franka_fr3_policy.yaml", "servo_twist_policy.yaml",
+                 "gazebo/policy_node.yaml"):
         assert "--params-file" in policy_cli.ros_arguments(_args("--params-file", str(root / name)))
 
 

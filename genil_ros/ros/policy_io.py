@@ -43,9 +43,9 @@ from genil_ros.ros.conversions import (
     vector_msg_to_array,
     wrench_msg_to_array,
 )
-from genil_ros.ros.policy_entries import InputSpec, IOPlan, OutputSpec
+from genil_ros.ros.policy_entries import ENTRY_KEYS, InputSpec, IOPlan, OutputSpec, is_entry_parameter
 
-__all__ = ["NodeInputs", "NodeOutputs", "message_class"]
+__all__ = ["NodeInputs", "NodeOutputs", "EntryParameters", "message_class"]
 
 CAMERA_RING = 8  # undecoded images kept per camera topic (a VGA rgb8 frame is 0.9 MB)
 LOWDIM_RING = 256  # messages kept per low-dim topic (256 ms of joint states at 1 kHz)
@@ -262,3 +262,44 @@ class NodeOutputs:
             kv[f"command_msg {o.name}"] = o.spec.msg
             kv[f"clamped_commands {o.name}"] = str(o.filter.clamped)
         return kv
+
+
+class EntryParameters:
+    """The per-entry parameters on the node: declared at configure with the values in force (``ros2 param
+    list / get`` show them), undeclared at cleanup (another checkpoint may have other entries), remembering
+    the values the user set meanwhile for the next configure."""
+
+    def __init__(self):
+        self.declared: dict = {}  # name -> the value declared at configure
+        self.user_values: dict = {}  # name -> a value the user set while configured
+
+    def given(self, node) -> dict:
+        """What the user gave: the params file and -p values, then what was set while configured."""
+        overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them for undeclared names here
+        given = {k: p.value for k, p in overrides.items() if is_entry_parameter(k)}
+        given.update(self.user_values)
+        return given
+
+    def declare(self, node, values: dict) -> None:
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        for name, value in values.items():
+            group, _, key = name.split(".")
+            if not node.has_parameter(name):
+                node.declare_parameter(name, value, ParameterDescriptor(
+                    description=ENTRY_KEYS[group][key][1] + " (read at configure)", dynamic_typing=True))
+            self.declared[name] = value
+
+    def undeclare(self, node) -> None:
+        for name, declared in self.declared.items():
+            if node.has_parameter(name):
+                value = _plain(node.get_parameter(name).value)
+                if value != _plain(declared):
+                    self.user_values[name] = value
+                node.undeclare_parameter(name)
+        self.declared = {}
+
+
+def _plain(value):
+    """A parameter value comparable with ==: arrays as lists."""
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value

@@ -23,25 +23,27 @@ zero-order hold; a stale or missing input makes the node hold until T_o fresh ti
 a worker thread and its chunk is executed receding-horizon, started early enough to arrive before the
 current one runs out, with latency compensation (:mod:`genil_ros.control.plan`).
 
-Threads: the node spins on a SingleThreadedExecutor; the control tick, the input callbacks, the
-services and the diagnostics timer run one at a time on it, each short. Inference has its own worker
-thread and ``~/reload`` loads on a helper thread behind an async service callback, so neither blocks the
-executor. There are no callback groups: under a single-threaded executor they would change nothing, and
-rclpy's MultiThreadedExecutor (where they would matter) busy-looped at 100% CPU here and starved the
-inputs. ``_lock`` guards the state shared with the reload thread.
+Inputs and outputs (:mod:`genil_ros.ros.policy_io`, resolved by :mod:`genil_ros.ros.policy_entries`): one
+subscription per observation topic of the checkpoint's task, whose callback only keeps the message (so
+1 kHz joint states and 60 Hz VGA images cost one append each; entries are decoded at the tick), and one
+publisher per action entry, each behind its own safety filter (:mod:`genil_ros.control.safety`: joint
+limits and step, gripper range and rate, Cartesian speed and workspace, vector limits), with the
+per-entry parameters ``observations.<entry>.*`` / ``actions.<entry>.*``. Every chunk goes to
+``~/predicted_chunk``, the diagnostics to ``/diagnostics`` at 1 Hz (layouts in docs/interfaces.md).
 
-Outputs: each tick's command on the ``output_mode`` topic (``trajectory``: a JointTrajectory stamped
-with the tick, the current action and the rest of the plan as points at ``(i + 1) * period``, for
-joint_trajectory_controller; ``position``: the action as Float64MultiArray, for a forward position
-controller), every chunk on ``~/predicted_chunk`` and ``/diagnostics`` at 1 Hz (layouts in
-docs/interfaces.md). Every command is clamped to ``joint_lower_limits`` / ``joint_upper_limits`` and to
-``max_step_rad`` per tick relative to the previous command (the measured position for the first one).
+Threads: one single-threaded executor (``executor``: ``events``, rclpy's EventsExecutor, the default: a
+third of the SingleThreadedExecutor's CPU per input message, which is what holds the rate under input
+floods on a busy machine; ``single``: the SingleThreadedExecutor, also used where rclpy has none) runs
+the tick, the input callbacks, the services and the diagnostics timer, one at a time, each short.
+Inference has its own worker thread; ``~/reload`` loads on a helper thread behind an async service
+callback. No callback groups: under a single-threaded executor they change nothing, and rclpy's
+MultiThreadedExecutor busy-looped at 100% CPU here. ``_lock`` guards the state shared with the reload thread.
 
 Holding: on stale or missing inputs, bad messages, NaN/Inf in a chunk, a model error, a late chunk that
-has run out, or deactivation, the node stops commanding: if it had commanded, ONE hold command at the
-last commanded position (which cancels the rest of a trajectory), then nothing until the inputs are good
-again; commanding resumes by itself. Each reason is logged once (throttled). Bad input never ends the
-process.
+has run out, or deactivation, the node stops commanding: ONE hold command per entry that had commanded
+(the last command; zero velocity for a twist), then nothing until the inputs are good again; commanding
+resumes by itself. The reason names the entry and topic, and is logged once (throttled). Bad input
+never ends the process.
 
 Services: ``~/reset`` (std_srvs/Trigger) clears buffers and the plan; ``~/reload`` (std_srvs/Trigger)
 loads the checkpoint named by the ``checkpoint`` parameter again (e.g. a newer one the trainer wrote)
@@ -60,7 +62,6 @@ from typing import Callable, Optional
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -82,8 +83,8 @@ from genil_ros.control import (
 from genil_ros.errors import GenilError
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
 from genil_ros.ros.params import declare_parameters, read_settings
-from genil_ros.ros.policy_entries import ENTRY_KEYS, IOPlan, is_entry_parameter, resolve_io
-from genil_ros.ros.policy_io import NodeInputs, NodeOutputs
+from genil_ros.ros.policy_entries import IOPlan, resolve_io
+from genil_ros.ros.policy_io import EntryParameters, NodeInputs, NodeOutputs
 from genil_ros.ros.policy_params import NODE_NAME, PolicySettings
 
 __all__ = ["PolicyNode", "main"]
@@ -108,8 +109,7 @@ class PolicyNode(LifecycleNode):
         self._entities: list = []  # publishers / subscriptions / timers created by configure
         self._inputs: Optional[NodeInputs] = None
         self._outputs: Optional[NodeOutputs] = None
-        self._entry_declared: dict = {}  # per-entry parameter -> the value declared at configure
-        self._entry_user_values: dict = {}  # per-entry parameters the user set while configured
+        self._entry_params = EntryParameters()  # observations.<entry>.* / actions.<entry>.*, declared at configure
         self._control_timer = None
         self._active = False
         self.finalized = threading.Event()
@@ -188,7 +188,7 @@ class PolicyNode(LifecycleNode):
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
                                  s.use_cuda_graph, log=self.get_logger().warning)
         spec = model.spec
-        plan = resolve_io(s, spec, self._entry_overrides())
+        plan = resolve_io(s, spec, self._entry_params.given(self))
         rate = plan.rate_hz
         if abs(rate - spec.control_rate_hz) > 1e-6:
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
@@ -199,7 +199,7 @@ class PolicyNode(LifecycleNode):
             self._settings, self._model, self._spec = s, model, spec
             self._period_s = 1.0 / rate
             self._create_entities(plan)
-            self._declare_entry_parameters(plan.parameters)
+            self._entry_params.declare(self, plan.parameters)
             self._reset_runtime()
             self._stats = LoopStats()
         for note in plan.notes:
@@ -223,32 +223,6 @@ class PolicyNode(LifecycleNode):
             self._teardown()  # what was created so far
             raise
 
-    def _entry_overrides(self) -> dict:
-        """Per-entry parameters the user gave: the params file and -p values, and those set while configured."""
-        given = {k: p.value for k, p in getattr(self, "_parameter_overrides", {}).items() if is_entry_parameter(k)}
-        given.update(self._entry_user_values)
-        return given
-
-    def _declare_entry_parameters(self, values: dict) -> None:
-        """Declare the per-entry parameters with the values in force (``ros2 param list / get`` show them)."""
-        for name, value in values.items():
-            group, _, key = name.split(".")
-            if not self.has_parameter(name):
-                self.declare_parameter(name, value, ParameterDescriptor(
-                    description=ENTRY_KEYS[group][key][1] + " (read at configure)", dynamic_typing=True))
-            self._entry_declared[name] = value
-
-    def _undeclare_entry_parameters(self) -> None:
-        """Remember the per-entry values the user changed, then undeclare them (another checkpoint may have
-        other entries)."""
-        for name, declared in self._entry_declared.items():
-            if self.has_parameter(name):
-                value = self.get_parameter(name).value
-                if _plain(value) != _plain(declared):
-                    self._entry_user_values[name] = _plain(value)
-                self.undeclare_parameter(name)
-        self._entry_declared = {}
-
     def _teardown(self) -> None:
         with self._lock:
             self._active = False
@@ -265,7 +239,7 @@ class PolicyNode(LifecycleNode):
             self._entities = []
             self._outputs = None
             self._inputs = None
-            self._undeclare_entry_parameters()
+            self._entry_params.undeclare(self)
             self._model = None
             self._gen += 1
         self._worker.wait_idle(timeout=30.0)
@@ -536,12 +510,20 @@ class PolicyNode(LifecycleNode):
         super().destroy_node()
 
 
-def _plain(value):
-    """A parameter value comparable with ==: arrays as lists."""
-    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
-
-
 # =========================================================================== entry point
+
+
+def _make_executor(node: PolicyNode):
+    """The executor the ``executor`` parameter names (read once, at start)."""
+    if node.get_parameter("executor").value == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            node.get_logger().warning("executor events: this rclpy has no EventsExecutor (Jazzy and newer have "
+                                      "it); using the SingleThreadedExecutor")
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
 
 
 def _autostart(node: PolicyNode) -> Optional[str]:
@@ -568,7 +550,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = PolicyNode()
-    executor = SingleThreadedExecutor()  # see "Threads" in the module docstring
+    executor = _make_executor(node)  # see "Threads" in the module docstring
     executor.add_node(node)
     rc = 0
     try:

@@ -54,6 +54,8 @@ class PolicySettings(NodeSettings):
     autostart: bool = param(False, "configure and activate on start")
     use_cuda_graph: bool = param(False, "capture the denoising network in a CUDA graph (CUDA only)")
     seed: int = param(0, "seed of the sampling noise (-1: random)")
+    executor: str = param("events", "events (rclpy's EventsExecutor: a third of the CPU per input message) | single "
+                          "(SingleThreadedExecutor); read at start", choices=("events", "single"))
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
