@@ -110,6 +110,7 @@ def test_ring_samples_by_header_stamp_and_decodes_only_what_the_tick_uses():
     assert s.state.tolist() == [999.0] and dec.calls == 2 and ages == {"joints": 0.0}
     s, _ = sample_inputs([entry], 2, 1099 * MS, 0, 0.5, ages)  # nothing new: the cached value, no decode
     assert s.state.tolist() == [999.0] and dec.calls == 2 and ages["joints"] == pytest.approx(0.1)
+    assert ring.decoded == dec.calls
     late = TopicRing("/late")
     late.add(300 * MS, 0, 3)
     late.add(100 * MS, 0, 1)  # arrives late with an older stamp

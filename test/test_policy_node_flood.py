@@ -1,7 +1,9 @@
 """Input floods over real DDS (issue 17 item 4): a robot publishing joint states at 1 kHz and a 640x480
 rgb8 camera at 60 Hz must not starve the control loop. The subscription callbacks only keep the messages;
 the tick decodes what it uses (genil_ros/control/streams.py). Asserted: the control rate, no missed ticks
-and no holds while flooded. Figures side by side with the previous node: bench/ros_flood.py."""
+and no holds while flooded, and the mechanism itself from the node's diagnostics (messages received vs
+decoded: at most one decode per tick, not one per message). Figures side by side with the previous node,
+on the shipped model: bench/ros_flood.py."""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ def test_control_rate_holds_under_1khz_joint_states_and_60hz_vga(spawn, tmp_path
     robot = spawn([sys.executable, NODES / "fake_robot.py", "--record", rec, "--flood", "--rate", "1000",
                    "--camera-rate", "60", "--image-size", "480x640", "--camera", "/camera/image_raw"],
                   extra_env=ENV, name="robot")
-    node = spawn(node_cmd(f"checkpoint:={ck}", "device:=cpu", "autostart:=true", "max_step_rad:=100.0"),
-                 extra_env=ENV, name="policy")
+    # max_staleness_s 1.0: a busy shared machine may stall any process for half a second; what a flood
+    # does to a node that decodes in its callbacks is slower inference and late chunks (missed ticks)
+    node = spawn(node_cmd(f"checkpoint:={ck}", "device:=cpu", "autostart:=true", "max_step_rad:=100.0",
+                          "max_staleness_s:=1.0"), extra_env=ENV, name="policy")
     procs = (robot, node)
     wait_for(lambda: kinds(read_record(rec), "traj"), 120, "the first command", procs)
     time.sleep(2.0)  # past the first inferences (cold caches)
@@ -46,5 +50,11 @@ def test_control_rate_holds_under_1khz_joint_states_and_60hz_vga(spawn, tmp_path
     why = sorted({d["message"] for d in kinds(r, "diag", t0, d1["wall_ns"] + 1) if d["message"] != "commanding"})
     assert int(v1["missed_ticks"]) == int(v0["missed_ticks"]), why
     assert int(v1["holds"]) == int(v0["holds"]) and d1["message"] == "commanding", why
-    assert int(v1["received_messages /joint_states"]) - int(v0["received_messages /joint_states"]) > 2500
+    # the mechanism: the messages are received (most of them), only what the ticks use is decoded
+    seconds = (d1["wall_ns"] - t0) / 1e9
+    for topic, rate_hz in (("/joint_states", 1000), ("/camera/image_raw", 60)):
+        received = int(v1[f"received_messages {topic}"]) - int(v0[f"received_messages {topic}"])
+        decoded = int(v1[f"decoded_messages {topic}"]) - int(v0[f"decoded_messages {topic}"])
+        assert received > 0.4 * rate_hz * seconds, (topic, received, seconds)
+        assert decoded <= 10 * seconds + 3, (topic, decoded, seconds)  # at most one per 10 Hz tick
     assert node.alive() and robot.alive()

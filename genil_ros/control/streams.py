@@ -52,6 +52,7 @@ class TopicRing:
         self.topic = topic
         self._q: deque[_Slot] = deque(maxlen=maxlen)
         self.received = 0  # messages appended
+        self.decoded = 0  # decoder calls (at most one per message and entry, only for what ticks use)
         self.rejected = 0  # messages some entry could not use (counted once per message)
 
     def add(self, stamp_ns: int, recv_ns: int, msg: Any) -> None:
@@ -101,6 +102,7 @@ class InputEntry:
             slot.results = {}
         got = slot.results.get(self.name)
         if got is None:
+            self.ring.decoded += 1
             try:
                 got = (True, self.decode(slot.msg))
             except Exception as e:  # a decoder's GenilError, or a library's error on a malformed message

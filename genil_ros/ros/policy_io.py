@@ -128,6 +128,7 @@ class NodeInputs:
             kv[f"staleness_s {e.name}"] = f"{ages.get(e.name, float('nan')):.3f}"
         for topic, ring in self.rings.items():
             kv[f"received_messages {topic}"] = str(ring.received)
+            kv[f"decoded_messages {topic}"] = str(ring.decoded)
             kv[f"rejected_messages {topic}"] = str(ring.rejected)
         return kv
 
