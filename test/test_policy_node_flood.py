@@ -22,7 +22,8 @@ from test_policy_node import ENV, kinds, node_cmd, read_record, wait_for  # noqa
 
 
 def test_control_rate_holds_under_1khz_joint_states_and_60hz_vga(spawn, tmp_path):
-    ck = make_checkpoint(tmp_path / "ck", camera=True, image_hw=(32, 32))
+    # the shipped model's horizons (T_a = 8 of T_p = 16 at 10 Hz), a small network
+    ck = make_checkpoint(tmp_path / "ck", camera=True, image_hw=(32, 32), horizon=(2, 16, 8))
     rec = tmp_path / "robot.jsonl"
     robot = spawn([sys.executable, NODES / "fake_robot.py", "--record", rec, "--flood", "--rate", "1000",
                    "--camera-rate", "60", "--image-size", "480x640", "--camera", "/camera/image_raw"],
@@ -50,11 +51,12 @@ def test_control_rate_holds_under_1khz_joint_states_and_60hz_vga(spawn, tmp_path
     why = sorted({d["message"] for d in kinds(r, "diag", t0, d1["wall_ns"] + 1) if d["message"] != "commanding"})
     assert int(v1["missed_ticks"]) == int(v0["missed_ticks"]), why
     assert int(v1["holds"]) == int(v0["holds"]) and d1["message"] == "commanding", why
-    # the mechanism: the messages are received (most of them), only what the ticks use is decoded
+    # the mechanism: the messages are received, only what the ticks use is decoded (a VGA frame is larger than
+    # Fast DDS's shared-memory segment: best effort over UDP fragments drops some when the machine is busy)
     seconds = (d1["wall_ns"] - t0) / 1e9
     for topic, rate_hz in (("/joint_states", 1000), ("/camera/image_raw", 60)):
         received = int(v1[f"received_messages {topic}"]) - int(v0[f"received_messages {topic}"])
         decoded = int(v1[f"decoded_messages {topic}"]) - int(v0[f"decoded_messages {topic}"])
-        assert received > 0.4 * rate_hz * seconds, (topic, received, seconds)
+        assert received > 0.2 * rate_hz * seconds, (topic, received, seconds)
         assert decoded <= 10 * seconds + 3, (topic, decoded, seconds)  # at most one per 10 Hz tick
     assert node.alive() and robot.alive()
