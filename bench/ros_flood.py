@@ -15,10 +15,11 @@ control) on the CPU. Per run it reports, over --seconds after a settling second:
   why        the first hold reason in the window, if any
 
 --baseline DIR runs the same measurement against another checkout of genil_ros (e.g. main before a change:
-`git archive <commit> | tar -x -C /tmp/genil_before`), alternating with this checkout run by run, so both
-see the same machine load. Figures are only comparable within one invocation.
+`git archive <commit> | tar -x -C /tmp/genil_before`); --single adds this checkout with `executor:=single`
+(the SingleThreadedExecutor instead of the EventsExecutor). The variants alternate run by run, so all see
+the same machine load. Figures are only comparable within one invocation.
 
-    .venv/bin/python bench/ros_flood.py --baseline /tmp/genil_before [--runs 2] [--seconds 20]
+    .venv/bin/python bench/ros_flood.py --baseline /tmp/genil_before [--single] [--runs 2] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
+def run_once(tree: Path, extra: list, args, env: dict, work: Path, tag: str) -> dict:
     """One flood run of the node found in ``tree``; the figures of the measured window."""
     from genil_ros.testing import ManagedProcess
 
@@ -75,7 +76,7 @@ def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
              "--camera-rate", str(args.camera_rate), "--image-size", args.image_size,
              "--camera", "/camera/image_raw"]
     node = [sys.executable, "-m", "genil_ros.ros.policy_node", "--ros-args", "-p", f"checkpoint:={args.checkpoint}",
-            "-p", f"device:={args.device}", "-p", "autostart:=true", "-p", "max_step_rad:=100.0"]
+            "-p", f"device:={args.device}", "-p", "autostart:=true", "-p", "max_step_rad:=100.0"] + extra
     node_env = dict(env, PYTHONPATH=str(tree))
     procs = [ManagedProcess(robot, dict(env, PYTHONPATH=str(REPO)), str(work / f"{tag}_robot.log")),
              ManagedProcess(node, node_env, str(work / f"{tag}_node.log"))]
@@ -122,6 +123,7 @@ def run_once(tree: Path, args, env: dict, work: Path, tag: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", default=None, help="another genil_ros checkout to measure side by side")
+    ap.add_argument("--single", action="store_true", help="also this checkout with executor:=single")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
     ap.add_argument("--rate", type=float, default=1000.0, help="joint states per second")
@@ -132,24 +134,25 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from genil_ros.testing import isolated_ros_env, ros_domain
 
-    trees = [("this", REPO)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])
+    trees = [("this", REPO, [])] + ([("single", REPO, ["-p", "executor:=single"])] if args.single else []) + (
+        [("baseline", Path(args.baseline).resolve(), [])] if args.baseline else [])
     print(f"# policy_node under an input flood: JointState {args.rate:g} Hz + {args.image_size} rgb8 Image "
           f"{args.camera_rate:g} Hz; {Path(args.checkpoint).name} on {args.device}, 10 Hz control; "
           f"{args.runs} runs x {args.seconds:g} s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{'node':9} {'run':>3} | {'cmds/s':>6} {'missed':>6} {'holds':>5} {'stale':>5} {'infer ms':>8} "
           f"{'node cpu':>8} | {'js/s':>6} {'img/s':>5} | why")
-    rows: dict[str, list[dict]] = {name: [] for name, _ in trees}
+    rows: dict[str, list[dict]] = {name: [] for name, _, _ in trees}
     with tempfile.TemporaryDirectory(prefix="genil_flood_") as tmp, ros_domain() as dom:
         env = isolated_ros_env(dom)
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
         for i in range(args.runs):
-            for name, tree in (trees if i % 2 == 0 else trees[::-1]):
-                r = run_once(tree, args, env, Path(tmp), f"{name}_{i}")
+            for name, tree, extra in (trees if i % 2 == 0 else trees[::-1]):
+                r = run_once(tree, extra, args, env, Path(tmp), f"{name}_{i}")
                 rows[name].append(r)
                 print(f"{name:9} {i:3d} | {r['cmds_per_s']:6.2f} {r['missed']:6.0f} {r['holds']:5.0f} "
                       f"{r['stale']:5.0f} {r['infer_ms']:8.1f} {r['cpu_pct']:7.0f}% | {r['js_hz']:6.0f} "
                       f"{r['img_hz']:5.0f} | {r['why'][:90]}", flush=True)
-    for name, _ in trees:
+    for name, _, _ in trees:
         m = {k: float(np.median([r[k] for r in rows[name]])) for k in rows[name][0] if k != "why"}
         print(f"{name:9} med | {m['cmds_per_s']:6.2f} {m['missed']:6.0f} {m['holds']:5.0f} {m['stale']:5.0f} "
               f"{m['infer_ms']:8.1f} {m['cpu_pct']:7.0f}% | {m['js_hz']:6.0f} {m['img_hz']:5.0f} | "

@@ -238,7 +238,7 @@ class NodeOutputs:
             o.send(safe, msg)
 
     def hold(self, now_ns: int) -> None:
-        """One hold command per entry that has commanded (see SafetyFilter.hold)."""
+        """One hold command per entry that has commanded (the filter's hold: the last command, a zero twist)."""
         for o in self.outputs:
             o.hold(now_ns)
 
