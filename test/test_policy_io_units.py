@@ -345,6 +345,18 @@ def test_bad_entry_parameters_name_the_parameter(given, pat):
         resolve_io(PolicySettings(), typed_spec(), given)
 
 
+def test_flat_joint_parameters_need_exactly_one_joint_action():
+    spec = typed_spec()
+    spec.actions = [a for a in spec.actions if a.type != "joint_position"]
+    with pytest.raises(GenilError, match=r"parameter joint_lower_limits: applies to the task's only joint_position "
+                                         r"action, but it has 0 \(none\)"):
+        resolve_io(PolicySettings(joint_lower_limits=[0.0]), spec)
+    io = resolve_io(PolicySettings(output_mode="trajectory"), spec)  # launch files set it: a note, no error
+    assert io.notes == ["output_mode trajectory: not used, the task has 0 joint_position actions (set "
+                        "actions.<entry>.msg / topic)"]
+    assert resolve_io(PolicySettings(joint_lower_limits=[]), spec)  # empty = unset
+
+
 def test_workspace_needs_a_pose_observation_and_config_must_match(tmp_path):
     spec = typed_spec()
     spec.observations = [o for o in spec.observations if o.type != "pose"]

@@ -155,7 +155,7 @@ def _config_task(s, spec):
     return task
 
 
-def _defaults(s, spec, task) -> dict[str, Any]:
+def _defaults(s, spec, task, notes: list) -> dict[str, Any]:
     """Every per-entry parameter of the checkpoint's entries with its value before per-entry parameters."""
     obs = {o.name: o for o in (task.observations if task else spec.observations)}
     acts = {a.name: a for a in (task.actions if task else spec.actions)}
@@ -185,6 +185,14 @@ def _defaults(s, spec, task) -> dict[str, Any]:
             out[p + "frame_id"] = src.frame_id
         out[p + "topic"] = topic
     joint_actions = [a for a in spec.actions if a.type == "joint_position"]
+    limits = [k for k in ("joint_lower_limits", "joint_upper_limits") if getattr(s, k)]
+    if limits and len(joint_actions) != 1:  # never ignore a limit silently
+        raise GenilError(f"parameter {limits[0]}: applies to the task's only joint_position action, but it has "
+                         f"{len(joint_actions)} ({', '.join(a.name for a in joint_actions) or 'none'}): set "
+                         f"actions.<entry>.lower_limits / upper_limits")
+    if s.output_mode and len(joint_actions) != 1:  # a routing choice (launch files set it): said, not refused
+        notes.append(f"output_mode {s.output_mode}: not used, the task has {len(joint_actions)} joint_position "
+                     f"actions (set actions.<entry>.msg / topic)")
     for a in spec.actions:
         src = acts[a.name]
         p = f"actions.{a.name}."
@@ -274,7 +282,8 @@ def resolve_io(s, spec, given: Optional[dict[str, Any]] = None) -> IOPlan:
     parameter when something does not fit."""
     given = dict(given or {})
     task = _config_task(s, spec)
-    defaults = _defaults(s, spec, task)
+    notes: list[str] = []
+    defaults = _defaults(s, spec, task, notes)
     _check_given(given, defaults, spec)
     values: dict[str, Any] = {}
     for name, default in defaults.items():
@@ -289,7 +298,7 @@ def resolve_io(s, spec, given: Optional[dict[str, Any]] = None) -> IOPlan:
             raise GenilError(f"parameter {p}topic: not set (the task gives no topic for {o.name!r})")
         inputs.append(InputSpec(o, topic, values.get(p + "frame_id", ""), values.get(p + "compressed", False),
                                 None if o.is_camera else lay.state_entry(o.name).slice))
-    outputs, notes = [], []
+    outputs = []
     for a in spec.actions:
         p = f"actions.{a.name}."
         mine = {k[len(p):]: v for k, v in values.items() if k.startswith(p)}
