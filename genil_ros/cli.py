@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("genil_ros.ros.policy_cli", "run the diffusion policy node"),
     "demo": ("genil_ros.demo", "the end-to-end demo on the bundled sim"),
     "check-config": ("genil_ros.config", "validate an experiment YAML and print it with all defaults"),
+    "ament-prefix": ("genil_ros.ament", "lay out the ament prefix `ros2 launch/run genil_ros` needs (no colcon)"),
 }
 
 

@@ -1,5 +1,6 @@
 """The bundled MuJoCo arm as a ROS 2 robot plus the policy node driving it - no Gazebo, no hardware.
 
+    ros2 launch genil_ros sim_demo.launch.py                       # the shipped models/sim_obstacle_dp
     ros2 launch genil_ros sim_demo.launch.py checkpoint:=/path/to/ckpt
     ros2 launch genil_ros sim_demo.launch.py variant:=reach controller:=position real_time_factor:=2.0
 
@@ -30,7 +31,8 @@ OUTPUT_MODES = ("trajectory", "position")
 ARGUMENTS = [
     ("sim_params_file", str(SIM_PARAMS), "sim node params"),
     ("params_file", str(POLICY_PARAMS), "policy node params"),
-    ("checkpoint", "", "checkpoint directory or shipped model name; empty = the params file's `checkpoint`"),
+    ("checkpoint", "sim_obstacle_dp", "checkpoint directory or shipped model name (default: the shipped "
+                                      "models/sim_obstacle_dp); empty = the params file's `checkpoint`"),
     ("variant", "", "obstacle | reach; empty = the sim params file's"),
     ("real_time_factor", "", "sim speed (1.0 = real time, >1 faster); empty = the sim params file's"),
     ("controller", "trajectory", "trajectory | position: the command topic the policy publishes on"),

@@ -25,13 +25,13 @@ from genil_ros.control import (
     sample_inputs,
 )
 from genil_ros.data.rotations import (
-    matrix_to_quaternion,
-    matrix_to_sixd,
-    quaternion_to_matrix,
-    quaternion_to_sixd,
+    matrix_from_rot6d,
+    matrix_to_quat,
+    quat_to_matrix,
+    quat_to_rot6d,
+    rot6d_from_matrix,
+    rot6d_to_quat,
     rotation_angle,
-    sixd_to_matrix,
-    sixd_to_quaternion,
     slerp_matrix,
 )
 from genil_ros.errors import DataError, GenilError
@@ -61,20 +61,20 @@ def test_rotations_round_trip_and_gram_schmidt():
     q = rng.normal(size=(200, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     q[q[:, 3] < 0] *= -1
-    m = quaternion_to_matrix(q)
+    m = quat_to_matrix(q)
     assert np.allclose(m @ np.swapaxes(m, -1, -2), np.eye(3), atol=1e-12) and np.allclose(np.linalg.det(m), 1)
-    assert np.allclose(matrix_to_quaternion(m), q, atol=1e-12)
-    assert np.allclose(sixd_to_quaternion(quaternion_to_sixd(q)), q, atol=1e-12)
+    assert np.allclose(matrix_to_quat(m), q, atol=1e-12)
+    assert np.allclose(rot6d_to_quat(quat_to_rot6d(q)), q, atol=1e-12)
     for axis in np.eye(3):  # 180 degree turns: w = 0, the hard case for the trace formula
-        assert np.allclose(matrix_to_quaternion(quaternion_to_matrix(np.r_[axis, 0.0])), np.r_[axis, 0.0])
+        assert np.allclose(matrix_to_quat(quat_to_matrix(np.r_[axis, 0.0])), np.r_[axis, 0.0])
     # a predicted 6-D rotation need not be orthonormal: Gram-Schmidt gives the nearest valid one
-    noisy = matrix_to_sixd(m[0]) + np.array([0.1, -0.05, 0.0, 0.02, 0.1, -0.1])
-    r = sixd_to_matrix(noisy * 3.0)
+    noisy = rot6d_from_matrix(m[0]) + np.array([0.1, -0.05, 0.0, 0.02, 0.1, -0.1])
+    r = matrix_from_rot6d(noisy * 3.0)
     assert np.allclose(r @ r.T, np.eye(3), atol=1e-12) and np.isclose(np.linalg.det(r), 1.0)
     with pytest.raises(ValueError, match="parallel"):
-        sixd_to_matrix([1, 0, 0, 2, 0, 0])
+        matrix_from_rot6d([1, 0, 0, 2, 0, 0])
     with pytest.raises(ValueError, match="zero"):
-        sixd_to_matrix([0, 0, 0, 0, 1, 0])
+        matrix_from_rot6d([0, 0, 0, 0, 1, 0])
     half = slerp_matrix(m[0], m[1], 0.5)
     assert np.isclose(rotation_angle(m[0], half), rotation_angle(m[0], m[1]) / 2)
 
@@ -226,15 +226,15 @@ def test_twist_filter_speed_and_workspace():
 def test_pose_filter_box_translation_and_rotation_speed():
     p = PoseFilter("ee", max_linear_speed=0.1, max_angular_speed=1.0, workspace_min=[0, -1, 0],
                    workspace_max=[1, 1, 0.5], period_s=0.1)
-    start = np.r_[0.5, 0.0, 0.3, matrix_to_sixd(np.eye(3))]
-    turn = quaternion_to_matrix([0, 0, math.sin(0.5), math.cos(0.5)])  # 1 rad about z
-    target = np.r_[0.5, 0.0, 2.0, matrix_to_sixd(turn)]
+    start = np.r_[0.5, 0.0, 0.3, rot6d_from_matrix(np.eye(3))]
+    turn = quat_to_matrix([0, 0, math.sin(0.5), math.cos(0.5)])  # 1 rad about z
+    target = np.r_[0.5, 0.0, 2.0, rot6d_from_matrix(turn)]
     out = p.apply(target[None], prev=None, measured=start)
     assert np.allclose(out[0, :3], [0.5, 0.0, 0.31])  # box would allow 0.5; 0.1 m/s at 10 Hz allows 1 cm
-    assert np.isclose(rotation_angle(np.eye(3), sixd_to_matrix(out[0, 3:])), 0.1)  # 1 rad/s: 0.1 rad per tick
+    assert np.isclose(rotation_angle(np.eye(3), matrix_from_rot6d(out[0, 3:])), 0.1)  # 1 rad/s: 0.1 rad per tick
     free = PoseFilter("ee", workspace_min=[0, -1, 0], workspace_max=[1, 1, 0.5])
-    out = free.apply(np.r_[2.0, 0.0, 0.2, 2 * matrix_to_sixd(np.eye(3))][None], None, None)
-    assert np.allclose(out[0], np.r_[1.0, 0.0, 0.2, matrix_to_sixd(np.eye(3))]) and free.clamped == 1
+    out = free.apply(np.r_[2.0, 0.0, 0.2, 2 * rot6d_from_matrix(np.eye(3))][None], None, None)
+    assert np.allclose(out[0], np.r_[1.0, 0.0, 0.2, rot6d_from_matrix(np.eye(3))]) and free.clamped == 1
     with pytest.raises(ValueError, match="parallel"):
         free.apply(np.r_[0.5, 0, 0.2, 1, 0, 0, 1, 0, 0][None], None, None)
 
@@ -306,7 +306,7 @@ def test_typed_task_entries_and_their_parameters():
         "servo": ("/servo/twist", "twist_stamped"), "target": ("/target", "pose_stamped"),
         "v": ("/v", "float64_multi_array")}
     assert outs["arm"].measured.tolist() == [1, 0]  # the arm's joints b, a in the 'arm' observation
-    assert outs["servo"].measured.tolist() == list(range(3, 12))  # the only pose observation
+    assert outs["servo"].measured is None  # no workspace: a twist needs no measured pose
     assert outs["grip"].measured is None and outs["v"].measured is None
     assert outs["grip"].values["open_position"] == 0.04 and outs["arm"].values["max_step"] == 0.1
     io = resolve_io(PolicySettings(joint_lower_limits=[0, 0]), spec, {
@@ -315,6 +315,7 @@ def test_typed_task_entries_and_their_parameters():
         "actions.arm.msg": "float64_multi_array"})
     outs = {o.name: o for o in io.outputs}
     assert outs["grip"].values["max_rate"] == 2.0 and outs["servo"].values["workspace_min"] == [0.0, 0.0, 0.0]
+    assert outs["servo"].measured.tolist() == list(range(3, 12))  # the workspace: the only pose observation
     assert (outs["arm"].topic, outs["arm"].msg) == ("/arm/cmd", "float64_multi_array")
     assert io.inputs[2].frame_id == "world" and outs["arm"].msg == "float64_multi_array"
     assert outs["arm"].values["lower_limits"] == [0.0, 0.0]  # the only joint_position action takes the flat limits
@@ -336,9 +337,11 @@ def test_typed_task_entries_and_their_parameters():
     ({"actions.grip.max_rate": "fast"}, "actions.grip.max_rate: expected a number, got 'fast'"),
     ({"actions.servo.msg": "joint_trajectory"}, r"actions.servo.msg: 'joint_trajectory' is not a twist command"),
     ({"actions.arm.topic": ""}, r"actions.arm.topic: not set"),
-    ({"actions.target.pose_observation": "obj"}, r"pose_observation: 'obj' is not a pose observation"),
-    ({"actions.servo.frame_id": "base_link"}, r"actions.servo.frame_id: 'base_link' is not the frame of the "
-                                              r"measured pose 'ee' \('base'\)"),
+    ({"actions.target.pose_observation": "obj", "actions.target.max_linear_speed": 0.1},
+     r"pose_observation: 'obj' is not a pose observation"),
+    ({"actions.servo.frame_id": "base_link", "actions.servo.workspace_max": [1, 1, 1]},
+     r"actions.servo.workspace_min: compares the command \(frame 'base_link'\) with the measured pose 'ee' "
+     r"\(frame 'base'\)"),
 ])
 def test_bad_entry_parameters_name_the_parameter(given, pat):
     with pytest.raises(GenilError, match=pat):
@@ -435,43 +438,49 @@ def test_robot_params_files_fit_their_task(params, task):
 # --------------------------------------------------------------------------- conversions (need ROS messages)
 
 
-def test_joint_fields_pose_wrench_vector_decoders(cv):
-    js = cv.joint_state_msg(["c", "a", "b"], [3.0, 1.0, 2.0], velocity=[30, 10, 20])
-    assert cv.joint_field_to_array(js, ["a", "b"], "velocity").tolist() == [10, 20]
-    with pytest.raises(DataError, match=r"obs 'e' \(/js\): JointState has no effort values"):
-        cv.joint_field_to_array(js, ["a"], "effort", where="obs 'e' (/js)")
-    js.velocity = [30.0, math.nan, 20.0]
-    with pytest.raises(DataError, match=r"non-finite velocity values for joint\(s\) \['a'\]"):
-        cv.joint_field_to_array(js, ["a", "b"], "velocity")
-
-    from geometry_msgs.msg import PoseStamped, WrenchStamped
+def test_observation_decoders_of_every_type(cv):
+    """The node reads low-dim entries with the dataset builder's readers; its errors start with the entry
+    and topic, and no NaN/Inf gets through."""
+    from geometry_msgs.msg import WrenchStamped
     from std_msgs.msg import Float64MultiArray
+
+    spec = typed_spec()
+    arm_vel = ObservationEntry("arm_vel", "joint_velocity", "", ["a", "b"])
+    js = cv.joint_state_msg(["c", "a", "b"], [3.0, 1.0, 2.0], velocity=[30, 10, 20])
+    assert cv.observation_decoder(arm_vel, 1)(js).tolist() == [10, 20]
+    effort = cv.observation_decoder(ObservationEntry("e", "joint_effort", "", ["a"]), 2, where="observation 'e' (/js)")
+    with pytest.raises(DataError, match=r"^observation 'e' \(/js\): .*JointState has no effort values"):
+        effort(js)
+    js.velocity = [30.0, math.nan, 20.0]
+    with pytest.raises(DataError, match=r"non-finite velocity of joint a"):
+        cv.observation_decoder(arm_vel, 1)(js)
 
     q = np.array([0.1, -0.2, 0.3, 0.9])
     q /= np.linalg.norm(q)
-    pose = cv.pose_stamped_msg(np.r_[1.0, 2.0, 3.0, quaternion_to_sixd(q)], "base", 5)
-    assert isinstance(pose, PoseStamped) and pose.header.frame_id == "base"
-    got = cv.pose_msg_to_array(pose, "base")
-    assert got.dtype == np.float32 and np.allclose(got, np.r_[1, 2, 3, quaternion_to_sixd(q)], atol=1e-6)
-    with pytest.raises(DataError, match=r"/tcp: PoseStamped is in frame 'base', expected 'world'"):
-        cv.pose_msg_to_array(pose, "world", where="/tcp")
+    pose = cv.pose_stamped_msg(np.r_[1.0, 2.0, 3.0, quat_to_rot6d(q)], "base", 5)
+    ee = spec.observations[2]  # frame_id base
+    got = cv.observation_decoder(ee, 2)(pose)
+    assert got.dtype == np.float32 and np.allclose(got, np.r_[1, 2, 3, quat_to_rot6d(q)], atol=1e-6)
+    with pytest.raises(DataError, match=r"^/tcp: .*frame_id is 'base', the config says 'world'"):
+        cv.observation_decoder(ee, 2, "world", where="/tcp")(pose)  # the observations.ee.frame_id parameter
+    o = pose.pose.orientation  # a sloppy publisher (norm 1.005): normalised, as the dataset builder does
+    o.x, o.y, o.z, o.w = (1.005 * v for v in (o.x, o.y, o.z, o.w))
+    assert np.allclose(cv.observation_decoder(ee, 2)(pose)[3:], quat_to_rot6d(q), atol=1e-6)
     pose.pose.orientation.w = 0.5
-    with pytest.raises(DataError, match=r"orientation is not a unit quaternion \(norm 0\.6"):
-        cv.pose_msg_to_array(pose)
-    pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = 0, 0, 0, 0
-    with pytest.raises(DataError, match=r"not a unit quaternion \(norm 0\)"):
-        cv.pose_msg_to_array(pose)
+    with pytest.raises(DataError, match=r"not a unit quaternion \(norm 0\.6"):
+        cv.observation_decoder(ee, 2)(pose)
     w = WrenchStamped()
     w.header.frame_id = "tool0"
     w.wrench.force.z, w.wrench.torque.x = -9.8, 0.5
-    assert cv.wrench_msg_to_array(w, "tool0").tolist() == pytest.approx([0, 0, -9.8, 0.5, 0, 0])
+    ft = ObservationEntry("ft", "wrench", "/ft", frame_id="tool0")
+    assert cv.observation_decoder(ft, 0)(w).tolist() == pytest.approx([0, 0, -9.8, 0.5, 0, 0])
     w.wrench.force.x = math.inf
-    with pytest.raises(DataError, match=r"WrenchStamped has non-finite values in \['fx'\]"):
-        cv.wrench_msg_to_array(w)
-    v = Float64MultiArray(data=[1.0, 2.0])
-    with pytest.raises(DataError, match=r"/obj: Float64MultiArray has 2 values, expected 3 \(\['x', 'y', 'z'\]\)"):
-        cv.vector_msg_to_array(v, ["x", "y", "z"], where="/obj")
-    assert cv.vector_msg_to_array(v, ["x", "y"]).tolist() == [1.0, 2.0]
+    with pytest.raises(DataError, match=r"non-finite fx of observation 'ft'"):
+        cv.observation_decoder(ft, 0)(w)
+    obj = spec.observations[3]  # dims x, y, z
+    with pytest.raises(DataError, match=r"^/obj: Float64MultiArray has 2 values, expected 3"):
+        cv.observation_decoder(obj, 3, where="/obj")(Float64MultiArray(data=[1.0, 2.0]))
+    assert cv.observation_decoder(obj, 3)(Float64MultiArray(data=[1.0, 2.0, 3.0])).tolist() == [1.0, 2.0, 3.0]
 
 
 def test_command_messages(cv):
@@ -481,7 +490,7 @@ def test_command_messages(cv):
     p = cv.pose_stamped_msg(np.r_[0, 0, 0, 2, 0, 0, 0.5, 1, 0], "base", 0)  # not orthonormal: Gram-Schmidt
     o = p.pose.orientation
     assert np.allclose([o.x, o.y, o.z, o.w], [0, 0, 0, 1])
-    with pytest.raises(GenilError, match="pose command: 6-D rotation: the two columns are parallel"):
+    with pytest.raises(GenilError, match="pose command: 6-D rotation with a zero, parallel"):
         cv.pose_stamped_msg(np.r_[0, 0, 0, 1, 0, 0, 1, 0, 0], "base", 0)
     try:
         import control_msgs.msg  # noqa: F401

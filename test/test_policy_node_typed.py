@@ -27,7 +27,7 @@ sys.path.insert(0, str(NODES))
 from fake_robot_policy import make_typed_checkpoint  # noqa: E402
 from test_policy_node import ENV, Operator, cli_cmd, kinds, node_cmd, read_record, wait_for  # noqa: E402
 
-from genil_ros.data.rotations import quaternion_to_matrix  # noqa: E402
+from genil_ros.data.rotations import quat_to_matrix  # noqa: E402
 
 LIMITS = {
     "arm": {"lower_limits": [-0.5, -0.5, -0.5], "upper_limits": [0.5, 0.5, 0.5], "max_step": 0.05},
@@ -76,7 +76,7 @@ def check_commands(r, t0):
     assert np.all(pos >= [0.0, -0.3, 0.0]) and np.all(pos <= [0.3, 0.3, 0.4])
     assert np.max(np.linalg.norm(np.diff(pos, axis=0), axis=1)) <= 0.02 + 1e-9  # 0.2 m/s at 10 Hz
     assert np.allclose(np.linalg.norm(quat, axis=1), 1.0, atol=1e-9)
-    quaternion_to_matrix(quat)  # valid orientations
+    quat_to_matrix(quat)  # valid orientations
     vec = np.array([m["data"] for m in cmds(r, "/vec_cmd", t0)])
     assert vec.shape[1:] == (2,) and np.all(np.abs(vec) <= 0.5 + 1e-9)
 

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from genil_ros.data.rotations import matrix_to_sixd, rotation_angle, sixd_to_matrix, slerp_matrix
+from genil_ros.data.rotations import matrix_from_rot6d, rot6d_from_matrix, rotation_angle, slerp_matrix
 from genil_ros.errors import GenilError
 
 __all__ = ["CommandFilter", "JointFilter", "GripperFilter", "TwistFilter", "PoseFilter", "VectorFilter",
@@ -210,10 +210,10 @@ class PoseFilter(CommandFilter):
     def _apply(self, rows, prev, measured):
         ref = prev if prev is not None else measured
         p_prev = None if ref is None else np.asarray(ref, np.float64)[:3]
-        r_prev = None if ref is None else sixd_to_matrix(np.asarray(ref, np.float64)[3:9])
+        r_prev = None if ref is None else matrix_from_rot6d(np.asarray(ref, np.float64)[3:9])
         for i in range(rows.shape[0]):
             pos = rows[i, :3]
-            rot = sixd_to_matrix(rows[i, 3:9])  # ValueError on a degenerate rotation: the node holds
+            rot = matrix_from_rot6d(rows[i, 3:9])  # ValueError on a degenerate rotation: the node holds
             if self.box is not None:
                 pos = np.clip(pos, *self.box)
             if p_prev is not None and self.max_lin_step > 0:
@@ -227,13 +227,13 @@ class PoseFilter(CommandFilter):
                 ang = float(rotation_angle(r_prev, rot))
                 if ang > self.max_ang_step:
                     rot = slerp_matrix(r_prev, rot, self.max_ang_step / ang)
-            rows[i, :3], rows[i, 3:9] = pos, matrix_to_sixd(rot)
+            rows[i, :3], rows[i, 3:9] = pos, rot6d_from_matrix(rot)
             p_prev, r_prev = pos, rot
         return rows
 
     def _expected_first(self, rows, measured):
         first = rows[0].copy()
-        first[3:9] = matrix_to_sixd(sixd_to_matrix(first[3:9]))  # orthonormalising is not clamping
+        first[3:9] = rot6d_from_matrix(matrix_from_rot6d(first[3:9]))  # orthonormalising is not clamping
         return first
 
 

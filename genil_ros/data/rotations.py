@@ -1,92 +1,108 @@
-"""Rotations for poses in the task schema: unit quaternions, rotation matrices and the 6-D representation.
+"""Rotations for pose entries: unit quaternion <-> rotation matrix <-> the 6-D representation.
 
-A pose entry is ``[x, y, z, r11, r21, r31, r12, r22, r32]``: the position, then the first two COLUMNS of the
-rotation matrix (Zhou et al. 2019, "On the Continuity of Rotation Representations in Neural Networks"):
-continuous and unique, unlike Euler angles or quaternions (q and -q are the same rotation). A predicted 6-D
-rotation is turned back into a rotation by Gram-Schmidt, so any two non-parallel vectors give a valid one.
+A pose is fed to the policy as ``[x, y, z]`` plus the 6-D rotation representation (Zhou et al., "On the
+Continuity of Rotation Representations in Neural Networks", 2019): the first two columns of the rotation
+matrix, ``[r11, r21, r31, r12, r22, r32]``. It is continuous and unique (a quaternion has two signs, Euler
+angles wrap), so nearby orientations are nearby vectors. A predicted 6-D vector is turned back into a
+rotation by Gram-Schmidt (:func:`matrix_from_rot6d`), which accepts any two non-parallel 3-vectors.
 
-Quaternions are ``[x, y, z, w]`` (the order of geometry_msgs/Quaternion). Every function takes arrays with
-any leading batch shape. Plain numpy; no ROS.
+Quaternions are ``(x, y, z, w)`` as in ``geometry_msgs/Quaternion``. All functions work on arrays with
+any leading batch shape; pure numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "matrix_to_sixd", "sixd_to_matrix",
-           "quaternion_to_sixd", "sixd_to_quaternion", "rotation_angle", "slerp_matrix"]
+__all__ = ["quat_to_matrix", "matrix_to_quat", "rot6d_from_matrix", "matrix_from_rot6d", "quat_to_rot6d",
+           "rot6d_to_quat", "normalize_quat", "rotation_angle", "slerp_matrix", "QUAT_NORM_TOLERANCE"]
+
+# |‖q‖ - 1| up to this is rounding or a sloppy publisher and is normalised away; beyond it the quaternion
+# is not a rotation (e.g. all zeros: an orientation never set) and is rejected.
+QUAT_NORM_TOLERANCE = 0.01
 
 
-def quaternion_to_matrix(q) -> np.ndarray:
-    """(..., 4) quaternions [x, y, z, w] (normalised here) -> (..., 3, 3) rotation matrices."""
-    q = np.asarray(q, np.float64)
+def normalize_quat(q, tolerance: float = QUAT_NORM_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """(unit quaternions, ok): ``q`` (..., 4) divided by its norm; ``ok`` is False where the norm is
+    further than ``tolerance`` from 1 or not finite (those rows are returned as NaN)."""
+    q = np.asarray(q, dtype=np.float64)
+    n = np.linalg.norm(q, axis=-1, keepdims=True)
+    ok = np.isfinite(n[..., 0]) & (np.abs(n[..., 0] - 1.0) <= tolerance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = np.where(ok[..., None], q / np.where(n == 0, 1.0, n), np.nan)
+    return unit, ok
+
+
+def quat_to_matrix(q) -> np.ndarray:
+    """Unit quaternions (..., 4) ``(x, y, z, w)`` -> rotation matrices (..., 3, 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    m = np.empty(q.shape[:-1] + (3, 3))
+    m[..., 0, 0] = 1 - 2 * (y * y + z * z)
+    m[..., 0, 1] = 2 * (x * y - z * w)
+    m[..., 0, 2] = 2 * (x * z + y * w)
+    m[..., 1, 0] = 2 * (x * y + z * w)
+    m[..., 1, 1] = 1 - 2 * (x * x + z * z)
+    m[..., 1, 2] = 2 * (y * z - x * w)
+    m[..., 2, 0] = 2 * (x * z - y * w)
+    m[..., 2, 1] = 2 * (y * z + x * w)
+    m[..., 2, 2] = 1 - 2 * (x * x + y * y)
+    return m
+
+
+def matrix_to_quat(m) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) ``(x, y, z, w)`` with ``w >= 0``
+    (Shepperd's method: the numerically largest of the four candidates per matrix)."""
+    m = np.asarray(m, dtype=np.float64)
+    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    cands = np.stack([
+        np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1],
+                  1 + tr], -1),
+        np.stack([1 + 2 * m[..., 0, 0] - tr, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0],
+                  m[..., 2, 1] - m[..., 1, 2]], -1),
+        np.stack([m[..., 0, 1] + m[..., 1, 0], 1 + 2 * m[..., 1, 1] - tr, m[..., 1, 2] + m[..., 2, 1],
+                  m[..., 0, 2] - m[..., 2, 0]], -1),
+        np.stack([m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 + 2 * m[..., 2, 2] - tr,
+                  m[..., 1, 0] - m[..., 0, 1]], -1),
+    ], -2)  # (..., 4 candidates, 4): each is 4 * q_k * q for the largest component k
+    diag = np.stack([1 + tr, 1 + 2 * m[..., 0, 0] - tr, 1 + 2 * m[..., 1, 1] - tr, 1 + 2 * m[..., 2, 2] - tr], -1)
+    best = np.argmax(diag, axis=-1)
+    q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    m = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], axis=-1)
-    return m.reshape(q.shape[:-1] + (3, 3))
+    return np.where(q[..., 3:4] < 0, -q, q)
 
 
-def matrix_to_quaternion(m) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions [x, y, z, w] with w >= 0.
-
-    Shepperd's method: the largest of the four candidates is computed from the diagonal, the others from
-    it, so the result is accurate for every rotation (no division by a small number)."""
-    m = np.asarray(m, np.float64)
-    batch = m.shape[:-2]
-    r = m.reshape(-1, 3, 3)
-    tr = np.trace(r, axis1=1, axis2=2)
-    cand = np.stack([1 + 2 * r[:, 0, 0] - tr, 1 + 2 * r[:, 1, 1] - tr, 1 + 2 * r[:, 2, 2] - tr, 1 + tr], axis=1)
-    k = np.argmax(cand, axis=1)
-    s = 2 * np.sqrt(np.maximum(cand[np.arange(len(k)), k], 1e-300))[:, None]  # 4 |component k|
-    d21, d02, d10 = r[:, 2, 1] - r[:, 1, 2], r[:, 0, 2] - r[:, 2, 0], r[:, 1, 0] - r[:, 0, 1]
-    s01, s02, s12 = r[:, 0, 1] + r[:, 1, 0], r[:, 0, 2] + r[:, 2, 0], r[:, 1, 2] + r[:, 2, 1]
-    forms = np.stack([  # [x, y, z, w] * 4 |component k|, for k = x, y, z, w
-        np.stack([s[:, 0] ** 2 / 4, s01, s02, d21], axis=1),
-        np.stack([s01, s[:, 0] ** 2 / 4, s12, d02], axis=1),
-        np.stack([s02, s12, s[:, 0] ** 2 / 4, d10], axis=1),
-        np.stack([d21, d02, d10, s[:, 0] ** 2 / 4], axis=1),
-    ], axis=1)
-    q = forms[np.arange(len(k)), k] / s
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 3] < 0] *= -1
-    return q.reshape(batch + (4,))
-
-
-def matrix_to_sixd(m) -> np.ndarray:
-    """(..., 3, 3) -> (..., 6): the first two columns, [r11, r21, r31, r12, r22, r32]."""
-    m = np.asarray(m, np.float64)
+def rot6d_from_matrix(m) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> the 6-D representation (..., 6): column 1 then column 2."""
+    m = np.asarray(m, dtype=np.float64)
     return np.concatenate([m[..., :, 0], m[..., :, 1]], axis=-1)
 
 
-def sixd_to_matrix(d, eps: float = 1e-9) -> np.ndarray:
-    """(..., 6) -> (..., 3, 3) rotation matrices by Gram-Schmidt (the inverse of :func:`matrix_to_sixd` for
-    a valid rotation; the nearest valid one for any other input). ValueError when a column is (nearly)
-    zero or the two are (nearly) parallel: no rotation is defined then."""
-    d = np.asarray(d, np.float64)
-    a, b = d[..., 0:3], d[..., 3:6]
+def matrix_from_rot6d(r, eps: float = 1e-9) -> np.ndarray:
+    """The 6-D representation (..., 6) -> rotation matrices (..., 3, 3) by Gram-Schmidt: the first column
+    is ``a / |a|``, the second ``b`` minus its part along the first, normalised, the third their cross
+    product. ValueError when a row's two vectors are (nearly) zero or parallel."""
+    r = np.asarray(r, dtype=np.float64)
+    a, b = r[..., 0:3], r[..., 3:6]
     na = np.linalg.norm(a, axis=-1, keepdims=True)
-    if np.any(na < eps):
-        raise ValueError("6-D rotation: the first column is zero")
-    c1 = a / na
-    b = b - np.sum(c1 * b, axis=-1, keepdims=True) * c1
-    nb = np.linalg.norm(b, axis=-1, keepdims=True)
-    if np.any(nb < eps):
-        raise ValueError("6-D rotation: the two columns are parallel")
-    c2 = b / nb
+    c1 = a / np.maximum(na, eps)
+    b_perp = b - np.sum(c1 * b, axis=-1, keepdims=True) * c1
+    nb = np.linalg.norm(b_perp, axis=-1, keepdims=True)
+    if np.any(na <= eps) or np.any(nb <= eps) or not np.all(np.isfinite(r)):
+        raise ValueError("6-D rotation with a zero, parallel or non-finite pair of columns is not a rotation")
+    c2 = b_perp / nb
     c3 = np.cross(c1, c2)
     return np.stack([c1, c2, c3], axis=-1)
 
 
-def quaternion_to_sixd(q) -> np.ndarray:
-    return matrix_to_sixd(quaternion_to_matrix(q))
+def quat_to_rot6d(q) -> np.ndarray:
+    """Unit quaternions (..., 4) ``(x, y, z, w)`` -> 6-D rotations (..., 6)."""
+    return rot6d_from_matrix(quat_to_matrix(q))
 
 
-def sixd_to_quaternion(d) -> np.ndarray:
-    return matrix_to_quaternion(sixd_to_matrix(d))
+def rot6d_to_quat(r) -> np.ndarray:
+    """6-D rotations (..., 6), any scale (Gram-Schmidt) -> unit quaternions (..., 4) ``(x, y, z, w)``."""
+    return matrix_to_quat(matrix_from_rot6d(r))
 
 
 def rotation_angle(m1, m2) -> np.ndarray:
@@ -98,13 +114,14 @@ def rotation_angle(m1, m2) -> np.ndarray:
 
 def slerp_matrix(m1, m2, t: float) -> np.ndarray:
     """The rotation a fraction ``t`` (0..1) of the way from ``m1`` to ``m2`` (one pair of (3, 3) matrices),
-    along the shortest path."""
-    q1, q2 = matrix_to_quaternion(m1), matrix_to_quaternion(m2)
+    along the shortest path (the policy node's limit on how fast a pose target turns)."""
+    q1, q2 = matrix_to_quat(m1), matrix_to_quat(m2)
     dot = float(np.dot(q1, q2))
     if dot < 0:
         q2, dot = -q2, -dot
     if dot > 1 - 1e-12:
-        return quaternion_to_matrix(q1 + t * (q2 - q1))
-    theta = np.arccos(min(dot, 1.0))
-    q = (np.sin((1 - t) * theta) * q1 + np.sin(t * theta) * q2) / np.sin(theta)
-    return quaternion_to_matrix(q)
+        q = q1 + t * (q2 - q1)
+    else:
+        theta = np.arccos(min(dot, 1.0))
+        q = (np.sin((1 - t) * theta) * q1 + np.sin(t * theta) * q2) / np.sin(theta)
+    return quat_to_matrix(q / np.linalg.norm(q))

@@ -2,12 +2,13 @@
 this module only adds the rclpy message types, stamps and the command messages.
 
 Every decoder raises :class:`genil_ros.errors.DataError` whose message starts with ``where`` (the node
-passes the entry and its topic), and never returns a non-finite value. Observation types of the task
-schema (``genil_ros/schema.py``): JointState fields by joint name (:func:`joint_field_to_array`),
-PoseStamped as position + 6-D rotation (:func:`pose_msg_to_array`), WrenchStamped
-(:func:`wrench_msg_to_array`), Float64MultiArray of a fixed length (:func:`vector_msg_to_array`), images
-(:func:`camera_msg_to_array`). Commands: JointTrajectory, Float64MultiArray, TwistStamped, PoseStamped and
-control_msgs/GripperCommand (:func:`gripper_command_msg`, only where control_msgs is importable).
+passes the entry and its topic), and never returns a non-finite value. :func:`observation_decoder` turns
+one message into an observation entry's value with the dataset builder's own readers
+(``genil_ros/data/entries.py``: JointState fields by joint name, PoseStamped as position + 6-D rotation
+with its frame and unit-quaternion checks, WrenchStamped, Float64MultiArray of exactly its dims), so the
+node sees what training saw; images go through :func:`camera_msg_to_array`. Commands: JointTrajectory,
+Float64MultiArray, TwistStamped, PoseStamped and control_msgs/GripperCommand (:func:`gripper_command_msg`,
+only where control_msgs is importable).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from genil_ros.data.images import decode_compressed, decode_image, image_from_numpy, reorder_joints, resize_image
-from genil_ros.data.rotations import quaternion_to_sixd, sixd_to_quaternion
+from genil_ros.data.rotations import rot6d_to_quat
 from genil_ros.errors import DataError, GenilError
 
 __all__ = [
@@ -25,10 +26,7 @@ __all__ = [
     "ns_to_stamp",
     "duration_msg",
     "joint_state_to_array",
-    "joint_field_to_array",
-    "pose_msg_to_array",
-    "wrench_msg_to_array",
-    "vector_msg_to_array",
+    "observation_decoder",
     "image_msg_to_array",
     "compressed_msg_to_array",
     "camera_msg_to_array",
@@ -42,10 +40,7 @@ __all__ = [
     "pose_stamped_msg",
     "gripper_command_class",
     "gripper_command_msg",
-    "UNIT_QUATERNION_TOLERANCE",
 ]
-
-UNIT_QUATERNION_TOLERANCE = 1e-3  # | |q| - 1 | above this: not an orientation (a driver bug or a zero quaternion)
 
 
 # --------------------------------------------------------------------------- time
@@ -92,66 +87,32 @@ def joint_state_to_array(msg, joint_names: Sequence[str], *, where: str = "/join
     return out
 
 
-def joint_field_to_array(msg, joints: Sequence[str], field: str = "position", *,
-                         where: str = "/joint_states") -> np.ndarray:
-    """One field (position, velocity or effort) of a sensor_msgs/JointState, float32 in ``joints`` order.
+def observation_decoder(entry, index: int, frame_id: Optional[str] = None, *, where: str = "observation"):
+    """msg -> float32 value of observation ``entry`` (the ``index``-th of the task): the dataset builder's
+    reader for low-dim entries (``frame_id``, when given, replaces the entry's), the image decoder for
+    cameras. DataError starting with ``where`` for a message that cannot be this entry or has NaN/Inf."""
+    import dataclasses
 
-    DataError naming ``where`` and the joint(s) when a joint is missing, the field is empty (a driver that
-    does not publish velocities or efforts) or a value is NaN/Inf."""
-    values = getattr(msg, field)
-    if len(values) == 0 and len(msg.name) > 0:
-        raise DataError(f"{where}: JointState has no {field} values")
-    out = reorder_joints(msg.name, values, joints, where=where, field=field)
-    if not np.all(np.isfinite(out)):
-        bad = [joints[i] for i in np.flatnonzero(~np.isfinite(out))]
-        raise DataError(f"{where}: JointState has non-finite {field} values for joint(s) {bad}")
-    return out
+    from genil_ros.data.entries import JOINT_STATE, MULTIARRAY, POSE, WRENCH, observation_reader
 
+    if entry.is_camera:
+        return lambda msg: camera_msg_to_array(msg, entry.height, entry.width, where=where)
+    if frame_id is not None and entry.type in ("pose", "wrench"):
+        entry = dataclasses.replace(entry, frame_id=frame_id)
+    reader = observation_reader(entry, index)
+    msgtype = {"pose": POSE, "wrench": WRENCH, "vector": MULTIARRAY}.get(entry.type, JOINT_STATE)
 
-def _check_frame(msg, frame_id: str, kind: str, where: str) -> None:
-    if frame_id and msg.header.frame_id != frame_id:
-        raise DataError(f"{where}: {kind} is in frame {msg.header.frame_id!r}, expected {frame_id!r}")
+    def decode(msg) -> np.ndarray:
+        try:
+            value = reader.read(msg, msgtype)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        bad = np.flatnonzero(~np.isfinite(value))
+        if bad.size:
+            raise DataError(f"{where}: non-finite {', '.join(reader.describe(int(d)) for d in bad)}")
+        return value.astype(np.float32)
 
-
-def _finite(values: np.ndarray, names: Sequence[str], kind: str, where: str) -> np.ndarray:
-    if not np.all(np.isfinite(values)):
-        bad = [names[i] for i in np.flatnonzero(~np.isfinite(values))]
-        raise DataError(f"{where}: {kind} has non-finite values in {bad}")
-    return values
-
-
-def pose_msg_to_array(msg, frame_id: str = "", *, where: str = "pose") -> np.ndarray:
-    """geometry_msgs/PoseStamped -> float32 (9,) ``[x, y, z, r11, r21, r31, r12, r22, r32]`` (position, then
-    the 6-D rotation: the first two columns of the rotation matrix).
-
-    DataError when ``frame_id`` is set and the header's differs, when the orientation is not a unit
-    quaternion (| |q| - 1 | > UNIT_QUATERNION_TOLERANCE, e.g. an all-zero one) or a value is NaN/Inf."""
-    _check_frame(msg, frame_id, "PoseStamped", where)
-    p, o = msg.pose.position, msg.pose.orientation
-    pos = _finite(np.array([p.x, p.y, p.z]), ["x", "y", "z"], "PoseStamped position", where)
-    q = _finite(np.array([o.x, o.y, o.z, o.w]), ["x", "y", "z", "w"], "PoseStamped orientation", where)
-    norm = float(np.linalg.norm(q))
-    if abs(norm - 1.0) > UNIT_QUATERNION_TOLERANCE:
-        raise DataError(f"{where}: PoseStamped orientation is not a unit quaternion (norm {norm:.4g})")
-    return np.concatenate([pos, quaternion_to_sixd(q)]).astype(np.float32)
-
-
-def wrench_msg_to_array(msg, frame_id: str = "", *, where: str = "wrench") -> np.ndarray:
-    """geometry_msgs/WrenchStamped -> float32 (6,) ``[fx, fy, fz, tx, ty, tz]``; DataError on a wrong frame
-    (when ``frame_id`` is set) or NaN/Inf."""
-    _check_frame(msg, frame_id, "WrenchStamped", where)
-    f, t = msg.wrench.force, msg.wrench.torque
-    out = np.array([f.x, f.y, f.z, t.x, t.y, t.z])
-    return _finite(out, ["fx", "fy", "fz", "tx", "ty", "tz"], "WrenchStamped", where).astype(np.float32)
-
-
-def vector_msg_to_array(msg, dims: Sequence[str], *, where: str = "vector") -> np.ndarray:
-    """std_msgs/Float64MultiArray -> float32 (len(dims),); DataError unless it has exactly that many
-    finite values."""
-    data = np.asarray(msg.data, dtype=np.float64)
-    if data.shape != (len(dims),):
-        raise DataError(f"{where}: Float64MultiArray has {data.size} values, expected {len(dims)} ({list(dims)})")
-    return _finite(data, dims, "Float64MultiArray", where).astype(np.float32)
+    return decode
 
 
 def image_msg_to_array(msg, height: int, width: int, *, where: str = "image") -> np.ndarray:
@@ -273,7 +234,7 @@ def pose_stamped_msg(row: Sequence[float], frame_id: str, stamp_ns: int):
 
     row = np.asarray(row, dtype=np.float64).reshape(9)
     try:
-        q = sixd_to_quaternion(row[3:])
+        q = rot6d_to_quat(row[3:])
     except ValueError as e:
         raise GenilError(f"pose command: {e}") from None
     msg = PoseStamped()

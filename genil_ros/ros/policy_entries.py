@@ -250,27 +250,35 @@ def _measured(spec, a, values: dict, notes: list) -> Optional[np.ndarray]:
         start = lay.state_entry(o.name).start
         return np.array([start + o.joints.index(j) for j in a.joints])
     if a.type in ("twist", "pose"):
-        name = values[f"actions.{a.name}.pose_observation"]
+        p = f"actions.{a.name}."
+        box = bool(values[p + "workspace_min"] or values[p + "workspace_max"])
+        # the measured pose is used by a twist's workspace check, and by a pose target's first step
+        speeds = values[p + "max_linear_speed"] > 0 or values[p + "max_angular_speed"] > 0
+        if not (box if a.type == "twist" else speeds):
+            return None
+        name = values[p + "pose_observation"]
         poses = [o for o in obs.values() if o.type == "pose"]
         if name:
             if name not in obs or obs[name].type != "pose":
-                raise GenilError(f"parameter actions.{a.name}.pose_observation: {name!r} is not a pose "
-                                 f"observation (pose observations: {[o.name for o in poses]})")
+                raise GenilError(f"parameter {p}pose_observation: {name!r} is not a pose observation (pose "
+                                 f"observations: {[o.name for o in poses]})")
             o = obs[name]
         elif len(poses) == 1:
             o = poses[0]
+        elif box:
+            raise GenilError(f"parameter {p}workspace_min: a workspace needs the measured end effector: set "
+                             f"{p}pose_observation (pose observations: {[o.name for o in poses] or 'none'})")
         else:
-            if values[f"actions.{a.name}.workspace_min"] or values[f"actions.{a.name}.workspace_max"]:
-                raise GenilError(f"parameter actions.{a.name}.workspace_min: a workspace needs the measured end "
-                                 f"effector: set actions.{a.name}.pose_observation (pose observations: "
-                                 f"{[o.name for o in poses] or 'none'})")
+            notes.append(f"action {a.name!r}: no pose observation: its first target after activation is not "
+                         f"speed-limited against the measured pose")
             return None
-        frame = values[f"actions.{a.name}.frame_id"]
+        frame = values[p + "frame_id"]
         measured_frame = values.get(f"observations.{o.name}.frame_id", "")
         if frame and measured_frame and frame != measured_frame:
-            raise GenilError(f"parameter actions.{a.name}.frame_id: {frame!r} is not the frame of the measured pose "
-                             f"{o.name!r} ({measured_frame!r}): the workspace and step limits compare the two, "
-                             f"so command in the same frame")
+            raise GenilError(f"parameter {p}{'workspace_min' if box else 'max_linear_speed'}: compares the command "
+                             f"(frame {frame!r}) with the measured pose {o.name!r} (frame {measured_frame!r}); "
+                             f"without TF the node cannot: measure the pose in the command's frame "
+                             f"({p}pose_observation) or leave this limit unset")
         sl = lay.state_entry(o.name).slice
         return np.arange(sl.start, sl.stop)
     return None

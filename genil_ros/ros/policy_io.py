@@ -9,10 +9,11 @@ header, or a zero stamp) and receive time; entries are decoded at the control ti
 
 - joint_position / joint_velocity / joint_effort / gripper: sensor_msgs/JointState, by joint NAME;
 - pose: geometry_msgs/PoseStamped -> position + 6-D rotation, checking the frame_id and that the
-  orientation is a unit quaternion;
+  orientation is a unit quaternion (within 0.01, then normalised, as the dataset builder does);
 - wrench: geometry_msgs/WrenchStamped (frame_id checked); vector: std_msgs/Float64MultiArray with exactly
   len(dims) values (no header: stamped with the receive time);
 - camera: sensor_msgs/Image or CompressedImage, decoded and resized at most once per message the tick uses.
+Low-dim entries are read by the dataset builder's own readers (:func:`genil_ros.ros.conversions.observation_decoder`).
 
 :class:`NodeOutputs` publishes each action entry's rows through its filter (:mod:`genil_ros.control.safety`):
 ``joint_trajectory`` (this tick's target and the rest of the plan at (i + 1) * period),
@@ -31,25 +32,20 @@ from genil_ros.control.safety import GripperFilter, JointFilter, PoseFilter, Twi
 from genil_ros.control.streams import InputEntry, TopicRing
 from genil_ros.errors import GenilError
 from genil_ros.ros.conversions import (
-    camera_msg_to_array,
     float64_array_msg,
     gripper_command_class,
     gripper_command_msg,
-    joint_field_to_array,
     joint_trajectory_msg,
-    pose_msg_to_array,
+    observation_decoder,
     pose_stamped_msg,
     twist_stamped_msg,
-    vector_msg_to_array,
-    wrench_msg_to_array,
 )
-from genil_ros.ros.policy_entries import ENTRY_KEYS, InputSpec, IOPlan, OutputSpec, is_entry_parameter
+from genil_ros.ros.policy_entries import ENTRY_KEYS, IOPlan, OutputSpec, is_entry_parameter
 
 __all__ = ["NodeInputs", "NodeOutputs", "EntryParameters", "message_class"]
 
 CAMERA_RING = 8  # undecoded images kept per camera topic (a VGA rgb8 frame is 0.9 MB)
 LOWDIM_RING = 256  # messages kept per low-dim topic (256 ms of joint states at 1 kHz)
-_FIELDS = {"joint_position": "position", "joint_velocity": "velocity", "joint_effort": "effort", "gripper": "position"}
 
 
 def message_class(msgtype: str):
@@ -60,21 +56,6 @@ def message_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
-def _decoder(spec: InputSpec, where: str) -> Callable:
-    e = spec.entry
-    if e.type in _FIELDS:
-        joints, fld = list(e.joints), _FIELDS[e.type]
-        return lambda m: joint_field_to_array(m, joints, fld, where=where)
-    if e.type == "pose":
-        return lambda m: pose_msg_to_array(m, spec.frame_id, where=where)
-    if e.type == "wrench":
-        return lambda m: wrench_msg_to_array(m, spec.frame_id, where=where)
-    if e.type == "vector":
-        dims = list(e.dims)
-        return lambda m: vector_msg_to_array(m, dims, where=where)
-    return lambda m: camera_msg_to_array(m, e.height, e.width, where=where)
-
-
 class NodeInputs:
     """Subscriptions of every observation entry; :attr:`entries` are what the control tick samples. Each
     subscription is appended to ``created`` as it is made (the node destroys them)."""
@@ -83,7 +64,7 @@ class NodeInputs:
         self.entries: list[InputEntry] = []
         self.rings: dict[str, TopicRing] = {}
         types: dict[str, tuple[str, str]] = {}
-        for spec in plan.inputs:
+        for index, spec in enumerate(plan.inputs):
             first = types.setdefault(spec.topic, (spec.msgtype, spec.name))
             if first[0] != spec.msgtype:
                 raise GenilError(f"observations {first[1]!r} and {spec.name!r} share topic {spec.topic} but need "
@@ -93,7 +74,8 @@ class NodeInputs:
                 ring = self.rings[spec.topic] = TopicRing(spec.topic, CAMERA_RING if spec.entry.is_camera
                                                           else LOWDIM_RING)
             label = f"observation {spec.name!r} ({spec.topic})"
-            self.entries.append(InputEntry(spec.name, spec.topic, ring, _decoder(spec, label), spec.state_slice))
+            decode = observation_decoder(spec.entry, index, spec.frame_id, where=label)
+            self.entries.append(InputEntry(spec.name, spec.topic, ring, decode, spec.state_slice))
         clock = node.get_clock()
         for topic, (msgtype, _) in types.items():
             ring = self.rings[topic]

@@ -86,6 +86,7 @@ from genil_ros.ros.params import declare_parameters, read_settings
 from genil_ros.ros.policy_entries import IOPlan, resolve_io
 from genil_ros.ros.policy_io import EntryParameters, NodeInputs, NodeOutputs
 from genil_ros.ros.policy_params import NODE_NAME, PolicySettings
+from genil_ros.ros.runner import ignore_shutdown_signals, skip_final_collection
 
 __all__ = ["PolicyNode", "main"]
 
@@ -565,6 +566,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
         while not stop.is_set() and not node.finalized.is_set() and rclpy.ok(context=node.context):
             executor.spin_once(timeout_sec=0.1)
     finally:
+        ignore_shutdown_signals()  # a second Ctrl-C (launch forwards one) must not kill it mid-exit (-2)
         try:
             node._stop_commanding("shutting down")  # one hold command so a trajectory controller stops
         except Exception as e:
@@ -573,6 +575,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
+        skip_final_collection()  # interpreter teardown after torch took 5-15 s on a busy machine
     return rc
 
 

@@ -272,6 +272,8 @@ def run(args, ros_args: Optional[list] = None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
+    from genil_ros.ros.runner import ignore_shutdown_signals
+
     topics = _topics_from_args(args)
     out = args.output or time.strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
     if Path(out).exists():
@@ -298,7 +300,11 @@ def run(args, ros_args: Optional[list] = None) -> int:
                 break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise  # else a signal's shutdown raced the executor (RCLError "context is not valid"): a normal stop
     finally:
+        ignore_shutdown_signals()  # a second Ctrl-C (launch forwards one) must not cut the bag's closing short
         if rec is not None:
             rec.stop()
             missing = [t for t, n in rec.counts.items() if n == 0]
@@ -311,6 +317,7 @@ def run(args, ros_args: Optional[list] = None) -> int:
             except Exception:
                 pass
         rclpy.try_shutdown()
+        ignore_shutdown_signals()  # try_shutdown put back the handlers rclpy.init had replaced
     return 0
 
 
