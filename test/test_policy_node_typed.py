@@ -109,11 +109,12 @@ def test_every_observation_and_action_type_with_per_entry_limits(spawn, ros_cont
         assert tester.get_param("actions.servo.max_linear_speed") == 0.1
         assert tester.get_param("observations.ee.frame_id") == "base"
 
-        cases = [("bad_frame", "PoseStamped is in frame 'wrong_frame', expected 'base'"),
-                 ("non_unit_quat", "orientation is not a unit quaternion (norm 0.5"),
-                 ("nan_gripper", "observation 'gripper' (/gripper/joint_states): JointState has non-finite position"),
+        cases = [("bad_frame", "frame_id is 'wrong_frame', the config says 'base'"),
+                 ("non_unit_quat", "is not a unit quaternion (norm 0.5"),
+                 ("nan_gripper", "observation 'gripper' (/gripper/joint_states): non-finite position of joint "
+                                 "finger_joint"),
                  ("short_vector", "observation 'obj' (/object/position): Float64MultiArray has 2 values, expected 3"),
-                 ("no_velocity", "observation 'arm_vel' (/joint_states): JointState has no velocity values")]
+                 ("no_velocity", "JointState has no velocity values but observation 'arm_vel'")]
         for mode, why in cases:
             t_bad = tester.set_mode(mode, rec)
             wait_for(lambda: any(why in d["message"] for d in kinds(read_record(rec), "diag", t_bad)), 15,
@@ -179,3 +180,40 @@ def test_per_entry_values_set_while_running_survive_cleanup(spawn, ros_context, 
         assert "max_step 0.02" not in node.output()  # nothing odd logged; the values are simply in force
     finally:
         tester.close()
+
+
+def test_bag_to_dataset_to_training_to_the_node(spawn, ros_context, tmp_path, capsys):
+    """Issue 12's 'done when': bags holding /joint_states (arm + gripper finger), a Float64MultiArray
+    observation vector, a Float64MultiArray action vector of another length than the joints and a gripper
+    command topic build a dataset, train, and run in the node, which publishes both actions on their topics."""
+    from test_task_policy import NET, pick_task
+
+    from genil_ros.cli import main as cli_main
+    from genil_ros.data.synthetic import write_task_bag
+
+    for i in range(3):
+        write_task_bag(tmp_path / "bags" / f"demo_{i}", start_s=1000.0 + 100 * i, duration_s=2.0)
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump({"task": pick_task(), "policy": NET,
+                                   "train": {"batch_size": 8, "lr_warmup_steps": 2, "val_fraction": 0.34}}))
+    assert cli_main(["dataset", "build", "--config", str(cfg), str(tmp_path / "bags"), "-o", str(tmp_path / "ds"),
+                     "--no-progress"]) == 0
+    assert cli_main(["train", "--config", str(cfg), "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "run"),
+                     "--device", "cpu", "--no-progress", "--max-steps", "3"]) == 0
+    capsys.readouterr()
+    rec = tmp_path / "robot.jsonl"
+    robot = spawn([sys.executable, NODES / "fake_robot.py", "--record", rec, "--joints", "j0,j1,j2",
+                   "--extra-joint", "finger_joint", "--vector", "/object/position:3",
+                   "--listen", "/arm/commands=std_msgs/msg/Float64MultiArray",
+                   "--listen", "/gripper/command=std_msgs/msg/Float64MultiArray"], extra_env=ENV, name="robot")
+    node = spawn(node_cmd(f"checkpoint:={tmp_path / 'run'}", "device:=cpu", "autostart:=true"), extra_env=ENV,
+                 name="policy")
+    wait_for(lambda: len(cmds(read_record(rec), "/gripper/command")) >= 5, 120, "arm and gripper commands",
+             (robot, node))
+    r = read_record(rec)
+    arm = [m["data"] for m in cmds(r, "/arm/commands")]
+    grip = [m["data"] for m in cmds(r, "/gripper/command")]
+    assert arm and all(len(a) == 2 and np.all(np.isfinite(a)) for a in arm)  # the 2-value vector action
+    assert all(g in ([0.0], [0.04]) for g in grip), grip[:5]  # binary: closed / open position
+    assert kinds(r, "chunk")[-1]["names"] == ["arm/u0", "arm/u1", "finger_joint"]
+    assert node.alive()

@@ -75,9 +75,9 @@ def make_typed_checkpoint(path, observations=None, actions=None, seed: int = 0, 
     }, source="fake_robot_policy")
     torch.manual_seed(seed)
     policy = DiffusionPolicy(cfg)
-    d, a = cfg.task.state_dim, cfg.task.action_dim
-    policy.normalizer.fit("state", [-1.0] * d, [1.0] * d)
-    policy.normalizer.fit("action", [-1.0] * a, [1.0] * a)
+    stats = {k: {"min": [-1.0] * n, "max": [1.0] * n, "mean": [0.0] * n, "std": [0.5] * n}
+             for k, n in (("state", cfg.task.state_dim), ("action", cfg.task.action_dim))}
+    policy.fit_normalizer(stats)  # per entry (a binary gripper is not normalised)
     return save_checkpoint(Path(path), policy, extra={"note": "untrained typed test checkpoint"})
 
 
