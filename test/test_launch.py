@@ -423,10 +423,27 @@ def test_node_params_in_config_are_declared_by_the_node(node):
     for path in params_files():
         for key, body in load_yaml(path).items():
             if configures(path, key, node):
-                unknown = sorted(set(body["ros__parameters"]) - declared)
+                params = dict(body["ros__parameters"])
+                if node == "policy_node":  # per-entry parameters (observations.<entry>.<key>), declared at configure
+                    _check_entry_parameters(path, key, params)
+                unknown = sorted(set(params) - declared)
                 assert not unknown, f"{path.relative_to(ROOT)}: {key}: {unknown} not declared by {node}"
                 checked += 1
     assert checked, f"no params file configures {node}"
+
+
+def _check_entry_parameters(path: Path, key: str, params: dict) -> None:
+    """Pop the policy node's per-entry groups from ``params`` and check their names and value types (the
+    entry names themselves are checked against the checkpoint at configure)."""
+    from genil_ros.ros.policy_entries import ENTRY_KEYS, check_entry_parameter
+
+    for group in ENTRY_KEYS:
+        entries = params.pop(group, {})
+        assert isinstance(entries, dict), f"{path.relative_to(ROOT)}: {key}: {group} must map entry names to keys"
+        for entry, values in entries.items():
+            assert isinstance(values, dict), f"{path.relative_to(ROOT)}: {key}: {group}.{entry} must be a mapping"
+            for k, v in values.items():
+                check_entry_parameter(f"{group}.{entry}.{k}", v)
 
 
 def test_sim_params_file_gives_every_declared_parameter_its_default():

@@ -1,9 +1,9 @@
-"""The policy node's parts that need no DDS: conversions, stamp-aligned buffers, chunk alignment and
-handover, safety clamping, parameters and their resolution, the `genil-ros policy` argument handling, and
-the model wrapper on a real checkpoint.
+"""The policy node's parts that need no DDS: conversions, the observation window, chunk alignment and
+handover, parameters, the `genil-ros policy` argument handling, and the model wrapper on a real checkpoint
+(inputs, outputs and their safety per entry: test_policy_io_units.py).
 
-Everything but the message conversions is ROS-free: ``test_runs_without_rclpy`` runs this file again in
-a Python where rclpy and the message packages cannot be imported."""
+Everything but the message conversions is ROS-free: ``test_runs_without_rclpy`` runs this file and
+test_policy_io_units.py again in a Python where rclpy and the message packages cannot be imported."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import yaml
 
-from genil_ros.config import CameraConfig
 from genil_ros.control import (
     ActionPlan,
     InferenceJob,
@@ -28,21 +27,19 @@ from genil_ros.control import (
     ObsSample,
     ReplaceOnArrival,
     RollingStats,
-    SafetyFilter,
-    StreamBuffer,
     inference_lead,
-    sample_inputs,
 )
 from genil_ros.errors import CheckpointError, DataError, GenilError
-from genil_ros.policy.chunk_model import ModelSpec, load_chunk_model, zero_obs
+from genil_ros.policy.chunk_model import load_chunk_model, zero_obs
 from genil_ros.ros import policy_cli
 from genil_ros.ros.params import parameter_table, settings_from_values
-from genil_ros.ros.policy_params import PolicySettings, resolve_inputs
+from genil_ros.ros.policy_params import PolicySettings
 
 sys.path.insert(0, str(Path(__file__).parent / "nodes"))
 from fake_robot_policy import make_checkpoint, make_checkpoint_naming_a_code_pickle  # noqa: E402
 
 MS = 1_000_000
+IO_UNITS = Path(__file__).parent / "test_policy_io_units.py"
 ROS_MODULES = ("rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "trajectory_msgs",
                "diagnostic_msgs", "std_srvs", "lifecycle_msgs", "geometry_msgs")
 
@@ -96,42 +93,7 @@ def test_trajectory_message_spacing(cv):
     assert list(cv.float64_array_msg(np.array([1.5, 2])).data) == [1.5, 2.0]
 
 
-# --------------------------------------------------------------------------- buffers and alignment
-
-
-def test_stream_buffer_samples_by_header_stamp_not_arrival():
-    b = StreamBuffer("/joint_states")
-    b.add(300 * MS, "c", 0)
-    b.add(100 * MS, "a", 0)  # arrives late, older stamp
-    b.add(200 * MS, "b", 0)
-    assert b.sample(250 * MS) == (200 * MS, "b")
-    assert b.sample(99 * MS) is None
-    assert b.sample(260 * MS, tol_ns=50 * MS) == (300 * MS, "c")
-    assert b.newest_stamp() == 300 * MS
-
-
-def test_sample_inputs_holds_the_newest_and_says_why_not():
-    joints, cam = StreamBuffer("/joint_states"), StreamBuffer("/cam")
-    ages: dict = {}
-    sample, why = sample_inputs(joints, {"front": cam}, 0, 1000 * MS, 0, 0.5, ages)
-    assert sample is None and why == "/joint_states: no joint state received yet"
-    joints.add(900 * MS, np.zeros(2), 0)
-    joints.add(2000 * MS, np.ones(2), 0)  # stamped after the tick: not used at this tick
-    cam.add(400 * MS, np.zeros((2, 2, 3), np.uint8), 0)
-    sample, why = sample_inputs(joints, {"front": cam}, 0, 1000 * MS, 0, 0.5, ages)
-    assert sample is None and why == "/cam: newest image is 0.60 s old (max_staleness_s 0.5)"
-    cam.add(950 * MS, np.full((2, 2, 3), 7, np.uint8), 0)
-    sample, why = sample_inputs(joints, {"front": cam}, 3, 1000 * MS, 0, 0.5, ages)
-    assert why is None and sample.tick == 3 and sample.state.tolist() == [0, 0] and sample.images["front"][0, 0, 0] == 7
-    assert sample.oldest_stamp_ns == 900 * MS and ages == pytest.approx({"/joint_states": 0.1, "/cam": 0.05})
-    ahead = StreamBuffer("/ahead")
-    ahead.add(5000 * MS, np.zeros(2), 0)
-    _, why = sample_inputs(ahead, {}, 0, 1000 * MS, 0, 0.5, ages)
-    assert "4.00 s ahead of this node's clock" in why
-    joints.add(1500 * MS, np.ones(2), 0)
-    cam.reject("/cam: unsupported image encoding '32FC1'", now_ns=2000 * MS)  # a bad message after the good ones
-    _, why = sample_inputs(joints, {"front": cam}, 4, 1600 * MS, 0, 0.5, ages)
-    assert why == "/cam: unsupported image encoding '32FC1'"
+# --------------------------------------------------------------------------- window and alignment
 
 
 def test_observation_window_needs_consecutive_ticks():
@@ -183,24 +145,10 @@ def test_loop_stats_values():
         st.periods.add(p)
     st.latency.add(0.05)
     st.counts["holds"] = 2
-    buf = StreamBuffer("/js")
-    buf.rejected = 4
-    st.staleness["/js"] = 0.02
-    kv = st.values(0.1, [buf])
+    kv = st.values(0.1)
     assert kv["control_rate_hz"] == "10" and kv["measured_control_rate_hz"] == "10.00"
     assert kv["inference_latency_last_ms"] == "50.00" and kv["control_period_jitter_median_ms"] == "0.00"
-    assert kv["staleness_s /js"] == "0.020" and kv["rejected_messages /js"] == "4" and kv["holds"] == "2"
-
-
-def test_safety_filter_limits_and_step():
-    f = SafetyFilter(["a", "b"], [-1, -1], [1, 0.5], max_step=0.1)
-    out = f.apply(np.array([[5.0, 5.0], [5.0, -5.0]]), prev=np.array([0.0, 0.45]))
-    assert np.allclose(out, [[0.1, 0.5], [0.2, 0.4]])
-    assert np.allclose(SafetyFilter(["a"], None, None, 0).apply(np.array([[7.0]]), np.array([0.0])), [[7.0]])
-    with pytest.raises(GenilError, match="joint_lower_limits: has 1 values but the policy has 2 joints"):
-        SafetyFilter(["a", "b"], [0.0], None)
-    with pytest.raises(GenilError, match=r"lower > upper for joint\(s\) \['b'\]"):
-        SafetyFilter(["a", "b"], [0, 2], [1, 1])
+    assert kv["holds"] == "2"
 
 
 # --------------------------------------------------------------------------- parameters
@@ -208,9 +156,9 @@ def test_safety_filter_limits_and_step():
 
 def test_settings_errors_name_the_parameter():
     names = [p.name for p in parameter_table(PolicySettings)]
-    assert "autostart" in names and "output_mode" in names and len(names) == 19
+    assert "autostart" in names and "output_mode" in names and len(names) == 20
     s = settings_from_values(PolicySettings, dict(control_rate_hz=20, joint_lower_limits=[-1, 0]))
-    assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == "trajectory"
+    assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == ""
     for key, bad, pat in [("output_mode", "torque", "output_mode: 'torque' is not one of"),
                           ("device", "tpu", "device: 'tpu'"), ("max_staleness_s", 0.0, "max_staleness_s"),
                           ("camera_topics", "/cam", "camera_topics: expected a list"),
@@ -218,30 +166,6 @@ def test_settings_errors_name_the_parameter():
                           ("autostart", "yes", "autostart: expected true/false")]:
         with pytest.raises(GenilError, match=pat):
             settings_from_values(PolicySettings, {key: bad})
-
-
-def _spec(cameras=()):
-    return ModelSpec(["a", "b"], False, list(cameras), "/joint_states", 10.0, 2, 8, 4)
-
-
-def test_inputs_come_from_parameters_then_config_then_checkpoint(tmp_path):
-    spec = _spec([CameraConfig("front", "/cam/front", 16, 16), CameraConfig("wrist", "/cam/wrist", 8, 8)])
-    topic, rate, cams = resolve_inputs(PolicySettings(), spec)
-    assert (topic, rate) == ("/joint_states", 10.0) and [c.topic for c in cams] == ["/cam/front", "/cam/wrist"]
-    s = PolicySettings(joint_states_topic="/arm/js", control_rate_hz=5.0, camera_topics=["/x", "/y"],
-                       camera_compressed=[True, False])
-    topic, rate, cams = resolve_inputs(s, spec)
-    assert (topic, rate) == ("/arm/js", 5.0)
-    assert [(c.topic, c.compressed) for c in cams] == [("/x", True), ("/y", False)]
-    assert (cams[1].height, cams[1].width, cams[1].buffer.name) == (8, 8, "/y")
-    with pytest.raises(GenilError, match=r"camera_topics: 1 topics but the checkpoint has 2 camera\(s\)"):
-        resolve_inputs(PolicySettings(camera_topics=["/x"]), spec)
-    cfg = tmp_path / "task.yaml"
-    cfg.write_text(yaml.safe_dump({"task": {"joint_names": ["a", "b"], "joint_states_topic": "/robot/js",
-                                            "control_rate_hz": 20.0}}))
-    assert resolve_inputs(PolicySettings(config=str(cfg)), _spec())[:2] == ("/robot/js", 20.0)
-    with pytest.raises(GenilError, match="parameter config: .*do not match the checkpoint's"):
-        resolve_inputs(PolicySettings(config=str(cfg)), spec)
 
 
 # --------------------------------------------------------------------------- `genil-ros policy` arguments
@@ -309,7 +233,8 @@ def test_params_file_sections_for_the_node(tmp_path):
     policy_cli.ros_arguments(_args("--params-file", str(pf)))  # other nodes' keys are theirs to check
     # the repository's own params files pass the checks
     root = Path(__file__).resolve().parent.parent / "config"
-    for name in ("policy_node.yaml", "real_arm_policy.yaml", "gazebo/policy_node.yaml"):
+    for name in ("policy_node.yaml", "real_arm_policy.yaml", "franka_fr3_policy.yaml", "servo_twist_policy.yaml",
+                 "gazebo/policy_node.yaml"):
         assert "--params-file" in policy_cli.ros_arguments(_args("--params-file", str(root / name)))
 
 
@@ -319,7 +244,8 @@ def test_params_file_sections_for_the_node(tmp_path):
 def test_chunk_model_on_a_real_checkpoint(tmp_path):
     ck = make_checkpoint(tmp_path / "ck", camera=True, image_hw=(16, 16))
     m = load_chunk_model(str(ck), "cpu", "ddim", 3, seed=7)
-    assert m.spec.joint_names == ["a", "b", "c"] and [c.name for c in m.spec.cameras] == ["front"]
+    assert m.spec.legacy and [o.name for o in m.spec.observations] == ["joints", "front"]
+    assert m.spec.layout.action_entry("joints").dim_names == ("a", "b", "c") and m.spec.cameras[0].height == 16
     obs = zero_obs(m.spec)
     a = m(obs)
     assert a.shape == (8, 3) and np.all(np.isfinite(a)) and np.all(np.abs(a) <= 1.0 + 1e-6)
@@ -359,14 +285,18 @@ def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.skipif(os.environ.get("GENIL_TEST_WITHOUT_ROS") == "1", reason="already the run without ROS")
 def test_runs_without_rclpy():
-    """This file's ROS-free tests pass in a Python where rclpy and the message packages are missing."""
+    """This file's and test_policy_io_units.py's ROS-free tests pass in a Python where rclpy and the message
+    packages are missing."""
     block = "; ".join(f"sys.modules[{m!r}] = None" for m in ROS_MODULES)
-    select = "not real_checkpoint and not pickle"  # those two load torch models: slow, and ROS-free anyway
+    # the first two load torch models (slow, and ROS-free anyway); the params-file checks may skip for reasons
+    # of their own (a task config still to come)
+    select = "not real_checkpoint and not pickle and not params_files_fit"
     code = (f"import sys; {block}; import pytest; "
-            f"sys.exit(pytest.main([{__file__!r}, '-q', '-rs', '-p', 'no:cacheprovider', '-k', {select!r}]))")
+            f"sys.exit(pytest.main([{__file__!r}, {str(IO_UNITS)!r}, '-q', '-rs', '-p', 'no:cacheprovider', "
+            f"'-k', {select!r}]))")
     env = dict(os.environ, GENIL_TEST_WITHOUT_ROS="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    # skipped: the three conversion tests (they need ROS messages) and this test itself
-    assert "4 skipped" in out and "passed" in out and "failed" not in out, out[-3000:]
+    # skipped: the three conversion tests here and two there (they need ROS messages) and this test itself
+    assert "6 skipped" in out and "passed" in out and "failed" not in out, out[-3000:]

@@ -167,3 +167,39 @@ def test_record_refuses_existing_output(tmp_path):
     r = subprocess.run([sys.executable, "-m", "genil_ros.cli", "record", "/joint_states", "-o", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "already exists" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_record_config_names_every_observation_and_command_topic(tmp_path):
+    """`genil-ros record --config` records what the task observes and the topics of its recorded commands."""
+    import argparse
+
+    import yaml
+
+    from genil_ros.ros import recorder_node
+
+    def topics(cfg: dict, *extra):
+        path = tmp_path / "task.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        parser = argparse.ArgumentParser()
+        recorder_node.add_arguments(parser)
+        return recorder_node._topics_from_args(parser.parse_args(["--config", str(path), *extra]))
+
+    typed = {"task": {
+        "observations": [
+            {"name": "arm", "type": "joint_position", "joints": ["j0", "j1"]},
+            {"name": "gripper", "type": "gripper", "topic": "/gripper/joint_states", "joints": ["finger"]},
+            {"name": "ee", "type": "pose", "topic": "/tcp_pose_broadcaster/pose", "frame_id": "base"},
+            {"name": "ft", "type": "wrench", "topic": "/ft_sensor/wrench"},
+            {"name": "obj", "type": "vector", "topic": "/object/position", "dims": ["x", "y", "z"]},
+            {"name": "wrist", "type": "camera", "topic": "/wrist/image_raw/compressed", "compressed": True}],
+        "actions": [
+            {"name": "arm", "type": "joint_position", "joints": ["j0", "j1"], "source": "next_observation",
+             "observation": "arm"},
+            {"name": "gripper", "type": "gripper", "joints": ["finger"], "topic": "/gripper/commands"},
+            {"name": "servo", "type": "twist", "topic": "/servo_node/delta_twist_cmds"}]}}
+    assert topics(typed, "/tf") == {t: None for t in [
+        "/joint_states", "/gripper/joint_states", "/tcp_pose_broadcaster/pose", "/ft_sensor/wrench", "/object/position",
+        "/wrist/image_raw/compressed", "/gripper/commands", "/servo_node/delta_twist_cmds", "/tf"]}
+    legacy = {"task": {"joint_names": ["j0"], "cameras": [{"name": "front", "topic": "/cam"}]},
+              "dataset": {"action_source": "command", "action_topic": "/commands"}}
+    assert list(topics(legacy)) == ["/joint_states", "/cam", "/commands"]

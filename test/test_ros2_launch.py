@@ -406,6 +406,7 @@ def _my_arm_params(tmp_path: Path) -> Path:
     p = params["/**/policy_node"]["ros__parameters"]
     p.update(device="cpu", camera_topics=["/camera/image_raw"], camera_compressed=[False], trajectory_topic=TRAJ_TOPIC,
              joint_lower_limits=[-3.0, -1.5, -2.5, -2.0], joint_upper_limits=[3.0, 1.5, 2.5, 2.0], max_staleness_s=0.5)
+    p.pop("actions")  # the fake arm's model has no gripper entry (the node refuses limits for unknown entries)
     path = tmp_path / "my_arm_policy.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Iterable
 
 import numpy as np
 
@@ -54,12 +53,12 @@ class LoopStats:
         self.latency = RollingStats()  # inference, s
         self.obs_to_command = RollingStats()  # oldest input stamp of a chunk's window -> its first command, s
         self.periods = RollingStats()  # measured control periods, s
-        self.staleness: dict[str, float] = {}  # input stream -> age of its sample at the last tick, s
+        self.staleness: dict[str, float] = {}  # observation entry -> age of its sample at the last tick, s
         self.counts = dict.fromkeys(COUNTERS, 0)
 
-    def values(self, nominal_period_s: float, streams: Iterable = ()) -> dict[str, str]:
+    def values(self, nominal_period_s: float) -> dict[str, str]:
         """Diagnostic key/values: control rate, period jitter and latencies (milliseconds, 'nan' while
-        unknown), the staleness and rejected messages of each input stream (StreamBuffer), the counters."""
+        unknown), the counters. (The inputs' staleness is in ``staleness``, keyed by entry.)"""
         ms = lambda v: f"{v * 1e3:.2f}" if np.isfinite(v) else "nan"  # noqa: E731
         jitter = RollingStats()
         for v in self.periods.values():
@@ -75,8 +74,5 @@ class LoopStats:
             "obs_to_command_latency_median_ms": ms(self.obs_to_command.pct(50)),
             "obs_to_command_latency_p99_ms": ms(self.obs_to_command.pct(99)),
         }
-        for buf in streams:
-            kv[f"staleness_s {buf.name}"] = f"{self.staleness.get(buf.name, float('nan')):.3f}"
-            kv[f"rejected_messages {buf.name}"] = str(buf.rejected)
         kv.update((k, str(v)) for k, v in self.counts.items())
         return kv

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["quat_to_matrix", "matrix_to_quat", "rot6d_from_matrix", "matrix_from_rot6d", "quat_to_rot6d",
-           "rot6d_to_quat", "normalize_quat", "QUAT_NORM_TOLERANCE"]
+           "rot6d_to_quat", "normalize_quat", "rotation_angle", "slerp_matrix", "QUAT_NORM_TOLERANCE"]
 
 # |‖q‖ - 1| up to this is rounding or a sloppy publisher and is normalised away; beyond it the quaternion
 # is not a rotation (e.g. all zeros: an orientation never set) and is rejected.
@@ -103,3 +103,25 @@ def quat_to_rot6d(q) -> np.ndarray:
 def rot6d_to_quat(r) -> np.ndarray:
     """6-D rotations (..., 6), any scale (Gram-Schmidt) -> unit quaternions (..., 4) ``(x, y, z, w)``."""
     return matrix_to_quat(matrix_from_rot6d(r))
+
+
+def rotation_angle(m1, m2) -> np.ndarray:
+    """The angle (rad, 0..pi) of the rotation that takes ``m1`` to ``m2`` ((..., 3, 3) each)."""
+    rel = np.swapaxes(np.asarray(m1, np.float64), -1, -2) @ np.asarray(m2, np.float64)
+    c = (np.trace(rel, axis1=-2, axis2=-1) - 1) / 2
+    return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def slerp_matrix(m1, m2, t: float) -> np.ndarray:
+    """The rotation a fraction ``t`` (0..1) of the way from ``m1`` to ``m2`` (one pair of (3, 3) matrices),
+    along the shortest path (the policy node's limit on how fast a pose target turns)."""
+    q1, q2 = matrix_to_quat(m1), matrix_to_quat(m2)
+    dot = float(np.dot(q1, q2))
+    if dot < 0:
+        q2, dot = -q2, -dot
+    if dot > 1 - 1e-12:
+        q = q1 + t * (q2 - q1)
+    else:
+        theta = np.arccos(min(dot, 1.0))
+        q = (np.sin((1 - t) * theta) * q1 + np.sin(t * theta) * q2) / np.sin(theta)
+    return quat_to_matrix(q / np.linalg.norm(q))

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from genil_ros.errors import CheckpointError, GenilError
+from genil_ros.schema import Layout, layout
 
 __all__ = ["ModelSpec", "ChunkModel", "DiffusionChunkModel", "load_chunk_model", "zero_obs", "warm_up",
            "check_chunk"]
@@ -29,41 +30,52 @@ __all__ = ["ModelSpec", "ChunkModel", "DiffusionChunkModel", "load_chunk_model",
 
 @dataclass
 class ModelSpec:
-    """What the node needs to know about a policy: its inputs, outputs and horizons."""
+    """What the node needs to know about a policy: the task schema it was trained on (its observation and
+    action entries, and so the layout of its ``state`` / ``action`` vectors and its cameras), the control
+    rate and the horizons."""
 
-    joint_names: list[str]
-    use_velocity: bool
-    cameras: list  # genil_ros.config.CameraConfig: name, topic, height, width, compressed
-    joint_states_topic: str
+    observations: list  # genil_ros.schema.ObservationEntry, in the recorded order
+    actions: list  # genil_ros.schema.ActionEntry, in the recorded order
     control_rate_hz: float
     n_obs_steps: int  # T_o
     horizon: int  # T_p
     n_action_steps: int  # T_a
+    joint_states_topic: str = "/joint_states"  # the task's JointState topic (the node's joint_states_topic replaces it)
+    legacy: bool = False  # the task was written in the joint_names form (its one action is "joints")
+
+    @property
+    def layout(self) -> Layout:
+        return layout(self.observations, self.actions)
 
     @property
     def state_dim(self) -> int:
-        return len(self.joint_names) * (2 if self.use_velocity else 1)
+        return self.layout.state_dim
 
     @property
     def action_dim(self) -> int:
-        return len(self.joint_names)
+        return self.layout.action_dim
+
+    @property
+    def cameras(self) -> list:
+        """The camera observation entries (name, topic, height, width, compressed), in order."""
+        return [o for o in self.observations if o.is_camera]
 
     @classmethod
     def from_config(cls, cfg) -> "ModelSpec":
         t = cfg.task
-        return cls(list(t.joint_names), bool(t.use_velocity), list(t.cameras), t.joint_states_topic,
-                   float(t.control_rate_hz), t.horizon.n_obs_steps, t.horizon.horizon, t.horizon.n_action_steps)
+        return cls(list(t.observations), list(t.actions), float(t.control_rate_hz), t.horizon.n_obs_steps,
+                   t.horizon.horizon, t.horizon.n_action_steps, t.joint_states_topic, bool(t.joint_names))
 
     def compatible(self, other: "ModelSpec") -> Optional[str]:
-        """None when ``other`` can replace this model in a running node, else why not."""
-        if other.joint_names != self.joint_names:
-            return f"joint_names {other.joint_names} != {self.joint_names}"
-        if other.use_velocity != self.use_velocity:
-            return "use_velocity differs"
+        """None when ``other`` can replace this model in a running node, else why not (the first entry
+        that differs, a camera size, or the horizons)."""
+        why = self.layout.first_difference(other.layout)
+        if why:
+            return why
         mine = [(c.name, c.height, c.width) for c in self.cameras]
         theirs = [(c.name, c.height, c.width) for c in other.cameras]
         if mine != theirs:
-            return f"cameras {theirs} != {mine}"
+            return f"cameras (name, height, width) {theirs} != {mine}"
         if (other.n_obs_steps, other.horizon, other.n_action_steps) != (self.n_obs_steps, self.horizon,
                                                                          self.n_action_steps):
             return "horizons (T_o, T_p, T_a) differ"

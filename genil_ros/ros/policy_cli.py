@@ -16,6 +16,7 @@ import yaml
 
 from genil_ros.errors import GenilError
 from genil_ros.ros.params import convert_value, parameter_table, settings_from_values
+from genil_ros.ros.policy_entries import check_entry_parameter, is_entry_parameter
 from genil_ros.ros.policy_params import NODE_NAME, PolicySettings
 
 __all__ = ["add_arguments", "ros_arguments", "read_params_file", "run"]
@@ -131,6 +132,11 @@ def _check(name: str, value: Any, source: str) -> None:
     elif name in _EXTRA:
         if not isinstance(value, bool):
             raise GenilError(f"{source}: parameter {name}: expected true/false, got {value!r}")
+    elif is_entry_parameter(name):  # observations.<entry>.<key> / actions.<entry>.<key>: entries checked at configure
+        try:
+            check_entry_parameter(name, value)
+        except GenilError as e:
+            raise GenilError(f"{source}: {e}") from None
     elif not name.startswith("qos_overrides."):
         raise GenilError(f"{source}: unknown parameter {name!r} (known: {', '.join(list(table) + list(_EXTRA))})")
 
@@ -170,7 +176,7 @@ def ros_arguments(args) -> list:
         typed["autostart"] = True  # the command's default; a params file's autostart: false is respected
         ros += ["-p", "autostart:=true"]
     effective = {k: v for k, v in {**from_file, **typed}.items()
-                 if k not in _EXTRA and not k.startswith("qos_overrides.")}
+                 if k not in _EXTRA and not k.startswith("qos_overrides.") and not is_entry_parameter(k)}
     settings_from_values(PolicySettings, effective)  # the checks across parameters (validate())
     return ros
 

@@ -23,25 +23,27 @@ zero-order hold; a stale or missing input makes the node hold until T_o fresh ti
 a worker thread and its chunk is executed receding-horizon, started early enough to arrive before the
 current one runs out, with latency compensation (:mod:`genil_ros.control.plan`).
 
-Threads: the node spins on a SingleThreadedExecutor; the control tick, the input callbacks, the
-services and the diagnostics timer run one at a time on it, each short. Inference has its own worker
-thread and ``~/reload`` loads on a helper thread behind an async service callback, so neither blocks the
-executor. There are no callback groups: under a single-threaded executor they would change nothing, and
-rclpy's MultiThreadedExecutor (where they would matter) busy-looped at 100% CPU here and starved the
-inputs. ``_lock`` guards the state shared with the reload thread.
+Inputs and outputs (:mod:`genil_ros.ros.policy_io`, resolved by :mod:`genil_ros.ros.policy_entries`): one
+subscription per observation topic of the checkpoint's task, whose callback only keeps the message (so
+1 kHz joint states and 60 Hz VGA images cost one append each; entries are decoded at the tick), and one
+publisher per action entry, each behind its own safety filter (:mod:`genil_ros.control.safety`: joint
+limits and step, gripper range and rate, Cartesian speed and workspace, vector limits), with the
+per-entry parameters ``observations.<entry>.*`` / ``actions.<entry>.*``. Every chunk goes to
+``~/predicted_chunk``, the diagnostics to ``/diagnostics`` at 1 Hz (layouts in docs/interfaces.md).
 
-Outputs: each tick's command on the ``output_mode`` topic (``trajectory``: a JointTrajectory stamped
-with the tick, the current action and the rest of the plan as points at ``(i + 1) * period``, for
-joint_trajectory_controller; ``position``: the action as Float64MultiArray, for a forward position
-controller), every chunk on ``~/predicted_chunk`` and ``/diagnostics`` at 1 Hz (layouts in
-docs/interfaces.md). Every command is clamped to ``joint_lower_limits`` / ``joint_upper_limits`` and to
-``max_step_rad`` per tick relative to the previous command (the measured position for the first one).
+Threads: one single-threaded executor (``executor``: ``events``, rclpy's EventsExecutor, the default: a
+third of the SingleThreadedExecutor's CPU per input message, which is what holds the rate under input
+floods on a busy machine; ``single``: the SingleThreadedExecutor, also used where rclpy has none) runs
+the tick, the input callbacks, the services and the diagnostics timer, one at a time, each short.
+Inference has its own worker thread; ``~/reload`` loads on a helper thread behind an async service
+callback. No callback groups: under a single-threaded executor they change nothing, and rclpy's
+MultiThreadedExecutor busy-looped at 100% CPU here. ``_lock`` guards the state shared with the reload thread.
 
 Holding: on stale or missing inputs, bad messages, NaN/Inf in a chunk, a model error, a late chunk that
-has run out, or deactivation, the node stops commanding: if it had commanded, ONE hold command at the
-last commanded position (which cancels the rest of a trajectory), then nothing until the inputs are good
-again; commanding resumes by itself. Each reason is logged once (throttled). Bad input never ends the
-process.
+has run out, or deactivation, the node stops commanding: ONE hold command per entry that had commanded
+(the last command; zero velocity for a twist), then nothing until the inputs are good again; commanding
+resumes by itself. The reason names the entry and topic, and is logged once (throttled). Bad input
+never ends the process.
 
 Services: ``~/reset`` (std_srvs/Trigger) clears buffers and the plan; ``~/reload`` (std_srvs/Trigger)
 loads the checkpoint named by the ``checkpoint`` parameter again (e.g. a newer one the trainer wrote)
@@ -63,39 +65,27 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from genil_ros.control import (
     ActionPlan,
-    CameraInput,
     InferenceJob,
     InferenceWorker,
     LoopStats,
     ObservationWindow,
     ObsSample,
     ReplaceOnArrival,
-    SafetyFilter,
-    StreamBuffer,
     inference_lead,
     sample_inputs,
 )
-from genil_ros.errors import DataError, GenilError
+from genil_ros.errors import GenilError
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
-from genil_ros.ros.conversions import (
-    camera_msg_to_array,
-    float64_array_msg,
-    joint_state_to_array,
-    joint_trajectory_msg,
-    stamp_to_ns,
-)
 from genil_ros.ros.params import declare_parameters, read_settings
-from genil_ros.ros.policy_params import NODE_NAME, PolicySettings, resolve_inputs
+from genil_ros.ros.policy_entries import IOPlan, resolve_io
+from genil_ros.ros.policy_io import EntryParameters, NodeInputs, NodeOutputs
+from genil_ros.ros.policy_params import NODE_NAME, PolicySettings
 from genil_ros.ros.runner import ignore_shutdown_signals, skip_final_collection
 
 __all__ = ["PolicyNode", "main"]
@@ -118,6 +108,9 @@ class PolicyNode(LifecycleNode):
         self._settings: Optional[PolicySettings] = None
         self._spec: Optional[ModelSpec] = None
         self._entities: list = []  # publishers / subscriptions / timers created by configure
+        self._inputs: Optional[NodeInputs] = None
+        self._outputs: Optional[NodeOutputs] = None
+        self._entry_params = EntryParameters()  # observations.<entry>.* / actions.<entry>.*, declared at configure
         self._control_timer = None
         self._active = False
         self.finalized = threading.Event()
@@ -161,8 +154,7 @@ class PolicyNode(LifecycleNode):
                 self._control_timer = self.create_timer(self._period_s, self._on_tick)
             else:
                 self._control_timer.reset()
-        self.get_logger().info(f"active: commanding {self._command_topic} at {1.0 / self._period_s:g} Hz "
-                               f"({self._settings.output_mode} mode)")
+        self.get_logger().info(f"active: commanding {self._outputs.describe()} at {1.0 / self._period_s:g} Hz")
         return SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -197,41 +189,40 @@ class PolicyNode(LifecycleNode):
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
                                  s.use_cuda_graph, log=self.get_logger().warning)
         spec = model.spec
-        joint_topic, rate, cams = resolve_inputs(s, spec)
+        plan = resolve_io(s, spec, self._entry_params.given(self))
+        rate = plan.rate_hz
         if abs(rate - spec.control_rate_hz) > 1e-6:
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
                                       f"policy was trained at: each action is held for another duration than in "
                                       f"training")
-        safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:
-            self._settings, self._model, self._spec, self._safety = s, model, spec, safety
+            self._settings, self._model, self._spec = s, model, spec
             self._period_s = 1.0 / rate
-            self._joints = StreamBuffer(joint_topic)
-            self._cameras = cams
-            self._create_entities(s, joint_topic, cams)
+            self._create_entities(plan)
+            self._entry_params.declare(self, plan.parameters)
             self._reset_runtime()
             self._stats = LoopStats()
+        for note in plan.notes:
+            self.get_logger().warning(note)
         self.get_logger().info(
-            f"configured: {model.description}; joints {spec.joint_names} from {joint_topic}; cameras "
-            + (", ".join(f"{c.name} <- {c.topic}{' (compressed)' if c.compressed else ''}" for c in cams) or "none")
-            + f"; {rate:g} Hz, T_o={spec.n_obs_steps} T_p={spec.horizon} T_a={spec.n_action_steps}; "
+            f"configured: {model.description}; inputs {self._inputs.describe()}; outputs {self._outputs.describe()}"
+            f"; {rate:g} Hz, T_o={spec.n_obs_steps} T_p={spec.horizon} T_a={spec.n_action_steps}; "
             f"warm-up {warm_s * 1e3:.0f} ms")
 
-    def _create_entities(self, s: PolicySettings, joint_topic: str, cams: list[CameraInput]) -> None:
-        self._command_topic = s.trajectory_topic if s.output_mode == "trajectory" else s.position_topic
-        cmd_type = JointTrajectory if s.output_mode == "trajectory" else Float64MultiArray
-        self._cmd_pub = self.create_publisher(cmd_type, self._command_topic, 10)
-        self._chunk_pub = self.create_publisher(JointTrajectory, "~/predicted_chunk", 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._entities = [self._cmd_pub, self._chunk_pub, self._diag_pub]
-        self._entities.append(self.create_subscription(JointState, joint_topic, self._on_joint_state,
-                                                       qos_profile_sensor_data))
-        for cam in cams:
-            self._entities.append(self.create_subscription(
-                CompressedImage if cam.compressed else Image, cam.topic,
-                lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data))
-        self._entities.append(self.create_timer(1.0, self._publish_diagnostics))
+    def _create_entities(self, plan: IOPlan) -> None:
+        """One subscription per observation topic, one publisher per action entry (ros/policy_io.py)."""
+        self._entities = []
+        try:
+            self._outputs = NodeOutputs(self, plan, self._period_s, self._entities)
+            self._inputs = NodeInputs(self, plan, lambda key, text, period: self._log_throttled(
+                "warning", key, text, period), self._entities)
+            self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._entities.append(self._diag_pub)
+            self._entities.append(self.create_timer(1.0, self._publish_diagnostics))
+        except Exception:
+            self._teardown()  # what was created so far
+            raise
 
     def _teardown(self) -> None:
         with self._lock:
@@ -247,7 +238,9 @@ class PolicyNode(LifecycleNode):
                 except Exception:  # noqa: BLE001 - already gone
                     pass
             self._entities = []
-            self._cmd_pub = None
+            self._outputs = None
+            self._inputs = None
+            self._entry_params.undeclare(self)
             self._model = None
             self._gen += 1
         self._worker.wait_idle(timeout=30.0)
@@ -271,7 +264,8 @@ class PolicyNode(LifecycleNode):
         self._tick = 0
         self._window = ObservationWindow(self._spec.n_obs_steps) if self._spec is not None else None
         self._plan: Optional[ActionPlan] = None
-        self._last_cmd: Optional[np.ndarray] = None
+        if getattr(self, "_outputs", None) is not None:
+            self._outputs.reset()
         self._holding = True
         self._hold_reason = "waiting for the first action chunk"
         self._hold_kind = ""
@@ -279,42 +273,7 @@ class PolicyNode(LifecycleNode):
         self._last_mono: Optional[float] = None
 
     # ------------------------------------------------------------------ inputs
-    def _stamp_or_now(self, msg, now_ns: int, topic: str) -> int:
-        ns = stamp_to_ns(msg.header.stamp)
-        if ns == 0:
-            self._log_throttled("warning", "zero-stamp:" + topic,
-                                f"{topic}: header stamps are zero; using the receive time instead", 30.0)
-            return now_ns
-        return ns
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        spec = self._spec
-        self._on_input(self._joints, msg, lambda m: joint_state_to_array(
-            m, spec.joint_names, where=self._joints.name, use_velocity=spec.use_velocity))
-
-    def _on_image(self, cam: CameraInput, msg) -> None:
-        self._on_input(cam.buffer, msg, lambda m: camera_msg_to_array(m, cam.height, cam.width, where=cam.topic))
-
-    def _on_input(self, buf: StreamBuffer, msg, decode: Callable) -> None:
-        """Decode ``msg`` into ``buf`` at its header stamp; a bad message is counted, logged and dropped."""
-        now_ns = self.get_clock().now().nanoseconds
-        with self._lock:
-            if self._model is None:
-                return
-        try:
-            value = decode(msg)
-        except DataError as e:
-            why = str(e)
-        except Exception as e:  # e.g. OpenCV on a malformed buffer
-            why = f"{buf.name}: {type(e).__name__}: {e}"
-        else:
-            stamp = self._stamp_or_now(msg, now_ns, buf.name)
-            with self._lock:
-                buf.add(stamp, value, now_ns)
-            return
-        with self._lock:
-            buf.reject(why, now_ns)
-        self._log_throttled("warning", "bad:" + buf.name, f"ignoring a message: {why}")
+    # The subscriptions (ros/policy_io.py: NodeInputs) only keep the messages; _observe decodes at the tick.
 
     # ------------------------------------------------------------------ the control tick
     def _on_tick(self) -> None:
@@ -349,9 +308,8 @@ class PolicyNode(LifecycleNode):
 
     def _observe(self, j: int, now_ns: int) -> tuple[Optional[ObsSample], Optional[str]]:
         """Sample every input into the window; on a stale input clear the window and drop the plan."""
-        sample, stale = sample_inputs(self._joints, {c.name: c.buffer for c in self._cameras}, j, now_ns,
-                                      int(0.5 * self._period_s * 1e9), self._settings.max_staleness_s,
-                                      self._stats.staleness)
+        sample, stale = sample_inputs(self._inputs.entries, j, now_ns, int(0.5 * self._period_s * 1e9),
+                                      self._settings.max_staleness_s, self._stats.staleness)
         if sample is None:
             self._window.clear()
             self._plan = None
@@ -407,18 +365,21 @@ class PolicyNode(LifecycleNode):
         self._hold(reason, now_ns)
 
     def _command(self, rows: np.ndarray, now_ns: int) -> None:
-        prev = self._last_cmd
-        if prev is None:
-            last = self._window.last()
-            prev = last.state[: self._spec.action_dim] if last is not None else None
-        safe = self._safety.apply(rows, prev)
-        self._publish_command(safe, now_ns)
-        self._last_cmd = safe[0].copy()
+        """Every action entry through its safety filter to its topic; an entry that cannot be commanded
+        (e.g. a degenerate pose) is a fault: hold."""
+        last = self._window.last()
+        try:
+            self._outputs.command(rows, last.state if last is not None else None, now_ns)
+        except GenilError as e:
+            self._fault = str(e)
+            self._plan = None
+            self._hold(self._fault, now_ns)
+            return
         if self._plan.commanded == 0 and self._plan.obs_stamp_ns:
             self._stats.obs_to_command.add((now_ns - self._plan.obs_stamp_ns) / 1e9)
         self._plan.commanded += 1
         if self._holding:
-            self.get_logger().info(f"commanding {self._command_topic}"
+            self.get_logger().info(f"commanding {self._outputs.topics()}"
                                    + ("" if self._hold_reason.startswith("waiting") else
                                       f" again (was holding: {self._hold_reason})"))
         self._holding = False
@@ -438,8 +399,8 @@ class PolicyNode(LifecycleNode):
         entering = not self._holding
         if entering:
             self._stats.counts["holds"] += 1
-            if self._last_cmd is not None and getattr(self, "_cmd_pub", None) is not None:
-                self._publish_command(self._last_cmd[None], now_ns)
+            if self._outputs is not None:
+                self._outputs.hold(now_ns)
             self._holding = True
         kind = re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)  # the same reason with other numbers is not news
         if log and not reason.startswith("waiting") and (entering or kind != self._hold_kind):
@@ -448,16 +409,8 @@ class PolicyNode(LifecycleNode):
         self._hold_reason = reason
 
     # ------------------------------------------------------------------ outputs
-    def _publish_command(self, rows: np.ndarray, now_ns: int) -> None:
-        if self._settings.output_mode == "trajectory":
-            msg = joint_trajectory_msg(self._spec.joint_names, rows, self._period_s, now_ns)
-        else:
-            msg = float64_array_msg(rows[0])
-        self._cmd_pub.publish(msg)
-
     def _publish_chunk(self, plan: ActionPlan, tick_ns: int) -> None:
-        self._chunk_pub.publish(joint_trajectory_msg(self._spec.joint_names, plan.chunk[plan.first:], self._period_s,
-                                                     tick_ns, first_time_s=0.0))
+        self._outputs.publish_chunk(plan.chunk[plan.first:], tick_ns)
 
     def _publish_diagnostics(self) -> None:
         try:
@@ -474,9 +427,10 @@ class PolicyNode(LifecycleNode):
             "hold_reason": self._hold_reason if self._active else "inactive",
             "model": self._model.description,
             "device": self._model.device,
-            "output_mode": self._settings.output_mode,
-            "command_topic": self._command_topic,
-            **self._stats.values(self._period_s, [self._joints] + [c.buffer for c in self._cameras]),
+            "command_topic": self._outputs.topics(),
+            **self._stats.values(self._period_s),
+            **self._inputs.diagnostics(self._stats.staleness),
+            **self._outputs.diagnostics(),
         }
         if not self._active:
             level, text = DiagnosticStatus.OK, "inactive"
@@ -496,8 +450,7 @@ class PolicyNode(LifecycleNode):
     def _srv_reset(self, request, response):
         with self._lock:
             if self._model is not None:
-                for buf in [self._joints] + [c.buffer for c in self._cameras]:
-                    buf.clear()
+                self._inputs.clear()
                 if self._active and not self._holding:
                     self._hold("reset", self.get_clock().now().nanoseconds, log=False)
                 holding = self._holding
@@ -561,6 +514,19 @@ class PolicyNode(LifecycleNode):
 # =========================================================================== entry point
 
 
+def _make_executor(node: PolicyNode):
+    """The executor the ``executor`` parameter names (read once, at start)."""
+    if node.get_parameter("executor").value == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:
+            node.get_logger().warning("executor events: this rclpy has no EventsExecutor (Jazzy and newer have "
+                                      "it); using the SingleThreadedExecutor")
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
+
+
 def _autostart(node: PolicyNode) -> Optional[str]:
     """configure + activate: None, or the transition that failed (its reason is already logged)."""
     if node.trigger_configure() != SUCCESS:
@@ -585,7 +551,7 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = PolicyNode()
-    executor = SingleThreadedExecutor()  # see "Threads" in the module docstring
+    executor = _make_executor(node)  # see "Threads" in the module docstring
     executor.add_node(node)
     rc = 0
     try:

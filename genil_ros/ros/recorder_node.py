@@ -234,7 +234,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", default=None,
                         help="bag directory to create (default rosbag2_YYYY_MM_DD-HH_MM_SS)")
     parser.add_argument("--config", default=None,
-                        help="experiment YAML: also record its joint-state, camera and command topics")
+                        help="experiment YAML: also record every observation topic and command topic of its task")
     parser.add_argument("-s", "--storage", choices=["mcap", "sqlite3"], default="mcap")
     parser.add_argument("--compression-mode", choices=["none", "message", "file"], default="none",
                         help="zstd compression of each message or of the whole file")
@@ -250,12 +250,15 @@ def _topics_from_args(args) -> dict:
         from genil_ros.config import load_config
         from genil_ros.paths import config_path
 
-        cfg = load_config(config_path(args.config))
-        topics[cfg.task.joint_states_topic] = None
-        for cam in cfg.task.cameras:
-            topics[cam.topic] = None
-        if cfg.dataset.action_source == "command" and cfg.dataset.action_topic:
-            topics[cfg.dataset.action_topic] = None
+        task = load_config(config_path(args.config)).task
+        # every observation entry's topic and every command topic (a joint_names-form task is expanded
+        # into entries too: /joint_states, its cameras, dataset.action_topic when action_source is command);
+        # types come from the graph: a command topic may carry any of its entry type's message kinds
+        for entry in task.observations:
+            topics[entry.resolved_topic] = None
+        for entry in task.actions:
+            if entry.source == "command" and entry.topic:
+                topics[entry.topic] = None
     for t in args.topics:
         name, _, ty = t.partition(":")
         topics[name] = ty or None

@@ -13,8 +13,11 @@ time by publishing a std_msgs/String on ``/fake_robot/mode`` (reliable, transien
   huge           joint states with absurd but finite positions (3e38): the policy's output overflows to NaN
   garbage        images with garbage bytes (a CompressedImage that does not decode, or a short Image)
 
+Gripper, pose, wrench and vector sensors, command listeners of any type and their bad-input modes:
+test/nodes/fake_sensors.py. --flood publishes at a real robot's rates (1 kHz joint states, 60 Hz VGA).
+
 Usage: fake_robot.py --record out.jsonl --joints a,b,c [--camera /camera/image_raw [--compressed]]
-                     [--image-size 48x64] [--rate 50] [--camera-rate 20] [--sim-clock 1000]
+                     [--image-size 48x64] [--rate 50] [--camera-rate 20] [--sim-clock 1000] [--flood]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 
+import fake_sensors
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -54,6 +58,10 @@ def main(argv=None) -> int:
     ap.add_argument("--node-name", default="policy_node")
     ap.add_argument("--init", default="0.1,-0.2,0.3")
     ap.add_argument("--record-published", action="store_true", help="also record the stamps it publishes")
+    ap.add_argument("--flood", action="store_true",
+                    help="publish from threads at the full --rate / --camera-rate (e.g. 1000 and 60) with one "
+                         "pre-built image (only its stamp changes), and record the achieved rates every second")
+    fake_sensors.add_arguments(ap)
     args = ap.parse_args(argv)
 
     from builtin_interfaces.msg import Time  # noqa: F401
@@ -122,7 +130,9 @@ def main(argv=None) -> int:
         if mode == "huge":
             values = [3e38] * len(values)
         stamp = now_ns()
-        js_pub.publish(joint_state_msg(names, values, stamp, velocity=[0.0] * len(values)))
+        velocity = None if mode == "no_velocity" else [0.0] * len(values)
+        js_pub.publish(joint_state_msg(names, values, stamp, velocity=velocity))
+        publish_sensors()
         if args.record_published:
             record("pub_joints", stamp_ns=stamp)
 
@@ -151,9 +161,13 @@ def main(argv=None) -> int:
         if args.record_published:
             record("pub_image", stamp_ns=stamp)
 
-    node.create_timer(1.0 / args.rate, publish_joints)
-    if cam_pubs:
-        node.create_timer(1.0 / args.camera_rate, publish_images)
+    publish_sensors = fake_sensors.setup(node, args, state, pos, now_ns, record)
+    if args.flood:
+        start_flood(args, node, state, pos, joints, js_pub, cam_pubs, now_ns, record)
+    else:
+        node.create_timer(1.0 / args.rate, publish_joints)
+        if cam_pubs:
+            node.create_timer(1.0 / args.camera_rate, publish_images)
 
     # ------------------------------------------------------------------ what it receives
     def on_traj(msg):
@@ -202,6 +216,54 @@ def main(argv=None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def start_flood(args, node, state, pos, joints, js_pub, cam_pubs, now_ns, record) -> None:
+    """Input floods (a real robot's rates: joint states at 500 Hz - 1 kHz, cameras at 30 - 60 Hz): one thread
+    per stream publishes on a fixed schedule (catching up without bursts when it falls behind); the image
+    message is built once. Every second the achieved rates are recorded (kind "flood")."""
+    h, w = (int(v) for v in args.image_size.split("x"))
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2, 2] = 200
+    img_msg = numpy_to_image_msg(img, 0, frame_id="camera0")
+    names = list(joints) + ([args.extra_joint] if args.extra_joint else [])
+    sent = {"joints": 0, "images": 0}
+
+    def loop(rate, publish, key):
+        period = 1.0 / rate
+        next_t = time.monotonic()
+        while rclpy.ok():
+            if state["mode"] == "normal":
+                publish()
+                sent[key] += 1
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -10 * period:
+                next_t = time.monotonic()  # far behind: do not burst
+
+    def joints_once():
+        values = list(pos) + ([0.0] if args.extra_joint else [])
+        js_pub.publish(joint_state_msg(names, values, now_ns(), velocity=[0.0] * len(values)))
+
+    def image_once():
+        img_msg.header.stamp = ns_to_stamp(now_ns())
+        for pub in cam_pubs:
+            pub.publish(img_msg)
+
+    def report():
+        last = dict(sent)
+        while rclpy.ok():
+            time.sleep(1.0)
+            now = dict(sent)
+            record("flood", joints_hz=now["joints"] - last["joints"], images_hz=now["images"] - last["images"])
+            last = now
+
+    threads = [(args.rate, joints_once, "joints")] + ([(args.camera_rate, image_once, "images")] if cam_pubs else [])
+    for rate, fn, key in threads:
+        threading.Thread(target=loop, args=(rate, fn, key), daemon=True).start()
+    threading.Thread(target=report, daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,49 @@ def make_checkpoint(path, joints: Sequence[str] = ("a", "b", "c"), camera: bool 
     return save_checkpoint(Path(path), policy, extra={"note": "untrained test checkpoint"})
 
 
+# A typed task with every observation and action type but cameras: what the typed node tests run.
+TYPED_OBSERVATIONS = [
+    {"name": "arm", "type": "joint_position", "joints": ["a", "b", "c"]},
+    {"name": "arm_vel", "type": "joint_velocity", "joints": ["a", "b", "c"]},
+    {"name": "gripper", "type": "gripper", "topic": "/gripper/joint_states", "joints": ["finger_joint"]},
+    {"name": "ee", "type": "pose", "topic": "/tcp_pose", "frame_id": "base"},
+    {"name": "ft", "type": "wrench", "topic": "/ft_sensor/wrench", "frame_id": "tool0"},
+    {"name": "obj", "type": "vector", "topic": "/object/position", "dims": ["x", "y", "z"]},
+]
+TYPED_ACTIONS = [
+    {"name": "arm", "type": "joint_position", "joints": ["a", "b", "c"], "msg": "joint_trajectory",
+     "topic": "/joint_trajectory_controller/joint_trajectory"},
+    {"name": "gripper", "type": "gripper", "joints": ["finger_joint"], "topic": "/gripper/commands", "binary": True,
+     "open_position": 0.04, "closed_position": 0.0},
+    {"name": "servo", "type": "twist", "topic": "/servo_node/delta_twist_cmds", "frame_id": "base"},
+    {"name": "target", "type": "pose", "topic": "/target_pose", "frame_id": "base"},
+    {"name": "vec", "type": "vector", "topic": "/vec_cmd", "dims": ["u", "v"]},
+]
+
+
+def make_typed_checkpoint(path, observations=None, actions=None, seed: int = 0, horizon=(2, 8, 4),
+                          inference_steps: int = 5) -> Path:
+    """A small untrained checkpoint of a typed task (default: every low-dim observation and action type),
+    normalised to [-1, 1] in every dimension."""
+    import torch
+
+    from genil_ros.config import config_from_dict
+    from genil_ros.policy import DiffusionPolicy, save_checkpoint
+
+    cfg = config_from_dict({
+        "task": {"observations": observations or TYPED_OBSERVATIONS, "actions": actions or TYPED_ACTIONS,
+                 "control_rate_hz": 10.0,
+                 "horizon": {"n_obs_steps": horizon[0], "horizon": horizon[1], "n_action_steps": horizon[2]}},
+        "policy": {"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": inference_steps},
+    }, source="fake_robot_policy")
+    torch.manual_seed(seed)
+    policy = DiffusionPolicy(cfg)
+    stats = {k: {"min": [-1.0] * n, "max": [1.0] * n, "mean": [0.0] * n, "std": [0.5] * n}
+             for k, n in (("state", cfg.task.state_dim), ("action", cfg.task.action_dim))}
+    policy.fit_normalizer(stats)  # per entry (a binary gripper is not normalised)
+    return save_checkpoint(Path(path), policy, extra={"note": "untrained typed test checkpoint"})
+
+
 class _RunsCode:
     """Unpickling this runs a shell command: what a malicious weights file does."""
 
