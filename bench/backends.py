@@ -33,22 +33,33 @@ from genil_ros.policy.threads import ThreadPlan, available_cpus, set_process_env
 SIZES = {"shipped": [64, 128, 256], "paper": [256, 512, 1024]}
 
 
+def sim_config(camera: bool = True):
+    """config/sim_task.yaml, or its low-dim twin (no camera: joint positions in, joint targets out)."""
+    from genil_ros.config import config_from_dict, config_to_dict, load_config
+    from genil_ros.paths import config_path
+
+    cfg = load_config(config_path("sim_task.yaml"))
+    if camera:
+        return cfg
+    d = config_to_dict(cfg)
+    d["task"]["cameras"] = []
+    d["task"].pop("observations", None)  # rebuilt from the joint_names form, without the camera entry
+    d["task"].pop("actions", None)
+    return config_from_dict(d)
+
+
 def make_checkpoint(size: str, camera: bool) -> Path:
     """A seeded random-weight checkpoint of the sim config at ``size`` under .bench/ (made once)."""
     import numpy as np
     import torch
 
-    from genil_ros.config import load_config
-    from genil_ros.paths import config_path
     from genil_ros.policy.checkpoint import save_checkpoint
     from genil_ros.policy.diffusion import DiffusionPolicy
 
     d = ROOT / ".bench" / "ckpt" / f"{size}-{'camera' if camera else 'lowdim'}"
     if (d / "meta.json").is_file():
         return d
-    cfg = load_config(config_path("sim_task.yaml"))
-    if not camera:
-        cfg.task.cameras = []
+    cfg = sim_config(camera)
     cfg.policy.down_dims = list(SIZES[size])
     torch.manual_seed(0)
     p = DiffusionPolicy(cfg)

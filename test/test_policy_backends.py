@@ -14,10 +14,11 @@ from genil_ros.errors import CheckpointError, GenilError
 from genil_ros.policy.backends import BACKENDS, OnnxBackend, TorchBackend, make_backend, ort_providers
 from genil_ros.policy.checkpoint import load_policy, save_checkpoint
 from genil_ros.policy.onnx_export import (
-    DENOISER,
     ENCODER,
     META,
+    NETWORKS,
     SUMS,
+    UNET,
     export_onnx,
     file_sha256,
     read_onnx_export,
@@ -76,14 +77,14 @@ def test_onnx_chunk_equals_torch_chunk(exported):
 def test_export_files_and_checksums(exported):
     ckpt, out = exported
     meta = json.loads((out / META).read_text())
-    assert meta["format_version"] == 1 and meta["verified_max_abs_diff"] < 1e-4
-    for name in (ENCODER, DENOISER):
+    assert meta["format_version"] == 2 and meta["verified_max_abs_diff"] < 1e-4
+    for name in NETWORKS:
         assert meta["files"][name] == file_sha256(out / name)
     sums = dict(reversed(line.split("  ")) for line in (out / SUMS).read_text().splitlines())
     assert sums == meta["files"]
     p = load_policy(ckpt, device="cpu")
     assert meta["weights_sha256"] == weights_digest(p)
-    assert read_onnx_export(p).denoiser == out / DENOISER
+    assert read_onnx_export(p).unet == out / UNET
 
 
 def test_export_refuses_corrupt_or_foreign_files(exported, tmp_path):
@@ -93,10 +94,10 @@ def test_export_refuses_corrupt_or_foreign_files(exported, tmp_path):
     bad = tmp_path / "onnx"
     shutil.copytree(out, bad)
     p = load_policy(ckpt, device="cpu")
-    data = bytearray((bad / DENOISER).read_bytes())
+    data = bytearray((bad / UNET).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (bad / DENOISER).write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"denoiser\.onnx: sha256 does not match"):
+    (bad / UNET).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"unet\.onnx: sha256 does not match"):
         read_onnx_export(p, bad)
     (bad / ENCODER).unlink()
     with pytest.raises(CheckpointError, match=r"encoder\.onnx: missing"):
@@ -198,3 +199,16 @@ def test_set_process_env_keeps_user_values():
     env = {}
     set_process_env(1, spinning=True, environ=env)
     assert "OMP_WAIT_POLICY" not in env and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_format_1_export_is_refused_with_a_request_to_export_again(exported, tmp_path):
+    ckpt, out = exported
+    import shutil
+
+    old = tmp_path / "onnx"
+    shutil.copytree(out, old)
+    meta = json.loads((old / META).read_text())
+    meta["format_version"] = 1
+    (old / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="export this checkpoint again"):
+        read_onnx_export(load_policy(ckpt, device="cpu"), old)

@@ -1,8 +1,11 @@
 """Inference backends: what a DiffusionPolicy runs its two networks on (no rclpy).
 
 A policy's sampling loop (scheduler arithmetic in torch, schedule from diffusers) asks its backend for
-two things only: ``encode(nobs) -> cond`` (normalised observation -> global conditioning) and
-``denoise(x, t, cond) -> out`` (one pass of the denoising U-Net). Three backends:
+``encode(nobs) -> cond`` (normalised observation -> global conditioning) and ``denoise(x, t, cond) -> out``
+(one pass of the denoising U-Net), or, when it knows the chain's timesteps in advance, for
+``chunk_net(cond, timesteps) -> step(x, i)``: the network with everything that does not depend on the
+sample (the diffusion-step embedding and every block's FiLM scale and bias) computed once per chunk for
+all steps, so a step runs only the U-Net body. Three backends:
 
   torch        eager PyTorch on the policy's device (under its inference autocast, if any)
   cuda_graph   the U-Net replayed from a CUDA graph captured for one batch size (CUDA only); other
@@ -18,8 +21,9 @@ two things only: ``encode(nobs) -> cond`` (normalised observation -> global cond
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +51,13 @@ class InferenceBackend:
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def chunk_net(self, cond: torch.Tensor, timesteps: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``step(x, i)`` = ``denoise(x, timesteps[i], cond)`` for the steps of one chunk (``timesteps``: (N,)
+        int64 on the policy's device). This default runs the whole network per step; backends override it
+        to compute the sample-independent part once."""
+        B = cond.shape[0]
+        return lambda x, i: self.denoise(x, timesteps[i].expand(B), cond)
 
     def engine(self) -> str:
         return self.name
@@ -80,6 +91,20 @@ class TorchBackend(InferenceBackend):
                 return p.model(x, t, cond).float()
         return p.model(x, t, cond)
 
+    def chunk_net(self, cond, timesteps):
+        p = self.policy
+        B, N = cond.shape[0], timesteps.shape[0]
+        ctx = (torch.autocast(cond.device.type, dtype=p.inference_dtype) if p.inference_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:  # all steps' FiLM vectors in one batched pass: (N, B, film_dim)
+            film = p.model.film(timesteps.repeat_interleave(B), cond.repeat(N, 1)).reshape(N, B, -1)
+
+        def step(x, i):
+            with ctx:
+                return p.model.forward_film(x, film[i]).float()
+
+        return step
+
     def engine(self) -> str:
         p = self.policy
         names = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -102,6 +127,9 @@ class CudaGraphBackend(TorchBackend):
         if self.graph.matches(x, cond):
             return self.graph(x, t, cond)
         return super().denoise(x, t, cond)
+
+    def chunk_net(self, cond, timesteps):  # the captured graph holds the whole network: replay it per step
+        return InferenceBackend.chunk_net(self, cond, timesteps)
 
     def engine(self) -> str:
         return super().engine().replace("eager", f"CUDA graph (batch {self.graph.x.shape[0]})")
@@ -189,7 +217,8 @@ class OnnxBackend(InferenceBackend):
         self.providers = ort_providers(providers)
         opts = threads.ort_session_options()
         self.enc = ort.InferenceSession(str(self.export.encoder), opts, providers=self.providers)
-        self.den = ort.InferenceSession(str(self.export.denoiser), opts, providers=self.providers)
+        self.film = ort.InferenceSession(str(self.export.film), opts, providers=self.providers)
+        self.unet = ort.InferenceSession(str(self.export.unet), opts, providers=self.providers)
         self.camera_names = list(policy.camera_names)
         self._version = ort.__version__
 
@@ -199,12 +228,22 @@ class OnnxBackend(InferenceBackend):
             feeds[name] = _np(nobs[name], np.uint8)
         return torch.from_numpy(self.enc.run(None, feeds)[0])
 
+    def _film(self, t: torch.Tensor, cond: torch.Tensor) -> np.ndarray:
+        return self.film.run(None, {"timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)})[0]
+
+    def _body(self, x: torch.Tensor, film: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.unet.run(None, {"sample": _np(x, np.float32), "film": film})[0])
+
     def denoise(self, x, t, cond):
-        feeds = {"sample": _np(x, np.float32), "timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)}
-        return torch.from_numpy(self.den.run(None, feeds)[0])
+        return self._body(x, self._film(t, cond))
+
+    def chunk_net(self, cond, timesteps):
+        B, N = cond.shape[0], timesteps.shape[0]
+        film = self._film(timesteps.repeat_interleave(B), cond.repeat(N, 1)).reshape(N, B, -1)
+        return lambda x, i: self._body(x, film[i])
 
     def engine(self) -> str:
-        used = self.den.get_providers()
+        used = self.unet.get_providers()
         return f"onnxruntime {self._version} [{', '.join(used)}]"
 
 

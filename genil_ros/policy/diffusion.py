@@ -7,9 +7,12 @@ chunk, no noise), so that the two differ only in the objective.
 Inference (``predict_action`` / ``sample_actions``): start from Gaussian noise and denoise with DDPM,
 DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once per call, K samples
 per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md). DDIM runs on
-precomputed coefficients (policy/sampler.py) and can be warm-started from the previous chunk for a few
-steps (``warm_start=``, ``steps=``). The networks run on an inference backend (policy/backends.py:
-torch eager, CUDA graph, ONNX Runtime), chosen with :meth:`DiffusionPolicy.set_backend`.
+precomputed coefficients (policy/sampler.py), with the FiLM conditioning of all its steps computed once
+per chunk, and can be warm-started from the previous chunk for a few steps (``warm_start=``,
+``steps=``, ``warm_noise=``). ``lcm`` is the 1-4 step consistency sampler (diffusers' LCMScheduler) of
+a policy distilled with ``genil-ros distill`` (policy/distill.py). The networks run on an inference
+backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime), chosen with
+:meth:`DiffusionPolicy.set_backend`.
 """
 
 from __future__ import annotations
@@ -26,18 +29,20 @@ from genil_ros.config import ExperimentConfig
 from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
 from genil_ros.policy.model import ConditionalUnet1D
 from genil_ros.policy.normalizer import Normalizer
-from genil_ros.policy.sampler import FastDdim, supports_fast_ddim
+from genil_ros.policy.sampler import DEFAULT_WARM_NOISE, FastDdim, supports_fast_ddim
 from genil_ros.policy.vision import ObsEncoder
 
 __all__ = ["DiffusionPolicy", "make_scheduler", "SCHEDULERS"]
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver")
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver", "lcm")
+CONSISTENCY_GRID = 10  # the DDIM grid a consistency (lcm) policy is distilled on: skip T / 10 timesteps
 
 
 def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",
                    prediction_type: str = "epsilon"):
-    """A diffusers scheduler over the training noise schedule."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    """A diffusers scheduler over the training noise schedule (``lcm``: the consistency sampler of a
+    distilled policy, over the ``CONSISTENCY_GRID``-step grid it was distilled on)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type)
     if kind == "ddpm":
@@ -47,6 +52,9 @@ def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str
     if kind == "dpmsolver":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            lower_order_final=True)
+    if kind == "lcm":
+        return LCMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0,
+                            original_inference_steps=min(CONSISTENCY_GRID, num_train_timesteps))
     raise ValueError(f"unknown scheduler {kind!r} (expected one of {', '.join(SCHEDULERS)})")
 
 
@@ -78,6 +86,7 @@ class DiffusionPolicy(nn.Module):
         self.objective = pc.objective
         self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
         self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
+        self.warm_noise = DEFAULT_WARM_NOISE  # noise level of warm starts (sampler.FastDdim.warm_plan)
         self.backend: InferenceBackend = TorchBackend(self)
         self.set_inference(pc.inference_scheduler, pc.num_inference_steps)
 
@@ -87,10 +96,13 @@ class DiffusionPolicy(nn.Module):
         return next(self.parameters()).device
 
     def set_inference(self, scheduler: str = "ddim", steps: int = 10) -> None:
-        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver") and its number of denoising steps."""
+        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver" | "lcm") and its number of denoising steps."""
         n = self.cfg.policy.num_train_timesteps
         if not isinstance(steps, int) or not 1 <= steps <= n:
             raise ValueError(f"num_inference_steps {steps!r} must be an int in 1..num_train_timesteps = {n}")
+        if scheduler == "lcm" and steps > min(CONSISTENCY_GRID, n):
+            raise ValueError(f"num_inference_steps {steps} with lcm: at most {min(CONSISTENCY_GRID, n)} "
+                             "(the grid a consistency policy is distilled on)")
         pc = self.cfg.policy
         self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type)
         self.inference_scheduler_name = scheduler
@@ -175,13 +187,16 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
-                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                       warm_noise: Optional[float] = None) -> torch.Tensor:
         """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
 
         ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
-        ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the level of DDIM step
-        ``num_inference_steps - steps`` and only the last ``steps`` steps run (DDIM only). ``steps =
-        num_inference_steps`` starts from pure noise: the usual sampler, the same draws."""
+        ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the noise level
+        ``warm_noise`` (default ``self.warm_noise``; a fraction of the training schedule) and denoised in
+        ``steps`` DDIM steps (default ``num_inference_steps``) evenly spaced below that level (DDIM only).
+        ``warm_noise = 1`` starts from pure noise: with ``steps = num_inference_steps`` exactly the usual
+        sampler, the same draws."""
         from diffusers.utils.torch_utils import randn_tensor
 
         B = self._check_obs(obs)
@@ -203,7 +218,7 @@ class DiffusionPolicy(nn.Module):
                                  f"{self.inference_scheduler_name}; set_inference('ddim', N))")
         if self._fast is not None:
             x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
-            first = 0
+            plan = self._fast.plan(self.num_inference_steps)
             if warm_start is not None:
                 if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
                     raise ValueError(f"warm_start must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
@@ -211,11 +226,13 @@ class DiffusionPolicy(nn.Module):
                 init = self.normalizer.normalize("action", warm_start.to(dev, torch.float32)).clamp(-1.0, 1.0)
                 if K > 1:
                     init = init.repeat_interleave(K, dim=0)
-                x, first = self._fast.warm_start(init, x, self.num_inference_steps, steps or self.num_inference_steps)
+                level = self.warm_noise if warm_noise is None else float(warm_noise)
+                x, plan = self._fast.warm_start(init, x, steps or self.num_inference_steps, level)
             elif steps is not None and steps != self.num_inference_steps:
                 raise ValueError(f"steps={steps} without warm_start: set_inference('ddim', {steps}) changes the "
                                  "number of steps of a sample from noise")
-            x = self._fast.denoise(self._net, x, cond, self.num_inference_steps, first)
+            net = self.backend.chunk_net(cond, self._fast.timesteps_on(plan, dev))
+            x = self._fast.run(net, x, plan)
         else:
             x = self._sample_diffusers(shape, cond, generator)
         x = x.clamp(-1.0, 1.0)
@@ -243,10 +260,12 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None,
-                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
-        """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps``:
-        see :meth:`sample_actions`)."""
-        return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps)[:, 0]
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                       warm_noise: Optional[float] = None) -> torch.Tensor:
+        """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps`` /
+        ``warm_noise``: see :meth:`sample_actions`)."""
+        return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps,
+                                   warm_noise=warm_noise)[:, 0]
 
     # ----------------------------------------------------------------- CUDA graphs
     def enable_cuda_graph(self, batch_size: int = 1, num_samples: int = 1, warmup: int = 3) -> bool:

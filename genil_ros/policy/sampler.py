@@ -1,28 +1,35 @@
-"""The DDIM chain with its coefficients computed once per number of steps, and warm-started chunks.
+"""The DDIM chain with its coefficients computed once per timestep grid, and warm-started chunks.
 
 diffusers' ``DDIMScheduler`` stays the source of the schedule (its ``alphas_cumprod``, its timestep
-spacing, its clipping settings); :class:`FastDdim` reads them once per ``num_steps`` into a
-:class:`DdimPlan` of plain floats, so a denoising step is four tensor ops on the sample's device instead
-of diffusers' per-step table look-ups, 0-dim tensor arithmetic and output objects. The arithmetic is the
-one of ``DDIMScheduler.step`` with ``eta = 0``, in the same order and precision (the results match
-diffusers' own loop to float32 rounding; test/test_policy_sampling.py checks it).
+spacing, its clipping settings); :class:`FastDdim` reads them once per grid into a :class:`DdimPlan` of
+plain floats, so a denoising step is four tensor ops on the sample's device instead of diffusers' per-step
+table look-ups, 0-dim tensor arithmetic and output objects. The arithmetic is the one of
+``DDIMScheduler.step`` with ``eta = 0``, in the same order and precision (the results match diffusers' own
+loop to float32 rounding; test/test_policy_sampling.py checks it). The network is called as ``step(x, i)``
+for step ``i`` of the plan, so a backend can compute everything that does not depend on ``x`` (the FiLM
+vectors of every step) once per chunk.
 
-Warm start (few-step sampling): the chunk due next is mostly known already - the previous chunk,
-shifted by the ticks that passed since it was predicted (:func:`shift_chunk`). Noise it to the level of
-DDIM step ``N - k`` of the usual ``N``-step grid and run only the last ``k`` steps
-(:meth:`FastDdim.warm_start`). With ``k = N`` the start is pure noise, exactly the usual sampler.
+Warm start (few-step sampling): the chunk due next is mostly known already - the previous chunk, shifted
+by the ticks that passed since it was predicted (:func:`shift_chunk`). It is noised to a chosen noise
+level and denoised in ``k`` steps spread evenly below that level ("trailing" spacing:
+:meth:`FastDdim.warm_plan`), so the level and the number of steps are independent: one step from level
+0.4 is one DDIM jump from timestep 39 to the clean chunk. Level 1 means no warm start: pure noise and the
+usual ``k``-step grid.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["DdimPlan", "FastDdim", "shift_chunk", "supports_fast_ddim"]
+__all__ = ["DdimPlan", "FastDdim", "shift_chunk", "supports_fast_ddim", "DEFAULT_WARM_NOISE"]
 
 StepHook = Callable[[int, torch.Tensor], torch.Tensor]
+StepNet = Callable[[torch.Tensor, int], torch.Tensor]  # (x, step index in the plan) -> network output
+
+DEFAULT_WARM_NOISE = 0.4  # noise level of a warm start, as a fraction of the training noise schedule
 
 
 def supports_fast_ddim(scheduler) -> bool:
@@ -35,9 +42,10 @@ def supports_fast_ddim(scheduler) -> bool:
 
 @dataclass(frozen=True)
 class DdimPlan:
-    """One ``num_steps`` DDIM chain: descending ``timesteps`` and, per step, the float coefficients
-    ``sqrt(alpha_t)``, ``sqrt(1 - alpha_t)``, ``sqrt(alpha_prev)``, ``sqrt(1 - alpha_prev)`` (alpha =
-    alphas_cumprod, computed in float32 as diffusers does)."""
+    """One DDIM chain: descending ``timesteps`` and, per step, the float coefficients ``sqrt(alpha_t)``,
+    ``sqrt(1 - alpha_t)``, ``sqrt(alpha_prev)``, ``sqrt(1 - alpha_prev)`` (alpha = alphas_cumprod,
+    computed in float32 as diffusers does; prev = the next timestep of the chain, the final alpha after
+    the last)."""
 
     timesteps: tuple[int, ...]
     sqrt_alpha: tuple[float, ...]
@@ -74,8 +82,8 @@ class DdimPlan:
 class FastDdim:
     """DDIM sampling over a diffusers ``DDIMScheduler``'s schedule with precomputed coefficients.
 
-    ``net(x, t, cond) -> out`` is the denoising network (any backend); ``t`` is a (B,) int64 tensor on
-    the sample's device. Plans are cached per number of steps, the timestep tensors per device.
+    Plans are cached per grid (``plan(n)``: diffusers' own ``n``-step grid; ``warm_plan(k, level)``: ``k``
+    steps below a noise level), the timestep tensors per device.
     """
 
     def __init__(self, scheduler):
@@ -83,25 +91,50 @@ class FastDdim:
             raise ValueError(f"FastDdim needs a diffusers DDIMScheduler without thresholding, got "
                              f"{type(scheduler).__name__}")
         self.scheduler = scheduler
-        self._plans: dict[int, DdimPlan] = {}
-        self._t_dev: dict[tuple[int, str], torch.Tensor] = {}
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self._plans: dict[tuple, DdimPlan] = {}
+        self._t_dev: dict[tuple, torch.Tensor] = {}
 
     def plan(self, num_steps: int) -> DdimPlan:
-        if num_steps not in self._plans:
-            self._plans[num_steps] = self._make_plan(num_steps)
-        return self._plans[num_steps]
+        """diffusers' ``num_steps``-step DDIM grid (its ``set_timesteps`` spacing)."""
+        key = ("grid", num_steps)
+        if key not in self._plans:
+            self.scheduler.set_timesteps(num_steps)  # diffusers decides the spacing
+            self._plans[key] = self.plan_for([int(t) for t in self.scheduler.timesteps])
+        return self._plans[key]
 
-    def _make_plan(self, n: int) -> DdimPlan:
+    def warm_plan(self, steps: int, level: float) -> DdimPlan:
+        """``steps`` DDIM steps from noise level ``level`` (0 < level <= 1, a fraction of the training
+        schedule) down to the clean sample, evenly spaced, the first at timestep ``round(level * T) - 1``.
+        Level 1 (pure noise) is the usual grid, :meth:`plan`."""
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"warm-start steps {steps!r} must be an int >= 1")
+        if not 0.0 < level <= 1.0:
+            raise ValueError(f"warm-start noise level {level!r} must be in (0, 1] (1 = pure noise)")
+        if level >= 1.0:
+            return self.plan(steps)
+        key = ("warm", steps, float(level))
+        if key not in self._plans:
+            top = max(1, min(self.num_train_timesteps, round(level * self.num_train_timesteps)))
+            ts = [max(0, round(top - j * top / steps) - 1) for j in range(steps)]
+            if len(set(ts)) != len(ts):
+                raise ValueError(f"warm start: {steps} steps do not fit below noise level {level:g} "
+                                 f"({top} of {self.num_train_timesteps} timesteps); use fewer steps")
+            self._plans[key] = self.plan_for(ts)
+        return self._plans[key]
+
+    def plan_for(self, timesteps: Sequence[int]) -> DdimPlan:
+        """The DDIM chain through ``timesteps`` (strictly descending, in 0 .. T - 1)."""
         s = self.scheduler
-        s.set_timesteps(n)  # diffusers decides the spacing
-        ts = [int(t) for t in s.timesteps]
+        ts = [int(t) for t in timesteps]
+        if not ts or any(b >= a for a, b in zip(ts, ts[1:])) or ts[0] >= self.num_train_timesteps or ts[-1] < 0:
+            raise ValueError(f"timesteps {ts} must descend strictly within 0..{self.num_train_timesteps - 1}")
         ac = s.alphas_cumprod.to("cpu", torch.float32)
-        ratio = s.config.num_train_timesteps // n
+        final = torch.as_tensor(s.final_alpha_cumprod, dtype=torch.float32)
         sa, sb, sap, sbp = [], [], [], []
-        for t in ts:
+        for i, t in enumerate(ts):
             a = ac[t]
-            prev = t - ratio
-            ap = ac[prev] if prev >= 0 else torch.as_tensor(s.final_alpha_cumprod, dtype=torch.float32)
+            ap = ac[ts[i + 1]] if i + 1 < len(ts) else final
             sa.append(float(a ** 0.5))
             sb.append(float((1 - a) ** 0.5))
             sap.append(float(ap ** 0.5))
@@ -109,40 +142,46 @@ class FastDdim:
         clip = float(s.config.clip_sample_range) if s.config.clip_sample else None
         return DdimPlan(tuple(ts), tuple(sa), tuple(sb), tuple(sap), tuple(sbp), s.config.prediction_type, clip)
 
-    def timesteps_on(self, num_steps: int, device: torch.device) -> torch.Tensor:
-        key = (num_steps, str(device))
+    def timesteps_on(self, plan: DdimPlan | int, device: torch.device) -> torch.Tensor:
+        """The plan's timesteps as an int64 tensor on ``device`` (cached)."""
+        plan = self.plan(plan) if isinstance(plan, int) else plan
+        key = (plan.timesteps, str(device))
         if key not in self._t_dev:
-            self._t_dev[key] = torch.tensor(self.plan(num_steps).timesteps, dtype=torch.long, device=device)
+            self._t_dev[key] = torch.tensor(plan.timesteps, dtype=torch.long, device=device)
         return self._t_dev[key]
 
-    def denoise(self, net, x: torch.Tensor, cond: torch.Tensor, num_steps: int, first: int = 0,
-                hook: Optional[StepHook] = None) -> torch.Tensor:
-        """Run steps ``first .. num_steps - 1`` of the ``num_steps`` chain from ``x`` (the sample at the
-        level of step ``first``). ``hook(i, x)``, when given, sees (and may replace) the sample after
-        each step ``i``: e.g. to re-impose a known prefix noised to ``plan.sqrt_alpha_prev[i]``."""
-        plan = self.plan(num_steps)
+    def run(self, step: StepNet, x: torch.Tensor, plan: DdimPlan, first: int = 0,
+            hook: Optional[StepHook] = None) -> torch.Tensor:
+        """Steps ``first .. len(plan) - 1`` of ``plan`` from ``x`` (the sample at the level of step
+        ``first``); ``step(x, i)`` is the network at step ``i``. ``hook(i, x)``, when given, sees (and may
+        replace) the sample after each step ``i``: e.g. to re-impose a known prefix noised to
+        ``plan.sqrt_alpha_prev[i]``."""
         if not 0 <= first < len(plan):
             raise ValueError(f"first step {first} must be in 0..{len(plan) - 1}")
-        tdev = self.timesteps_on(num_steps, x.device)
-        B = x.shape[0]
         for i in range(first, len(plan)):
-            out = net(x, tdev[i].expand(B), cond)
-            x = plan.step(i, out.to(x.dtype), x)
+            x = plan.step(i, step(x, i).to(x.dtype), x)
             if hook is not None:
                 x = hook(i, x)
         return x
 
-    def warm_start(self, init: torch.Tensor, noise: torch.Tensor, num_steps: int,
-                   steps: int) -> tuple[torch.Tensor, int]:
-        """The start of a ``steps``-step run that ends the ``num_steps`` chain: ``init`` (a clean chunk,
-        normalised) noised to the level of step ``num_steps - steps``, and that index. ``steps ==
-        num_steps`` starts from ``noise`` alone (the usual sampler, whatever ``init`` holds)."""
-        if not 1 <= steps <= num_steps:
-            raise ValueError(f"warm-start steps {steps} must be in 1..{num_steps} (the number of inference steps)")
-        first = num_steps - steps
-        if first == 0:
-            return noise, 0
-        return self.plan(num_steps).noised(first, init, noise), first
+    def denoise(self, net, x: torch.Tensor, cond: torch.Tensor, num_steps: int, first: int = 0,
+                hook: Optional[StepHook] = None) -> torch.Tensor:
+        """:meth:`run` over diffusers' ``num_steps`` grid with ``net(x, t, cond) -> out`` (``t`` a (B,)
+        int64 tensor on the sample's device)."""
+        plan = self.plan(num_steps)
+        tdev = self.timesteps_on(plan, x.device)
+        B = x.shape[0]
+        return self.run(lambda xi, i: net(xi, tdev[i].expand(B), cond), x, plan, first, hook)
+
+    def warm_start(self, init: torch.Tensor, noise: torch.Tensor, steps: int,
+                   level: float = DEFAULT_WARM_NOISE) -> tuple[torch.Tensor, DdimPlan]:
+        """The start of a ``steps``-step warm-started chain: ``init`` (a clean chunk, normalised) noised
+        to ``level``, and the plan to run from it. Level 1 starts from ``noise`` alone (the usual sampler,
+        whatever ``init`` holds)."""
+        plan = self.warm_plan(steps, level)
+        if level >= 1.0:
+            return noise, plan
+        return plan.noised(0, init, noise), plan
 
 
 def shift_chunk(chunk: torch.Tensor, shift: int) -> torch.Tensor:
