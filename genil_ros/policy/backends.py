@@ -17,6 +17,12 @@ all steps, so a step runs only the U-Net body. Three backends:
     backend = make_backend("onnxruntime", policy, threads=ThreadPlan.choose(0))
     policy.set_backend(backend)
     backend.describe()   # 'onnxruntime 1.20.1 [CPUExecutionProvider]; intra-op 2 (...), ...'
+
+    backend, why = choose_backend("auto", policy)   # what the node and `genil-ros eval` do
+
+``auto`` picks cuda_graph for a policy on a CUDA device, onnxruntime on the CPU when the checkpoint has a
+valid export (``genil-ros export --format onnx``) and ONNX Runtime is installed, else torch; ``why`` says
+which and, when it fell back, why.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ import torch
 from genil_ros.errors import GenilError
 from genil_ros.policy.threads import ThreadPlan
 
-__all__ = ["BACKENDS", "InferenceBackend", "TorchBackend", "CudaGraphBackend", "OnnxBackend", "make_backend",
-           "ort_providers"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "InferenceBackend", "TorchBackend", "CudaGraphBackend", "OnnxBackend",
+           "make_backend", "choose_backend", "ort_providers"]
 
 BACKENDS = ("torch", "cuda_graph", "onnxruntime")
+BACKEND_CHOICES = ("auto",) + BACKENDS
 
 
 class InferenceBackend:
@@ -264,3 +271,23 @@ def make_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_d
     if name == "onnxruntime":
         return OnnxBackend(policy, onnx_dir, threads, providers)
     raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def choose_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_dir: Optional[Path] = None,
+                   batch_size: int = 1) -> tuple[InferenceBackend, str]:
+    """``make_backend`` for one of BACKEND_CHOICES, resolving ``auto``; returns (backend, a note on the
+    choice). An explicit name that cannot run raises (GenilError / CheckpointError naming the reason);
+    ``auto`` falls back to torch and says why."""
+    if name not in BACKEND_CHOICES:
+        raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKEND_CHOICES)}")
+    if name != "auto":
+        return make_backend(name, policy, threads, onnx_dir, batch_size=batch_size), f"{name} (as asked)"
+    if policy.device.type == "cuda":
+        return make_backend("cuda_graph", policy, threads, batch_size=batch_size), "auto: cuda_graph (CUDA device)"
+    try:
+        return make_backend("onnxruntime", policy, threads, onnx_dir), "auto: onnxruntime (valid ONNX export)"
+    except ImportError:
+        why = "onnxruntime is not installed"
+    except GenilError as e:
+        why = str(e)
+    return make_backend("torch", policy, threads), f"auto: torch ({why})"

@@ -9,10 +9,10 @@ DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once 
 per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md). DDIM runs on
 precomputed coefficients (policy/sampler.py), with the FiLM conditioning of all its steps computed once
 per chunk, and can be warm-started from the previous chunk for a few steps (``warm_start=``,
-``steps=``, ``warm_noise=``). ``lcm`` is the 1-4 step consistency sampler (diffusers' LCMScheduler) of
-a policy distilled with ``genil-ros distill`` (policy/distill.py). The networks run on an inference
-backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime), chosen with
-:meth:`DiffusionPolicy.set_backend`.
+``steps=``, ``warm_noise=``). ``consistency`` is the 1-2 step sampler of a policy distilled with
+``genil-ros distill`` (policy/distill.py; sampler.ConsistencySampler over the DDIM schedule). The
+networks run on an inference backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime), chosen
+with :meth:`DiffusionPolicy.set_backend`.
 """
 
 from __future__ import annotations
@@ -29,32 +29,34 @@ from genil_ros.config import ExperimentConfig
 from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
 from genil_ros.policy.model import ConditionalUnet1D
 from genil_ros.policy.normalizer import Normalizer
-from genil_ros.policy.sampler import DEFAULT_WARM_NOISE, FastDdim, supports_fast_ddim
+from genil_ros.policy.sampler import (
+    CONSISTENCY_GRID,
+    DEFAULT_WARM_NOISE,
+    ConsistencySampler,
+    FastDdim,
+    supports_fast_ddim,
+)
 from genil_ros.policy.vision import ObsEncoder
 
 __all__ = ["DiffusionPolicy", "make_scheduler", "SCHEDULERS"]
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver", "lcm")
-CONSISTENCY_GRID = 10  # the DDIM grid a consistency (lcm) policy is distilled on: skip T / 10 timesteps
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver", "consistency")
 
 
 def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",
                    prediction_type: str = "epsilon"):
-    """A diffusers scheduler over the training noise schedule (``lcm``: the consistency sampler of a
-    distilled policy, over the ``CONSISTENCY_GRID``-step grid it was distilled on)."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
+    """A diffusers scheduler over the training noise schedule (``consistency``: the DDIM scheduler whose
+    schedule and grid a distilled policy's consistency sampler uses)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type)
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=True, variance_type="fixed_small")
-    if kind == "ddim":
+    if kind in ("ddim", "consistency"):
         return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0)
     if kind == "dpmsolver":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            lower_order_final=True)
-    if kind == "lcm":
-        return LCMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0,
-                            original_inference_steps=min(CONSISTENCY_GRID, num_train_timesteps))
     raise ValueError(f"unknown scheduler {kind!r} (expected one of {', '.join(SCHEDULERS)})")
 
 
@@ -96,12 +98,12 @@ class DiffusionPolicy(nn.Module):
         return next(self.parameters()).device
 
     def set_inference(self, scheduler: str = "ddim", steps: int = 10) -> None:
-        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver" | "lcm") and its number of denoising steps."""
+        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver" | "consistency") and its number of steps."""
         n = self.cfg.policy.num_train_timesteps
         if not isinstance(steps, int) or not 1 <= steps <= n:
             raise ValueError(f"num_inference_steps {steps!r} must be an int in 1..num_train_timesteps = {n}")
-        if scheduler == "lcm" and steps > min(CONSISTENCY_GRID, n):
-            raise ValueError(f"num_inference_steps {steps} with lcm: at most {min(CONSISTENCY_GRID, n)} "
+        if scheduler == "consistency" and steps > min(CONSISTENCY_GRID, n):
+            raise ValueError(f"num_inference_steps {steps} with consistency: at most {min(CONSISTENCY_GRID, n)} "
                              "(the grid a consistency policy is distilled on)")
         pc = self.cfg.policy
         self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type)
@@ -109,7 +111,9 @@ class DiffusionPolicy(nn.Module):
         self.num_inference_steps = steps
         self._step_takes_generator = "generator" in inspect.signature(self.inference_scheduler.step).parameters
         # DDIM (eta 0): the same chain on coefficients computed once per number of steps
-        self._fast = FastDdim(self.inference_scheduler) if supports_fast_ddim(self.inference_scheduler) else None
+        self._consistency = ConsistencySampler(self.inference_scheduler) if scheduler == "consistency" else None
+        self._fast = (FastDdim(self.inference_scheduler)
+                      if supports_fast_ddim(self.inference_scheduler) and self._consistency is None else None)
 
     def set_backend(self, backend: Optional[InferenceBackend] = None) -> InferenceBackend:
         """Run the networks on ``backend`` (policy/backends.py; None = eager torch). Returns it."""
@@ -216,7 +220,12 @@ class DiffusionPolicy(nn.Module):
             if self._fast is None:
                 raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
                                  f"{self.inference_scheduler_name}; set_inference('ddim', N))")
-        if self._fast is not None:
+        if self._consistency is not None and warm_start is None and steps is None:
+            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            plan = self._consistency.plan(self.num_inference_steps)
+            net = self.backend.chunk_net(cond, torch.tensor(plan.timesteps, dtype=torch.long, device=dev))
+            x = self._consistency.run(net, x, plan, generator)
+        elif self._fast is not None:
             x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
             plan = self._fast.plan(self.num_inference_steps)
             if warm_start is not None:

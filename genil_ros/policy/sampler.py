@@ -15,6 +15,13 @@ level and denoised in ``k`` steps spread evenly below that level ("trailing" spa
 :meth:`FastDdim.warm_plan`), so the level and the number of steps are independent: one step from level
 0.4 is one DDIM jump from timestep 39 to the clean chunk. Level 1 means no warm start: pure noise and the
 usual ``k``-step grid.
+
+Consistency sampling (a policy distilled by ``genil-ros distill``, policy/distill.py): the network is read
+as a consistency function ``f(x, t) = c_skip(t) x + c_out(t) x0(x, t)`` that maps a sample at any
+timestep of the teacher's DDIM grid straight to the end of the teacher's DDIM chain
+(:class:`ConsistencySampler`). One step maps noise to a chunk; with more steps the chunk is noised again
+to a lower timestep of the grid and mapped again. ``c_skip`` / ``c_out`` are the boundary-condition
+scalings of latent consistency models (sigma_data 0.5, timesteps scaled by 10: f(x, 0) = x).
 """
 
 from __future__ import annotations
@@ -24,12 +31,34 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["DdimPlan", "FastDdim", "shift_chunk", "supports_fast_ddim", "DEFAULT_WARM_NOISE"]
+__all__ = ["DdimPlan", "FastDdim", "ConsistencyPlan", "ConsistencySampler", "shift_chunk", "supports_fast_ddim",
+           "boundary_scalings", "predicted_clean", "DEFAULT_WARM_NOISE", "CONSISTENCY_GRID"]
 
 StepHook = Callable[[int, torch.Tensor], torch.Tensor]
 StepNet = Callable[[torch.Tensor, int], torch.Tensor]  # (x, step index in the plan) -> network output
 
 DEFAULT_WARM_NOISE = 0.4  # noise level of a warm start, as a fraction of the training noise schedule
+CONSISTENCY_GRID = 10  # the teacher's DDIM grid a consistency policy is distilled on (and samples from)
+SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0  # consistency boundary-condition constants (as diffusers' LCMScheduler)
+
+
+def predicted_clean(prediction_type: str, out, x, sqrt_alpha, sqrt_beta):
+    """The clean sample the network output ``out`` implies at a noise level (floats or broadcastable
+    tensors): ``DDIMScheduler``'s ``pred_original_sample``."""
+    if prediction_type == "epsilon":
+        return (x - sqrt_beta * out) / sqrt_alpha
+    if prediction_type == "sample":
+        return out
+    return sqrt_alpha * x - sqrt_beta * out  # v_prediction
+
+
+def boundary_scalings(t):
+    """(c_skip, c_out) of a consistency function at timestep ``t`` (a number or a tensor): c_skip(0) = 1,
+    c_out(0) = 0, and c_skip ~ 0 from timestep 1 on."""
+    scaled = t * TIMESTEP_SCALING
+    c_skip = SIGMA_DATA ** 2 / (scaled ** 2 + SIGMA_DATA ** 2)
+    c_out = scaled / (scaled ** 2 + SIGMA_DATA ** 2) ** 0.5
+    return c_skip, c_out
 
 
 def supports_fast_ddim(scheduler) -> bool:
@@ -61,14 +90,12 @@ class DdimPlan:
     def step(self, i: int, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``DDIMScheduler.step(out, timesteps[i], x, eta=0).prev_sample``."""
         sa, sb = self.sqrt_alpha[i], self.sqrt_beta[i]
+        x0 = predicted_clean(self.prediction_type, out, x, sa, sb)
         if self.prediction_type == "epsilon":
-            x0 = (x - sb * out) / sa
             eps = out
         elif self.prediction_type == "sample":
-            x0 = out
             eps = (x - sa * x0) / sb
         else:  # v_prediction
-            x0 = sa * x - sb * out
             eps = sa * out + sb * x
         if self.clip is not None:
             x0 = x0.clamp(-self.clip, self.clip)
@@ -182,6 +209,75 @@ class FastDdim:
         if level >= 1.0:
             return noise, plan
         return plan.noised(0, init, noise), plan
+
+
+@dataclass(frozen=True)
+class ConsistencyPlan:
+    """Consistency sampling through ``timesteps`` (descending, on the teacher's DDIM grid): per step the
+    noise level (``sqrt_alpha``, ``sqrt_beta``) and the boundary scalings ``c_skip``, ``c_out``."""
+
+    timesteps: tuple[int, ...]
+    sqrt_alpha: tuple[float, ...]
+    sqrt_beta: tuple[float, ...]
+    c_skip: tuple[float, ...]
+    c_out: tuple[float, ...]
+    prediction_type: str
+    clip: Optional[float]
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def clean(self, i: int, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The consistency function at step ``i``: the clean sample (clipped like DDIM's)."""
+        x0 = predicted_clean(self.prediction_type, out, x, self.sqrt_alpha[i], self.sqrt_beta[i])
+        if self.clip is not None:
+            x0 = x0.clamp(-self.clip, self.clip)
+        return self.c_skip[i] * x + self.c_out[i] * x0
+
+
+class ConsistencySampler:
+    """Multistep consistency sampling over a diffusers ``DDIMScheduler``'s schedule: ``plan(k)`` takes
+    ``k`` evenly spaced timesteps of its ``CONSISTENCY_GRID``-step grid (1: the top one; 2: the top and
+    the middle one, as diffusers' LCMScheduler picks them)."""
+
+    def __init__(self, scheduler, grid: int = CONSISTENCY_GRID):
+        if not supports_fast_ddim(scheduler):
+            raise ValueError(f"consistency sampling needs a diffusers DDIMScheduler schedule, got "
+                             f"{type(scheduler).__name__}")
+        self.scheduler = scheduler
+        self.grid_steps = min(int(grid), int(scheduler.config.num_train_timesteps))
+        scheduler.set_timesteps(self.grid_steps)
+        self.grid = tuple(int(t) for t in scheduler.timesteps)  # descending, e.g. 90, 80, ..., 0
+        self._plans: dict[int, ConsistencyPlan] = {}
+
+    def plan(self, steps: int) -> ConsistencyPlan:
+        if not isinstance(steps, int) or not 1 <= steps <= self.grid_steps:
+            raise ValueError(f"consistency steps {steps!r} must be in 1..{self.grid_steps} (the distillation grid)")
+        if steps not in self._plans:
+            s = self.scheduler
+            ts = [self.grid[(j * self.grid_steps) // steps] for j in range(steps)]
+            ac = s.alphas_cumprod.to("cpu", torch.float32)
+            sa = [float(ac[t] ** 0.5) for t in ts]
+            sb = [float((1 - ac[t]) ** 0.5) for t in ts]
+            cs = [boundary_scalings(float(t)) for t in ts]
+            clip = float(s.config.clip_sample_range) if s.config.clip_sample else None
+            self._plans[steps] = ConsistencyPlan(tuple(ts), tuple(sa), tuple(sb), tuple(c[0] for c in cs),
+                                                 tuple(c[1] for c in cs), s.config.prediction_type, clip)
+        return self._plans[steps]
+
+    def run(self, step: StepNet, x: torch.Tensor, plan: ConsistencyPlan,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """From noise ``x`` (taken as the sample at ``plan.timesteps[0]``) to a clean sample; between
+        steps the clean estimate is noised to the next timestep with fresh noise from ``generator``."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        for i in range(len(plan)):
+            x0 = plan.clean(i, step(x, i).to(x.dtype), x)
+            if i + 1 == len(plan):
+                return x0
+            noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = plan.sqrt_alpha[i + 1] * x0 + plan.sqrt_beta[i + 1] * noise
+        return x
 
 
 def shift_chunk(chunk: torch.Tensor, shift: int) -> torch.Tensor:

@@ -194,7 +194,8 @@ class PolicyNode(LifecycleNode):
     def _configure(self) -> None:
         s = read_settings(self, PolicySettings)
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
-                                 s.use_cuda_graph, log=self.get_logger().warning)
+                                 s.use_cuda_graph, log=self.get_logger().warning, backend=s.backend,
+                                 threads=s.threads)
         spec = model.spec
         joint_topic, rate, cams = resolve_inputs(s, spec)
         if abs(rate - spec.control_rate_hz) > 1e-6:
@@ -473,6 +474,8 @@ class PolicyNode(LifecycleNode):
             "hold_reason": self._hold_reason if self._active else "inactive",
             "model": self._model.description,
             "device": self._model.device,
+            "backend": getattr(self._model, "backend", ""),
+            "threads": getattr(self._model, "threads", ""),
             "output_mode": self._settings.output_mode,
             "command_topic": self._command_topic,
             **self._stats.values(self._period_s, [self._joints] + [c.buffer for c in self._cameras]),
@@ -534,7 +537,8 @@ class PolicyNode(LifecycleNode):
         try:
             s = read_settings(self, PolicySettings)
             model = self._load_model(s.checkpoint, settings.device, s.inference_scheduler, s.num_inference_steps,
-                                     s.seed, settings.use_cuda_graph, log=self.get_logger().warning)
+                                     s.seed, settings.use_cuda_graph, log=self.get_logger().warning,
+                                     backend=settings.backend, threads=settings.threads)
             why = old.spec.compatible(model.spec)
             if why:
                 raise GenilError(f"{s.checkpoint}: does not fit the running task: {why} "
@@ -578,6 +582,9 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
     stops following the rest of the trajectory), then the node is destroyed."""
     import signal
 
+    from genil_ros.policy.threads import set_process_env
+
+    set_process_env(0)  # before torch starts: no spinning OpenMP pool (the `threads` parameter sets the count)
     args = sys.argv if argv is None else argv
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
