@@ -2,8 +2,9 @@
 contention (a competing process busy on every core the bench may use: a robot's normal state).
 
 Batch 1, T_o 2 / T_p 16 / T_a 8, 4 joints, untrained weights (latency does not depend on them). Steps:
-10 = DDIM 10 from noise (the shipped sampler); k < 10 = a warm start from the previous chunk running the
-last k steps of the DDIM-10 grid. Backends: torch eager, ONNX Runtime (CPU provider), and on a GPU
+10 = DDIM 10 from noise (the shipped sampler); k < 10 = a warm start from the previous chunk, k DDIM steps
+below the default noise level; ck = k consistency steps (the sampler of a distilled policy: the same
+network, so the same cost as a distilled checkpoint's). Backends: torch eager, ONNX Runtime (CPU provider), and on a GPU
 torch with CUDA graphs. Threads: 1 and all (the default thread plan: min(physical cores, 4)). The
 process starts with OMP_WAIT_POLICY=PASSIVE (threads.set_process_env) unless --omp-spin.
 
@@ -92,17 +93,26 @@ def load(size: str, camera: bool):
     return policy, ckpt / "onnx", obs
 
 
-def chunk_fn(policy, obs, steps: int):
-    """A callable that predicts one chunk: DDIM 10 from noise, or a k-step warm start."""
+def step_label(steps: str) -> str:
+    return "ddim 10" if steps == "10" else (f"cons {steps[1:]}" if steps.startswith("c") else f"warm {steps}")
+
+
+def chunk_fn(policy, obs, steps: str):
+    """A callable that predicts one chunk: DDIM 10 from noise ("10"), a k-step warm start ("k"), or k
+    consistency steps ("ck")."""
     import torch
 
     from genil_ros.policy.sampler import shift_chunk
 
     gen = torch.Generator().manual_seed(0)
-    prev = shift_chunk(policy.predict_action(obs, gen), policy.n_action_steps)
-    if steps == policy.num_inference_steps:
+    policy.set_inference("ddim", 10)
+    if steps.startswith("c"):
+        policy.set_inference("consistency", int(steps[1:]))
         return lambda: policy.predict_action(obs, gen)
-    return lambda: policy.predict_action(obs, gen, warm_start=prev, steps=steps)
+    if steps == "10":
+        return lambda: policy.predict_action(obs, gen)
+    prev = shift_chunk(policy.predict_action(obs, gen), policy.n_action_steps)
+    return lambda: policy.predict_action(obs, gen, warm_start=prev, steps=int(steps))
 
 
 def times_ms(fn, runs: int, warmup: int = 2) -> list[float]:
@@ -154,7 +164,7 @@ def gpu_rows(policy, obs, steps, runs, size_label, config) -> list[tuple]:
         for k in steps:
             fn = chunk_fn(policy, obs, k)
             q = times_ms(lambda: (fn(), torch.cuda.synchronize()), runs, 3)
-            out.append((size_label, config, f"{name} (cuda)", "-", "ddim 10" if k == 10 else f"warm {k}",
+            out.append((size_label, config, f"{name} (cuda)", "-", step_label(k),
                         f"{statistics.median(q):.2f}", f"{pct(q, 0.9):.2f}", "-", "-", "-", "-", ""))
     policy.set_backend(None)
     policy.to("cpu")
@@ -172,7 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="shipped,paper")
     ap.add_argument("--configs", default="lowdim,camera")
     ap.add_argument("--backends", default="torch,onnxruntime")
-    ap.add_argument("--steps", default="10,4,2,1")
+    ap.add_argument("--steps", default="10,4,2,1,c1,c2", help="10: DDIM 10; k: warm start, k steps; ck: consistency")
     ap.add_argument("--threads", default="1,all", help="comma list of counts or 'all' (the default plan)")
     ap.add_argument("--runs", type=int, default=15, help="quiet runs per row")
     ap.add_argument("--contention-runs", type=int, default=40, help="runs per row under contention (0 = skip)")
@@ -193,7 +203,7 @@ def main(argv=None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if torch.cuda.is_available() and "cuda_graph" not in backends:
         backends.append("cuda_graph")
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     print(machine_line())
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; default thread plan: {default.describe()}; "
           f"contention: {len(available_cpus())} busy processes\n")
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
                         tq = measured.get(("torch", k, "quiet"))
                         ratio = f"{qm / statistics.median(tq):.2f}" if name == "onnxruntime" and tq else ""
                         rows.append((f"{size} {nparams:.1f}M", config, name, str(n),
-                                     "ddim 10" if k == 10 else f"warm {k}",
+                                     step_label(k),
                                      f"{qm:.1f}", f"{pct(q, 0.9):.1f}",
                                      *((f"{statistics.median(b):.1f}", f"{pct(b, 0.99):.1f}", f"{b[-1]:.1f}",
                                         f"{pct(b, 0.99) / qm:.2f}") if b else ("-",) * 4), ratio))
