@@ -22,11 +22,12 @@ from genil_ros.policy.backends import (
 from genil_ros.policy.checkpoint import load_policy, save_checkpoint
 from genil_ros.policy.chunk_model import load_chunk_model, zero_obs
 from genil_ros.policy.onnx_export import (
-    ENCODER,
+    FILM,
     META,
-    NETWORKS,
     SUMS,
     UNET,
+    camera_file,
+    network_files,
     export_onnx,
     file_sha256,
     read_onnx_export,
@@ -86,7 +87,10 @@ def test_export_files_and_checksums(exported):
     ckpt, out = exported
     meta = json.loads((out / META).read_text())
     assert meta["format_version"] == 2 and meta["verified_max_abs_diff"] < 1e-4
-    for name in NETWORKS:
+    p0 = load_policy(ckpt, device="cpu")
+    assert network_files(p0) == [camera_file(n) for n in p0.camera_names] + [FILM, UNET]
+    assert sorted(meta["files"]) == sorted(network_files(p0))
+    for name in network_files(p0):
         assert meta["files"][name] == file_sha256(out / name)
     sums = dict(reversed(line.split("  ")) for line in (out / SUMS).read_text().splitlines())
     assert sums == meta["files"]
@@ -107,8 +111,8 @@ def test_export_refuses_corrupt_or_foreign_files(exported, tmp_path):
     (bad / UNET).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"unet\.onnx: sha256 does not match"):
         read_onnx_export(p, bad)
-    (bad / ENCODER).unlink()
-    with pytest.raises(CheckpointError, match=r"encoder\.onnx: missing"):
+    (bad / FILM).unlink()
+    with pytest.raises(CheckpointError, match=r"film\.onnx: missing"):
         read_onnx_export(p, bad)
     with torch.no_grad():  # the same network with one weight changed: the export is not its own
         next(p.model.parameters()).view(-1)[0] += 1e-3

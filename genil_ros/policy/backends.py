@@ -1,7 +1,9 @@
 """Inference backends: what a DiffusionPolicy runs its two networks on (no rclpy).
 
 A policy's sampling loop (scheduler arithmetic in torch, schedule from diffusers) asks its backend for
-``encode(nobs) -> cond`` (normalised observation -> global conditioning) and ``denoise(x, t, cond) -> out``
+``encode_frames(camera, frames) -> features`` (one camera's uint8 frames -> their features; the policy
+assembles them with the normalised state into the global conditioning, and may cache them per frame)
+or ``encode(nobs) -> cond`` (all of it at once), and for ``denoise(x, t, cond) -> out``
 (one pass of the denoising U-Net), or, when it knows the chain's timesteps in advance, for
 ``chunk_net(cond, timesteps) -> step(x, i)``: the network with everything that does not depend on the
 sample (the diffusion-step embedding and every block's FiLM scale and bias) computed once per chunk for
@@ -53,8 +55,15 @@ class InferenceBackend:
         self.policy = policy
         self.threads = threads
 
-    def encode(self, nobs: dict) -> torch.Tensor:  # normalised state + uint8 cameras -> (B, G)
+    def encode_frames(self, name: str, frames: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) uint8 -> (N, F)
         raise NotImplementedError
+
+    def encode(self, nobs: dict) -> torch.Tensor:
+        """Normalised state (B, T_o, D) + uint8 cameras (B, T_o, 3, H, W) -> global conditioning (B, G)."""
+        state = nobs["state"]
+        feats = {name: self.encode_frames(name, nobs[name].reshape(-1, *nobs[name].shape[2:]))
+                 for name in self.policy.camera_names}
+        return self.policy.obs_encoder.assemble(state, feats)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,12 +93,12 @@ class TorchBackend(InferenceBackend):
         super().__init__(policy, threads)
         self.note = threads.apply_torch() if threads is not None else ""  # torch's CPU pool, whatever the device
 
-    def encode(self, nobs: dict) -> torch.Tensor:
+    def encode_frames(self, name, frames):
         p = self.policy
         if p.inference_dtype is not None:
             with torch.autocast(p.device.type, dtype=p.inference_dtype):
-                return p.obs_encoder(nobs).float()
-        return p.obs_encoder(nobs)
+                return p.obs_encoder.encode_frames(name, frames).float()
+        return p.obs_encoder.encode_frames(name, frames)
 
     def denoise(self, x, t, cond):
         p = self.policy
@@ -223,17 +232,15 @@ class OnnxBackend(InferenceBackend):
         self.export = read_onnx_export(policy, onnx_dir)
         self.providers = ort_providers(providers)
         opts = threads.ort_session_options()
-        self.enc = ort.InferenceSession(str(self.export.encoder), opts, providers=self.providers)
+        self.cams = {name: ort.InferenceSession(str(f), opts, providers=self.providers)
+                     for name, f in self.export.cameras.items()}
         self.film = ort.InferenceSession(str(self.export.film), opts, providers=self.providers)
         self.unet = ort.InferenceSession(str(self.export.unet), opts, providers=self.providers)
         self.camera_names = list(policy.camera_names)
         self._version = ort.__version__
 
-    def encode(self, nobs: dict) -> torch.Tensor:
-        feeds = {"state": _np(nobs["state"], np.float32)}
-        for name in self.camera_names:
-            feeds[name] = _np(nobs[name], np.uint8)
-        return torch.from_numpy(self.enc.run(None, feeds)[0])
+    def encode_frames(self, name, frames):
+        return torch.from_numpy(self.cams[name].run(None, {"frames": _np(frames, np.uint8)})[0])
 
     def _film(self, t: torch.Tensor, cond: torch.Tensor) -> np.ndarray:
         return self.film.run(None, {"timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)})[0]

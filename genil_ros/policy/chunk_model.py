@@ -91,6 +91,10 @@ class ChunkModel:
     def __call__(self, obs: dict) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def prefetch(self, obs: dict) -> None:
+        """Optional: prepare what a later call will reuse from ``obs`` (e.g. encode its camera frames,
+        which the next windows hold again). Called on the inference worker when it is idle."""
+
 
 class DiffusionChunkModel(ChunkModel):
     """A :class:`genil_ros.policy.DiffusionPolicy` loaded from a checkpoint directory, on the inference
@@ -149,6 +153,8 @@ class DiffusionChunkModel(ChunkModel):
         except GenilError as e:
             raise GenilError(f"parameter backend: {backend}: {e}") from None
         policy.set_backend(chosen)
+        if policy.camera_names:  # each frame is encoded once, not once per window (see prefetch)
+            policy.enable_frame_cache()
         if why.startswith("auto: torch"):
             log(f"backend {why}")
         self.cuda_graph = chosen.name == "cuda_graph"
@@ -165,6 +171,14 @@ class DiffusionChunkModel(ChunkModel):
         with torch.no_grad():  # not inference_mode: a CUDA graph's static buffers are normal tensors
             chunk = self.policy.predict_action(t_obs, generator=self._gen)
         return chunk[0].detach().to("cpu", torch.float64).numpy()
+
+    def prefetch(self, obs: dict) -> None:
+        """Encode the window's newest camera frames into the frame cache: with T_o = 2 they are the older
+        frames of the next window, so the next inference encodes only its own newest ones."""
+        if self.policy.camera_names:
+            newest = {name: self._torch.from_numpy(np.ascontiguousarray(obs[name][-1:]))[None]
+                      for name in self.policy.camera_names}
+            self.policy.prefetch(newest)
 
 
 def load_chunk_model(checkpoint: str, device: str = "auto", scheduler: str = "", steps: int = 0, seed: int = 0,

@@ -89,6 +89,7 @@ class DiffusionPolicy(nn.Module):
         self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
         self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
         self.warm_noise = DEFAULT_WARM_NOISE  # noise level of warm starts (sampler.FastDdim.warm_plan)
+        self.frame_cache = None  # FrameCache of image features per frame (enable_frame_cache), inference only
         self.backend: InferenceBackend = TorchBackend(self)
         self.set_inference(pc.inference_scheduler, pc.num_inference_steps)
 
@@ -118,6 +119,8 @@ class DiffusionPolicy(nn.Module):
     def set_backend(self, backend: Optional[InferenceBackend] = None) -> InferenceBackend:
         """Run the networks on ``backend`` (policy/backends.py; None = eager torch). Returns it."""
         self.backend = backend if backend is not None else TorchBackend(self)
+        if self.frame_cache is not None:
+            self.frame_cache.clear()  # features from another engine differ by float rounding
         return self.backend
 
     def set_inference_precision(self, dtype: Optional[str | torch.dtype] = None) -> None:
@@ -185,9 +188,34 @@ class DiffusionPolicy(nn.Module):
 
     def _encode(self, obs: dict) -> torch.Tensor:
         nobs = {"state": self.normalizer.normalize("state", obs["state"].to(self.device, torch.float32))}
+        if self.frame_cache is None or not self.camera_names:
+            for name in self.camera_names:
+                nobs[name] = obs[name].to(self.device, non_blocking=True)
+            return self.backend.encode(nobs)
+        return self.obs_encoder.assemble(nobs["state"], {name: self._frame_features(name, obs[name])
+                                                         for name in self.camera_names})
+
+    def _frame_features(self, name: str, frames: torch.Tensor) -> torch.Tensor:
+        """(B * T_o, F) features of (B, T_o, 3, H, W) frames through the frame cache."""
+        flat = frames.reshape(-1, *frames.shape[2:])
+        return self.frame_cache.features(name, flat, lambda f: self.backend.encode_frames(
+            name, f.to(self.device, non_blocking=True)).to(self.device))
+
+    def enable_frame_cache(self, size: int = 0) -> None:
+        """Cache the image features of recently seen frames (policy/frame_cache.py; default size: four
+        windows' worth). Results are those of the usual encoder to float rounding."""
+        from genil_ros.policy.frame_cache import FrameCache
+
+        self.frame_cache = FrameCache(size or 4 * self.n_obs_steps * max(1, len(self.camera_names)))
+
+    @torch.no_grad()
+    def prefetch(self, obs: dict) -> None:
+        """Encode the camera frames of ``obs`` into the frame cache ahead of the inference that will need
+        them (e.g. the newest frame of the window before the one an inference starts from)."""
+        if self.frame_cache is None:
+            self.enable_frame_cache()
         for name in self.camera_names:
-            nobs[name] = obs[name].to(self.device, non_blocking=True)
-        return self.backend.encode(nobs)
+            self._frame_features(name, obs[name])
 
     @torch.no_grad()
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
@@ -294,4 +322,6 @@ class DiffusionPolicy(nn.Module):
     def train(self, mode: bool = True):  # graphs hold inference-mode activations; drop them on train()
         if mode and isinstance(getattr(self, "backend", None), CudaGraphBackend):
             self.disable_cuda_graph()
+        if mode and getattr(self, "frame_cache", None) is not None:
+            self.frame_cache = None  # features of weights that training changes
         return super().train(mode)

@@ -428,10 +428,14 @@ class PolicyNode(LifecycleNode):
         """Start the next inference early enough that its chunk arrives before this one runs out."""
         if not self._window.full() or self._worker.busy():
             return
-        if self._handover.wants_next(self._plan, j, inference_lead(self._stats.latency, self._period_s)):
+        lead = inference_lead(self._stats.latency, self._period_s)
+        if self._handover.wants_next(self._plan, j, lead):
             last = self._window.last()
             self._worker.submit(InferenceJob(self._gen, j, now_ns, last.oldest_stamp_ns, self._window.as_obs(),
                                              self._model))
+        elif self._cameras and self._handover.wants_next(self._plan, j + 1, lead):  # encode this frame now:
+            self._worker.submit(InferenceJob(self._gen, j, now_ns, 0, self._window.as_obs(), self._model,
+                                             prefetch=True))  # it is the older one of the next window
 
     def _hold(self, reason: str, now_ns: int, log: bool = True) -> None:
         """Stop commanding: publish one hold command (last commanded position) when entering the hold."""
