@@ -119,7 +119,7 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
     dv = diags[-1]["values"] if diags else {}
     return {"commands": len(cmds), "chunks": len(first_use), "holds": float(dv.get("holds", "nan")),
             "missed": float(dv.get("missed_ticks", "nan")), "stale": float(dv.get("stale_ticks", "nan")),
-            "late": float(dv.get("late_chunks", "nan")), "backend": dv.get("backend", "?"),
+            "late": float(dv.get("late_chunks", "nan")), "engine": dv.get("backend", "?"),
             "threads": dv.get("threads", "?"),
             "lat_med": np.median(lat) * 1e3,
             "lat_p99": np.percentile(lat, 99) * 1e3, "jit_med": np.median(jitter) * 1e3,
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
                     m["late"] = float(sum(r["late"] for r in rows))
                     med[load] = m
                     print(ROW.format(model=model, backend=backend, load=load, **m)
-                          + f"   MEDIAN OF {args.runs} RUNS (missed, late: sums); node: {rows[0]['backend']}; "
+                          + f"   MEDIAN OF {args.runs} RUNS (missed, late: sums); node: {rows[0]['engine']}; "
                           f"{rows[0]['threads']}", flush=True)
                 if "quiet" in med and "busy" in med:
                     q, b = med["quiet"], med["busy"]
