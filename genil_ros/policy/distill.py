@@ -51,8 +51,8 @@ FEATURES = "features.safetensors"
 
 @dataclass
 class DistillSettings:
-    steps: int = 4000  # optimiser steps
-    batch_size: int = 128
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 64
     lr: float = 5e-5  # AdamW, constant after a linear warm-up of warmup_steps
     warmup_steps: int = 100
     weight_decay: float = 0.0
