@@ -2,12 +2,15 @@
 contention (a competing process busy on every core the bench may use: a robot's normal state).
 
 Batch 1, T_o 2 / T_p 16 / T_a 8, 4 joints, untrained weights (latency does not depend on them). Steps:
-10 = DDIM 10 from noise (the shipped sampler); k < 10 = a warm start from the previous chunk running the
-last k steps of the DDIM-10 grid. Backends: torch eager, ONNX Runtime (CPU provider), and on a GPU
+10 = DDIM 10 from noise (the shipped sampler); k < 10 = a warm start from the previous chunk, k DDIM steps
+below the default noise level; ck = k consistency steps (the sampler of a distilled policy: the same
+network, so the same cost as a distilled checkpoint's). Backends: torch eager, ONNX Runtime (CPU provider), and on a GPU
 torch with CUDA graphs. Threads: 1 and all (the default thread plan: min(physical cores, 4)). The
 process starts with OMP_WAIT_POLICY=PASSIVE (threads.set_process_env) unless --omp-spin.
 
-Each row: median and p90 of --runs quiet runs; under contention median, p99 and max of --contention-runs
+Camera rows: each chunk's window has a new newest frame and the older one already encoded (the policy
+node encodes it a tick ahead on its idle worker; ``--no-prefetch`` times both). Each row: median and p90
+of --runs quiet runs; under contention median, p99 and max of --contention-runs
 runs, and p99 / quiet median (issue 13's goal: <= 2). Ratios onnxruntime / torch are printed per row.
 
     python bench/backends.py                       # shipped size + paper size, low-dim and one camera
@@ -33,22 +36,33 @@ from genil_ros.policy.threads import ThreadPlan, available_cpus, set_process_env
 SIZES = {"shipped": [64, 128, 256], "paper": [256, 512, 1024]}
 
 
+def sim_config(camera: bool = True):
+    """config/sim_task.yaml, or its low-dim twin (no camera: joint positions in, joint targets out)."""
+    from genil_ros.config import config_from_dict, config_to_dict, load_config
+    from genil_ros.paths import config_path
+
+    cfg = load_config(config_path("sim_task.yaml"))
+    if camera:
+        return cfg
+    d = config_to_dict(cfg)
+    d["task"]["cameras"] = []
+    d["task"].pop("observations", None)  # rebuilt from the joint_names form, without the camera entry
+    d["task"].pop("actions", None)
+    return config_from_dict(d)
+
+
 def make_checkpoint(size: str, camera: bool) -> Path:
     """A seeded random-weight checkpoint of the sim config at ``size`` under .bench/ (made once)."""
     import numpy as np
     import torch
 
-    from genil_ros.config import load_config
-    from genil_ros.paths import config_path
     from genil_ros.policy.checkpoint import save_checkpoint
     from genil_ros.policy.diffusion import DiffusionPolicy
 
     d = ROOT / ".bench" / "ckpt" / f"{size}-{'camera' if camera else 'lowdim'}"
     if (d / "meta.json").is_file():
         return d
-    cfg = load_config(config_path("sim_task.yaml"))
-    if not camera:
-        cfg.task.cameras = []
+    cfg = sim_config(camera)
     cfg.policy.down_dims = list(SIZES[size])
     torch.manual_seed(0)
     p = DiffusionPolicy(cfg)
@@ -81,24 +95,65 @@ def load(size: str, camera: bool):
     return policy, ckpt / "onnx", obs
 
 
-def chunk_fn(policy, obs, steps: int):
-    """A callable that predicts one chunk: DDIM 10 from noise, or a k-step warm start."""
+def step_label(steps: str) -> str:
+    return "ddim 10" if steps == "10" else (f"cons {steps[1:]}" if steps.startswith("c") else f"warm {steps}")
+
+
+class NodeLikeFrames:
+    """Camera windows as the policy node sees them: each window's older frame is the previous window's
+    newest, already in the frame cache (the node encodes it a tick ahead, on its idle worker); the newest
+    frame is new. ``next()`` (untimed) makes the next window and prefetches its older frame."""
+
+    def __init__(self, policy, obs):
+        import torch
+
+        self.policy, self.obs = policy, dict(obs)
+        self.g = torch.Generator().manual_seed(1)
+        policy.enable_frame_cache()
+
+    def next(self) -> None:
+        import torch
+
+        for name in self.policy.camera_names:
+            old = self.obs[name][:, -1:]
+            new = torch.randint(0, 256, old.shape, generator=self.g, dtype=torch.uint8)
+            self.obs[name] = torch.cat([old, new], dim=1)
+            self.policy.prefetch({name: old})
+
+
+def chunk_fn(policy, obs, steps: str, prefetch: bool = True):
+    """(setup, fn): ``fn`` predicts one chunk - DDIM 10 from noise ("10"), a k-step warm start ("k"), or k
+    consistency steps ("ck") -, ``setup`` (untimed, or None) prepares the next observation: with cameras
+    and ``prefetch``, a new newest frame and the older one pre-encoded, as in the policy node."""
     import torch
 
     from genil_ros.policy.sampler import shift_chunk
 
     gen = torch.Generator().manual_seed(0)
-    prev = shift_chunk(policy.predict_action(obs, gen), policy.n_action_steps)
-    if steps == policy.num_inference_steps:
-        return lambda: policy.predict_action(obs, gen)
-    return lambda: policy.predict_action(obs, gen, warm_start=prev, steps=steps)
+    policy.frame_cache = None
+    policy.set_inference("ddim", 10)
+    win = NodeLikeFrames(policy, obs) if prefetch and policy.camera_names else None
+    setup = win.next if win is not None else None
+    cur = win.obs if win is not None else obs
+    if steps.startswith("c"):
+        policy.set_inference("consistency", int(steps[1:]))
+        return setup, lambda: policy.predict_action(cur, gen)
+    if steps == "10":
+        return setup, lambda: policy.predict_action(cur, gen)
+    prev = shift_chunk(policy.predict_action(cur, gen), policy.n_action_steps)
+    return setup, lambda: policy.predict_action(cur, gen, warm_start=prev, steps=int(steps))
 
 
-def times_ms(fn, runs: int, warmup: int = 2) -> list[float]:
+def times_ms(fn, runs: int, warmup: int = 2, setup=None) -> list[float]:
+    """Sorted wall times of ``runs`` calls of ``fn`` in ms (``setup()`` before each, untimed)."""
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     out = []
     for _ in range(runs):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
@@ -141,9 +196,9 @@ def gpu_rows(policy, obs, steps, runs, size_label, config) -> list[tuple]:
     for name, make in (("torch", lambda: TorchBackend(policy)), ("cuda_graph", lambda: CudaGraphBackend(policy, 1))):
         policy.set_backend(make())
         for k in steps:
-            fn = chunk_fn(policy, obs, k)
-            q = times_ms(lambda: (fn(), torch.cuda.synchronize()), runs, 3)
-            out.append((size_label, config, f"{name} (cuda)", "-", "ddim 10" if k == 10 else f"warm {k}",
+            setup, fn = chunk_fn(policy, obs, k)
+            q = times_ms(lambda: (fn(), torch.cuda.synchronize()), runs, 3, setup)
+            out.append((size_label, config, f"{name} (cuda)", "-", step_label(k),
                         f"{statistics.median(q):.2f}", f"{pct(q, 0.9):.2f}", "-", "-", "-", "-", ""))
     policy.set_backend(None)
     policy.to("cpu")
@@ -161,11 +216,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="shipped,paper")
     ap.add_argument("--configs", default="lowdim,camera")
     ap.add_argument("--backends", default="torch,onnxruntime")
-    ap.add_argument("--steps", default="10,4,2,1")
+    ap.add_argument("--steps", default="10,4,2,1,c1,c2", help="10: DDIM 10; k: warm start, k steps; ck: consistency")
     ap.add_argument("--threads", default="1,all", help="comma list of counts or 'all' (the default plan)")
     ap.add_argument("--runs", type=int, default=15, help="quiet runs per row")
     ap.add_argument("--contention-runs", type=int, default=40, help="runs per row under contention (0 = skip)")
     ap.add_argument("--omp-spin", action="store_true", help="leave torch's OpenMP spin policy as it is")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    help="camera rows: encode both frames in the timed call (default: the older one pre-encoded, "
+                         "as the policy node does a tick ahead)")
     ap.add_argument("--quick", action="store_true", help="shipped size, 5 quiet / 15 contended runs")
     args = ap.parse_args(argv)
     if args.quick:
@@ -182,7 +240,7 @@ def main(argv=None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if torch.cuda.is_available() and "cuda_graph" not in backends:
         backends.append("cuda_graph")
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     print(machine_line())
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; default thread plan: {default.describe()}; "
           f"contention: {len(available_cpus())} busy processes\n")
@@ -201,8 +259,8 @@ def main(argv=None) -> int:
                         continue  # GPU rows: see the end
                     policy.set_backend(make_backend(name, policy, threads=plan, onnx_dir=onnx_dir))
                     for k in steps:
-                        fn = chunk_fn(policy, obs, k)
-                        measured[(name, k, "quiet")] = times_ms(fn, args.runs)
+                        setup, fn = chunk_fn(policy, obs, k, args.prefetch)
+                        measured[(name, k, "quiet")] = times_ms(fn, args.runs, setup=setup)
                 if args.contention_runs:
                     with Contention():
                         for name in backends:
@@ -210,8 +268,8 @@ def main(argv=None) -> int:
                                 continue
                             policy.set_backend(make_backend(name, policy, threads=plan, onnx_dir=onnx_dir))
                             for k in steps:
-                                measured[(name, k, "busy")] = times_ms(chunk_fn(policy, obs, k),
-                                                                       args.contention_runs, 1)
+                                setup, fn = chunk_fn(policy, obs, k, args.prefetch)
+                                measured[(name, k, "busy")] = times_ms(fn, args.contention_runs, 1, setup)
                 for name in backends:
                     for k in steps:
                         q = measured.get((name, k, "quiet"))
@@ -222,7 +280,7 @@ def main(argv=None) -> int:
                         tq = measured.get(("torch", k, "quiet"))
                         ratio = f"{qm / statistics.median(tq):.2f}" if name == "onnxruntime" and tq else ""
                         rows.append((f"{size} {nparams:.1f}M", config, name, str(n),
-                                     "ddim 10" if k == 10 else f"warm {k}",
+                                     step_label(k),
                                      f"{qm:.1f}", f"{pct(q, 0.9):.1f}",
                                      *((f"{statistics.median(b):.1f}", f"{pct(b, 0.99):.1f}", f"{b[-1]:.1f}",
                                         f"{pct(b, 0.99) / qm:.2f}") if b else ("-",) * 4), ratio))

@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     from backends import SIZES, machine_line, times_ms
 
     from genil_ros.policy.backends import make_backend
+    from genil_ros.policy.train_steps import adamw
 
     torch.manual_seed(0)
     plan = ThreadPlan.choose(plan.intra_op)
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
                               batch=args.batch)
                 policy, _, _, tb = genil_side(SIZES[size], cam, plan.intra_op, args.batch)
                 policy.train()
-                opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-6)
+                opt = adamw(policy.parameters(), 1e-4, (0.9, 0.999), 1e-6, policy.device)  # as `genil-ros train`
                 gen = torch.Generator().manual_seed(0)
 
                 def step():

@@ -10,11 +10,16 @@ isolated ROS domain, with a low-dim and a one-camera diffusion policy built from
              both DDS hops, the wait for the tick, inference and the latency-compensated skip
   jitter     |received command period - control period| at the robot
   inference  the node's reported inference latency (worker thread)
+  missed     control ticks the node could not command because the next chunk came too late (its
+             diagnostics' missed_ticks), and late chunks (the plan ran past T_a before the next arrived)
 
-Each configuration is run --runs times (fresh processes); per-run median / p99 are printed and the
-median over runs. Defaults are short (about a minute on 2 CPU cores).
+per inference backend (the node's ``backend`` parameter; onnxruntime with the checkpoint's ONNX export,
+made here) and per load: quiet, and busy (one competing process spinning on every CPU this process may
+use, a robot's normal state). Each configuration is run --runs times (fresh processes); per-run median /
+p99 are printed and the median over runs; then issue 13's goal per backend: busy p99 obs->cmd within 2x
+of the quiet median, and 0 missed ticks at 10 Hz.
 
-    .venv/bin/python bench/ros_latency.py [--devices cpu,cuda] [--runs 3] [--seconds 5] [--steps 10]
+    .venv/bin/python bench/ros_latency.py [--backends torch,onnxruntime] [--loads quiet,busy] [--runs 3]
 """
 
 from __future__ import annotations
@@ -50,13 +55,13 @@ def machine() -> str:
 
 
 def make_checkpoint(path: Path, camera: bool, steps: int) -> tuple[Path, list[str], int]:
-    from genil_ros.config import load_config
-    from genil_ros.paths import config_path
-    from genil_ros.policy import DiffusionPolicy, save_checkpoint
+    """A random-weight checkpoint of the sim network (with its ONNX export, for the onnxruntime backend)."""
+    from backends import sim_config
 
-    cfg = load_config(config_path("sim_task.yaml"))
-    if not camera:
-        cfg.task.cameras = []
+    from genil_ros.policy import DiffusionPolicy, save_checkpoint
+    from genil_ros.policy.onnx_export import export_onnx
+
+    cfg = sim_config(camera)
     cfg.policy.num_inference_steps = steps
     import torch
 
@@ -66,6 +71,7 @@ def make_checkpoint(path: Path, camera: bool, steps: int) -> tuple[Path, list[st
     policy.normalizer.fit("state", [-1.0] * n, [1.0] * n)
     policy.normalizer.fit("action", [-1.0] * n, [1.0] * n)
     save_checkpoint(path, policy)
+    export_onnx(path)
     size = cfg.task.cameras[0].height if camera else 0
     return path, list(cfg.task.joint_names), size
 
@@ -113,12 +119,15 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
     dv = diags[-1]["values"] if diags else {}
     return {"commands": len(cmds), "chunks": len(first_use), "holds": float(dv.get("holds", "nan")),
             "missed": float(dv.get("missed_ticks", "nan")), "stale": float(dv.get("stale_ticks", "nan")),
+            "late": float(dv.get("late_chunks", "nan")), "engine": dv.get("backend", "?"),
+            "threads": dv.get("threads", "?"),
             "lat_med": np.median(lat) * 1e3,
             "lat_p99": np.percentile(lat, 99) * 1e3, "jit_med": np.median(jitter) * 1e3,
             "jit_p99": np.percentile(jitter, 99) * 1e3, "inf_med": inf, "inf_p99": inf99}
 
 
-def run_once(ck: Path, camera: bool, device: str, seconds: float, env: dict, work: Path, tag: str) -> dict:
+def run_once(ck: Path, camera: bool, device: str, backend: str, seconds: float, env: dict, work: Path,
+             tag: str) -> dict:
     from genil_ros.testing import ManagedProcess
 
     rec = work / f"{tag}.jsonl"
@@ -126,7 +135,8 @@ def run_once(ck: Path, camera: bool, device: str, seconds: float, env: dict, wor
              "--joints", ",".join(JOINTS), "--init", "0,0,0,0", "--rate", "50", "--camera-rate", "30",
              "--image-size", "96x96"] + (["--camera", "/camera/image_raw"] if camera else [])
     node = [sys.executable, "-m", "genil_ros.ros.policy_node", "--ros-args", "-p", f"checkpoint:={ck}",
-            "-p", f"device:={device}", "-p", "autostart:=true", "-p", "max_step_rad:=100.0"]
+            "-p", f"device:={device}", "-p", f"backend:={backend}", "-p", "autostart:=true",
+            "-p", "max_step_rad:=100.0"]
     procs = [ManagedProcess(robot, env, str(work / f"{tag}_robot.log")),
              ManagedProcess(node, env, str(work / f"{tag}_node.log"))]
     try:
@@ -150,27 +160,34 @@ def run_once(ck: Path, camera: bool, device: str, seconds: float, env: dict, wor
 
 
 JOINTS: list[str] = []
+ROW = ("{model:8} {backend:11} {load:5} | {lat_med:12.1f} {lat_p99:7.1f} | {jit_med:10.2f} {jit_p99:6.2f} | "
+       "{inf_med:9.1f} {inf_p99:7.1f} | {commands:4.0f} {chunks:6.0f} {holds:5.0f} {missed:6.0f} {late:4.0f} "
+       "{stale:5.0f}")
 
 
 def main(argv=None) -> int:
     global JOINTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--devices", default=None, help="comma list (default: cpu, plus cuda when available)")
+    ap.add_argument("--device", default="cpu", help="the node's device parameter")
+    ap.add_argument("--backends", default="torch,onnxruntime", help="comma list of the node's backend values")
+    ap.add_argument("--loads", default="quiet,busy", help="quiet, busy (a spinning process per CPU)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     ap.add_argument("--steps", type=int, default=10, help="DDIM denoising steps")
     ap.add_argument("--models", default="lowdim,camera")
     args = ap.parse_args(argv)
-    import torch
+    sys.path.insert(0, str(REPO / "bench"))
+    from backends import Contention
 
-    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     from genil_ros.testing import isolated_ros_env, ros_domain
 
     print(f"# policy_node latency over real DDS (Fast DDS, localhost); {machine()}")
     print("# 10 Hz control, T_o=2 T_p=16 T_a=8, sim_task.yaml network, DDIM "
-          f"{args.steps} steps; robot: joints 50 Hz, camera 96x96 rgb8 30 Hz; {args.runs} runs x {args.seconds:g} s")
-    print(f"{'model':8} {'device':6} | {'obs->cmd med':>12} {'p99':>7} | {'jitter med':>10} {'p99':>6} | "
-          f"{'infer med':>9} {'p99':>7} | cmds chunks holds missed stale  (ms; per run, then median of runs)")
+          f"{args.steps} steps; robot: joints 50 Hz, camera 96x96 rgb8 30 Hz; {args.runs} runs x {args.seconds:g} s; "
+          "busy = one spinning process per CPU")
+    print(f"{'model':8} {'backend':11} {'load':5} | {'obs->cmd med':>12} {'p99':>7} | {'jitter med':>10} {'p99':>6} | "
+          f"{'infer med':>9} {'p99':>7} | cmds chunks holds missed late stale  (ms; per run, then median of runs)")
+    summary = []
     with tempfile.TemporaryDirectory(prefix="genil_bench_") as tmp, ros_domain() as dom:
         work = Path(tmp)
         env = isolated_ros_env(dom)
@@ -178,18 +195,36 @@ def main(argv=None) -> int:
         for model in args.models.split(","):
             camera = model == "camera"
             ck, JOINTS, _ = make_checkpoint(work / f"ck_{model}", camera, args.steps)
-            for device in devices:
-                rows = []
-                for i in range(args.runs):
-                    r = run_once(ck, camera, device, args.seconds, env, work, f"{model}_{device}_{i}")
-                    rows.append(r)
-                    print(f"{model:8} {device:6} | {r['lat_med']:12.1f} {r['lat_p99']:7.1f} | {r['jit_med']:10.2f} "
-                          f"{r['jit_p99']:6.2f} | {r['inf_med']:9.1f} {r['inf_p99']:7.1f} | {r['commands']:4d} "
-                          f"{r['chunks']:6d} {r['holds']:5.0f} {r['missed']:6.0f} {r['stale']:5.0f}", flush=True)
-                m = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
-                print(f"{model:8} {device:6} | {m['lat_med']:12.1f} {m['lat_p99']:7.1f} | {m['jit_med']:10.2f} "
-                      f"{m['jit_p99']:6.2f} | {m['inf_med']:9.1f} {m['inf_p99']:7.1f} |   MEDIAN OF {args.runs} RUNS",
-                      flush=True)
+            for backend in args.backends.split(","):
+                med = {}
+                for load in args.loads.split(","):
+                    rows = []
+                    for i in range(args.runs):
+                        tag = f"{model}_{backend}_{load}_{i}"
+                        if load == "busy":
+                            with Contention():
+                                r = run_once(ck, camera, args.device, backend, args.seconds, env, work, tag)
+                        else:
+                            r = run_once(ck, camera, args.device, backend, args.seconds, env, work, tag)
+                        rows.append(r)
+                        print(ROW.format(model=model, backend=backend, load=load, **r), flush=True)
+                    m = {k: float(np.median([r[k] for r in rows])) for k in rows[0] if not isinstance(rows[0][k], str)}
+                    m["missed"] = float(sum(r["missed"] for r in rows))  # every missed tick counts
+                    m["late"] = float(sum(r["late"] for r in rows))
+                    med[load] = m
+                    print(ROW.format(model=model, backend=backend, load=load, **m)
+                          + f"   MEDIAN OF {args.runs} RUNS (missed, late: sums); node: {rows[0]['engine']}; "
+                          f"{rows[0]['threads']}", flush=True)
+                if "quiet" in med and "busy" in med:
+                    q, b = med["quiet"], med["busy"]
+                    ratio = b["lat_p99"] / q["lat_med"]
+                    summary.append(f"{model:8} {backend:11} busy p99 obs->cmd {b['lat_p99']:.0f} ms = x{ratio:.2f} "
+                                   f"the quiet median {q['lat_med']:.0f} ms (goal <= x2: "
+                                   f"{'met' if ratio <= 2 else 'NOT met'}); missed ticks quiet "
+                                   f"{q['missed']:.0f}, busy {b['missed']:.0f} (goal 0: "
+                                   f"{'met' if q['missed'] + b['missed'] == 0 else 'NOT met'})")
+    if summary:
+        print("\n" + "\n".join(summary))
     return 0
 
 

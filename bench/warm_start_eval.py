@@ -1,19 +1,25 @@
-"""Success and latency of warm-started few-step sampling against DDIM 10, on the bundled obstacle task.
+"""Success and latency of the few-step samplers against DDIM 10, on the bundled obstacle task.
 
 Runs the direct (no ROS) evaluation loop of ``genil-ros eval`` (sim/evaluate.py: the same observation
 windows, T_a actions executed per chunk, episode i with seed 1000 + i, episodes in lockstep batches) with
 one change: each chunk after an episode's first may start from the previous chunk shifted by the T_a
-ticks that passed (``predict_action(obs, warm_start=shift_chunk(prev, T_a), steps=k)``). Samplers:
+ticks that passed (``predict_action(obs, warm_start=shift_chunk(prev, T_a), steps=k, warm_noise=l)``).
+Samplers:
 
-  ddim:10    the shipped sampler, from noise
-  ddim:k     k DDIM steps from noise (the control: few steps without a warm start)
-  warm:k     first chunk of an episode DDIM 10, then warm-started, the last k steps of the DDIM-10 grid
+  ddim:10      the shipped sampler, from noise
+  ddim:k       k DDIM steps from noise (the control: few steps without a warm start)
+  warm:k@l     first chunk of an episode DDIM 10, then warm-started: the previous chunk noised to level l
+               (a fraction of the training schedule; default sampler.DEFAULT_WARM_NOISE) and k DDIM steps
+               below it
+  cons:k       the distilled policy (--distilled, made by `genil-ros distill`), k consistency steps
 
 Latency is per chunk at batch 1 on this machine, measured on the episodes' own observations after the
 evaluation (same backend and threads), median of all chunks (cold first chunks included) and of the
-warm ones. Prints the table; ``--json`` writes it.
+warm ones; the older camera frame of each window is encoded beforehand, untimed, as the policy node does
+a tick ahead (``--no-prefetch``: time all of it). Prints the table; ``--json`` writes it.
 
-    python bench/warm_start_eval.py --episodes 100 --samplers ddim:10,ddim:2,warm:1,warm:2,warm:4
+    python bench/warm_start_eval.py --episodes 100 --samplers ddim:10,ddim:2,warm:1,warm:2@0.3,warm:4
+    python bench/warm_start_eval.py --distilled runs/distilled --samplers ddim:10,cons:1,cons:2
 """
 
 from __future__ import annotations
@@ -32,10 +38,17 @@ from genil_ros.policy.threads import set_process_env  # noqa: E402  (no torch im
 
 
 def parse_sampler(s: str):
-    kind, _, k = s.partition(":")
-    if kind not in ("ddim", "warm") or not k.isdigit() or int(k) < 1:
-        raise SystemExit(f"sampler {s!r}: expected ddim:N or warm:K")
-    return kind, int(k)
+    """'warm:2@0.3' -> ('warm', 2, 0.3); level None = the policy's default."""
+    kind, _, rest = s.partition(":")
+    k, _, level = rest.partition("@")
+    if kind not in ("ddim", "warm", "cons") or not k.isdigit() or int(k) < 1 or (level and kind != "warm"):
+        raise SystemExit(f"sampler {s!r}: expected ddim:N, warm:K[@LEVEL] or cons:K")
+    return kind, int(k), float(level) if level else None
+
+
+def label(sampler) -> str:
+    kind, k, level = sampler
+    return f"{kind}:{k}" + (f"@{level:g}" if level is not None else "")
 
 
 def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
@@ -47,7 +60,7 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
     from genil_ros.sim.env import MAX_EPISODE_STEPS, ArmEnv
     from genil_ros.sim.evaluate import _side, _state
 
-    kind, k = sampler
+    kind, k, level = sampler
     task = policy.cfg.task
     cam = task.cameras[0]
     T_o, T_a = policy.n_obs_steps, policy.n_action_steps
@@ -73,7 +86,7 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
                     record_obs.append((batch, None if prev is None else prev[live]))
                 if kind == "warm" and prev is not None:
                     chunk = policy.predict_action(batch, generator=gen, warm_start=shift_chunk(prev[live], T_a),
-                                                  steps=k)
+                                                  steps=k, warm_noise=level)
                 else:
                     chunk = policy.predict_action(batch, generator=gen)
                 if prev is None:
@@ -100,24 +113,35 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
     return results
 
 
-def batch1_latency(policy, sampler, windows, T_a):
-    """Median ms per chunk at batch 1 over recorded windows: (all chunks, warm chunks only)."""
+def batch1_latency(policy, sampler, windows, T_a, prefetch: bool = True):
+    """Median ms per chunk at batch 1 over recorded windows: (all chunks, warm chunks only). With
+    ``prefetch`` the window's older camera frames are encoded into the frame cache first, untimed, as the
+    policy node does a tick ahead on its idle worker; the timed call encodes only the newest frames."""
     import torch
 
     from genil_ros.policy.sampler import shift_chunk
 
-    kind, k = sampler
+    kind, k, level = sampler
     gen = torch.Generator().manual_seed(0)
     all_ms, warm_ms = [], []
+    if prefetch:
+        policy.enable_frame_cache()
     for batch, prev in windows:
         one = {key: v[:1] for key, v in batch.items()}
+        if prefetch:
+            policy.frame_cache.clear()
+            policy.prefetch({name: one[name][:, :-1] for name in policy.camera_names})
         t0 = time.perf_counter()
         if kind == "warm" and prev is not None:
-            policy.predict_action(one, generator=gen, warm_start=shift_chunk(prev[:1], T_a), steps=k)
+            policy.predict_action(one, generator=gen, warm_start=shift_chunk(prev[:1], T_a), steps=k,
+                                  warm_noise=level)
             warm_ms.append((time.perf_counter() - t0) * 1e3)
         else:
             policy.predict_action(one, generator=gen)
         all_ms.append((time.perf_counter() - t0) * 1e3)
+    if prefetch:
+        policy.frame_cache = None
+
     def med(xs):
         return statistics.median(xs) if xs else float("nan")
 
@@ -127,12 +151,16 @@ def batch1_latency(policy, sampler, windows, T_a):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="sim_obstacle_dp")
+    ap.add_argument("--distilled", help="a policy made from --checkpoint by `genil-ros distill` (for cons:k)")
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--samplers", default="ddim:10,ddim:2,warm:1,warm:2,warm:4")
     ap.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = default plan)")
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--latency-chunks", type=int, default=60, help="batch-1 chunks timed per sampler")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    help="time the encoding of every frame of the window (default: the older ones pre-encoded, "
+                         "as the policy node does)")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--json", help="write the table here")
     args = ap.parse_args(argv)
@@ -151,33 +179,45 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from inference import machine
 
-    ckpt = model_path(args.checkpoint)
-    policy = load_policy(ckpt, device="cpu")
-    onnx_dir = ROOT / ".bench" / "onnx" / Path(ckpt).name
-    if args.backend == "onnxruntime":
-        try:
-            read_onnx_export(policy, onnx_dir)
-        except CheckpointError:
-            export_onnx(ckpt, onnx_dir)
-    backend = policy.set_backend(make_backend(args.backend, policy, threads=plan, onnx_dir=onnx_dir))
+    def on_backend(path):
+        path = model_path(path)
+        policy = load_policy(path, device="cpu")
+        onnx_dir = ROOT / ".bench" / "onnx" / Path(path).resolve().name
+        if args.backend == "onnxruntime":
+            try:
+                read_onnx_export(policy, onnx_dir)
+            except CheckpointError:
+                export_onnx(path, onnx_dir)
+        return path, policy, policy.set_backend(make_backend(args.backend, policy, threads=plan, onnx_dir=onnx_dir))
+
+    ckpt, teacher, backend = on_backend(args.checkpoint)
+    if any(s[0] == "cons" for s in samplers) and not args.distilled:
+        raise SystemExit("cons:k samplers need --distilled CHECKPOINT (made by `genil-ros distill`)")
+    distilled = on_backend(args.distilled)[1] if args.distilled else None
     print(machine())
-    print(f"checkpoint {ckpt}; backend {backend.describe()}; {args.episodes} episodes (seeds {args.seed}..), "
+    print(f"checkpoint {ckpt}" + (f", distilled {args.distilled}" if distilled else "")
+          + f"; backend {backend.describe()}; {args.episodes} episodes (seeds {args.seed}..), "
           f"lockstep batches of {args.batch_size}\n")
     rows = []
     for s in samplers:
-        policy.set_inference("ddim", s[1] if s[0] == "ddim" else 10)  # warm:k ends the DDIM-10 grid
+        policy = distilled if s[0] == "cons" else teacher
+        if s[0] == "cons":
+            policy.set_inference("consistency", s[1])
+        else:
+            policy.set_inference("ddim", s[1] if s[0] == "ddim" else 10)  # warm:k: DDIM 10 for the first chunk
         windows: list = []
         t0 = time.perf_counter()
         res = evaluate(policy, s, args.episodes, args.seed, args.batch_size, windows)
         wall = time.perf_counter() - t0
-        lat_all, lat_warm = batch1_latency(policy, s, windows[: args.latency_chunks], policy.n_action_steps)
+        lat_all, lat_warm = batch1_latency(policy, s, windows[: args.latency_chunks], policy.n_action_steps,
+                                           args.prefetch)
         ok = [r for r in res if r["success"]]
-        row = {"sampler": f"{s[0]}:{s[1]}", "episodes": len(res), "success": len(ok) / len(res),
+        row = {"sampler": label(s), "episodes": len(res), "success": len(ok) / len(res),
                "collisions": sum(r["collided"] for r in res) / len(res),
                "sides": {side: sum(r["side"] == side for r in ok) for side in ("left", "right")},
                "ms_per_chunk_b1_all": lat_all, "ms_per_chunk_b1_warm": lat_warm, "eval_wall_s": wall}
         rows.append(row)
-        print(f"{row['sampler']:<8} success {row['success']:.2f}  collisions {row['collisions']:.2f}  "
+        print(f"{row['sampler']:<10} success {row['success']:.2f}  collisions {row['collisions']:.2f}  "
               f"sides {row['sides']}  batch-1 chunk {lat_all:.1f} ms (warm chunks {lat_warm:.1f} ms)  "
               f"[{wall:.0f} s]", flush=True)
     base = next((r for r in rows if r["sampler"] == "ddim:10"), None)
@@ -185,7 +225,7 @@ def main(argv=None) -> int:
         print("\nagainst ddim:10:")
         for r in rows:
             lat = r["ms_per_chunk_b1_warm"] if r["sampler"].startswith("warm") else r["ms_per_chunk_b1_all"]
-            print(f"  {r['sampler']:<8} success {r['success'] - base['success']:+.2f}, chunk latency x"
+            print(f"  {r['sampler']:<10} success {r['success'] - base['success']:+.2f}, chunk latency x"
                   f"{lat / base['ms_per_chunk_b1_all']:.2f}")
     if args.json:
         from genil_ros.fileio import atomic_write_json

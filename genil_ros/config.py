@@ -251,7 +251,7 @@ class PolicyConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule of the noise (cosine by default)
     prediction_type: Literal["epsilon", "sample"] = "epsilon"  # the network predicts the noise or the clean chunk
     # the sampler at inference: ddim / dpmsolver need few steps, ddpm all num_train_timesteps for best quality
-    inference_scheduler: Literal["ddpm", "ddim", "dpmsolver"] = "ddim"
+    inference_scheduler: Literal["ddpm", "ddim", "dpmsolver", "consistency"] = "ddim"  # consistency: distilled
     num_inference_steps: int = 10  # denoising steps per chunk at inference: fewer = faster, coarser
     vision: VisionConfig = field(default_factory=VisionConfig)  # the image encoder (unused without cameras)
 

@@ -11,13 +11,23 @@ import torch
 from test_policy import make_obs, make_policy
 
 from genil_ros.errors import CheckpointError, GenilError
-from genil_ros.policy.backends import BACKENDS, OnnxBackend, TorchBackend, make_backend, ort_providers
+from genil_ros.policy.backends import (
+    BACKENDS,
+    OnnxBackend,
+    TorchBackend,
+    choose_backend,
+    make_backend,
+    ort_providers,
+)
 from genil_ros.policy.checkpoint import load_policy, save_checkpoint
+from genil_ros.policy.chunk_model import load_chunk_model, zero_obs
 from genil_ros.policy.onnx_export import (
-    DENOISER,
-    ENCODER,
+    FILM,
     META,
     SUMS,
+    UNET,
+    camera_file,
+    network_files,
     export_onnx,
     file_sha256,
     read_onnx_export,
@@ -76,14 +86,17 @@ def test_onnx_chunk_equals_torch_chunk(exported):
 def test_export_files_and_checksums(exported):
     ckpt, out = exported
     meta = json.loads((out / META).read_text())
-    assert meta["format_version"] == 1 and meta["verified_max_abs_diff"] < 1e-4
-    for name in (ENCODER, DENOISER):
+    assert meta["format_version"] == 2 and meta["verified_max_abs_diff"] < 1e-4
+    p0 = load_policy(ckpt, device="cpu")
+    assert network_files(p0) == [camera_file(n) for n in p0.camera_names] + [FILM, UNET]
+    assert sorted(meta["files"]) == sorted(network_files(p0))
+    for name in network_files(p0):
         assert meta["files"][name] == file_sha256(out / name)
     sums = dict(reversed(line.split("  ")) for line in (out / SUMS).read_text().splitlines())
     assert sums == meta["files"]
     p = load_policy(ckpt, device="cpu")
     assert meta["weights_sha256"] == weights_digest(p)
-    assert read_onnx_export(p).denoiser == out / DENOISER
+    assert read_onnx_export(p).unet == out / UNET
 
 
 def test_export_refuses_corrupt_or_foreign_files(exported, tmp_path):
@@ -93,13 +106,13 @@ def test_export_refuses_corrupt_or_foreign_files(exported, tmp_path):
     bad = tmp_path / "onnx"
     shutil.copytree(out, bad)
     p = load_policy(ckpt, device="cpu")
-    data = bytearray((bad / DENOISER).read_bytes())
+    data = bytearray((bad / UNET).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (bad / DENOISER).write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"denoiser\.onnx: sha256 does not match"):
+    (bad / UNET).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"unet\.onnx: sha256 does not match"):
         read_onnx_export(p, bad)
-    (bad / ENCODER).unlink()
-    with pytest.raises(CheckpointError, match=r"encoder\.onnx: missing"):
+    (bad / FILM).unlink()
+    with pytest.raises(CheckpointError, match=r"film\.onnx: missing"):
         read_onnx_export(p, bad)
     with torch.no_grad():  # the same network with one weight changed: the export is not its own
         next(p.model.parameters()).view(-1)[0] += 1e-3
@@ -198,3 +211,67 @@ def test_set_process_env_keeps_user_values():
     env = {}
     set_process_env(1, spinning=True, environ=env)
     assert "OMP_WAIT_POLICY" not in env and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_format_1_export_is_refused_with_a_request_to_export_again(exported, tmp_path):
+    ckpt, out = exported
+    import shutil
+
+    old = tmp_path / "onnx"
+    shutil.copytree(out, old)
+    meta = json.loads((old / META).read_text())
+    meta["format_version"] = 1
+    (old / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="export this checkpoint again"):
+        read_onnx_export(load_policy(ckpt, device="cpu"), old)
+
+
+def test_auto_backend_is_onnxruntime_with_a_valid_export_else_torch_and_says_why(exported, tmp_path):
+    ckpt, out = exported
+    p = load_policy(ckpt, device="cpu")
+    b, why = choose_backend("auto", p, ThreadPlan.choose(1))
+    assert isinstance(b, OnnxBackend) and why == "auto: onnxruntime (valid ONNX export)"
+    bare = tmp_path / "bare"
+    save_checkpoint(bare, load_policy(ckpt, device="cpu"))  # the same weights, no export beside them
+    b, why = choose_backend("auto", load_policy(bare, device="cpu"))
+    assert isinstance(b, TorchBackend) and why.startswith("auto: torch (") and "no ONNX export here" in why
+    with pytest.raises(GenilError, match="expected one of auto, torch"):
+        choose_backend("fast", p)
+
+
+def test_chunk_model_backend_and_threads(exported, tmp_path):
+    """The node's model on each CPU backend: the same chunk for the same seed (ONNX Runtime within
+    CHUNK_TOL of torch), the backend and thread plan reported; an explicit backend that cannot run is an
+    error naming the parameter."""
+    ckpt, _ = exported
+    logs = []
+    m_torch = load_chunk_model(str(ckpt), "cpu", seed=3, backend="torch", threads=1, log=logs.append)
+    m_ort = load_chunk_model(str(ckpt), "auto", seed=3, backend="onnxruntime", threads=1)
+    m_auto = load_chunk_model(str(ckpt), "cpu", seed=3)
+    assert m_torch.backend.startswith("torch") and m_ort.backend.startswith("onnxruntime")
+    assert m_auto.backend.startswith("onnxruntime") and "auto: onnxruntime" in m_auto.description
+    assert m_torch.threads.startswith("intra-op 1 (parameter") and m_ort.device == "cpu"
+    obs = zero_obs(m_torch.spec)
+    obs["state"][:] = 0.3
+    assert abs(m_ort(obs) - m_torch(obs)).max() <= CHUNK_TOL
+    bare = tmp_path / "bare"
+    save_checkpoint(bare, load_policy(ckpt, device="cpu"))
+    with pytest.raises(GenilError, match="parameter backend: onnxruntime: .*no ONNX export here"):
+        load_chunk_model(str(bare), "cpu", backend="onnxruntime")
+    with pytest.raises(GenilError, match="parameter backend"):
+        load_chunk_model(str(bare), "cpu", backend="tensorrt")
+    with pytest.raises(GenilError, match="parameter threads"):
+        load_chunk_model(str(bare), "cpu", threads=-2)
+    assert not logs
+
+
+def test_export_cli_format_onnx(tmp_path, capsys):
+    from genil_ros.cli import main
+
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(ckpt, make_policy(seed=4))
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    read_onnx_export(load_policy(ckpt, device="cpu"))
+    assert main(["export", "--checkpoint", str(ckpt)]) == 2  # safetensors needs --out
+    assert "--out: required" in capsys.readouterr().err

@@ -248,6 +248,8 @@ def test_receding_horizon_and_holding_on_bad_inputs(spawn, ros_context, tmp_path
         assert any(d["level"] == 0 and d["message"] == "commanding" for d in kinds(r, "diag", t_first))
         v = kinds(r, "diag")[-1]["values"]
         assert float(v["inference_latency_median_ms"]) > 0 and float(v["measured_control_rate_hz"]) > 0
+        # backend auto without an ONNX export beside the checkpoint: eager torch, with the thread plan
+        assert v["backend"].startswith("torch") and v["threads"].startswith("intra-op ")
         assert int(v["rejected_messages /camera/image_raw"]) > 0 and int(v["rejected_messages /joint_states"]) > 0
         assert node.alive() and robot.alive()
     finally:

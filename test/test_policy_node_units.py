@@ -156,14 +156,17 @@ def test_loop_stats_values():
 
 def test_settings_errors_name_the_parameter():
     names = [p.name for p in parameter_table(PolicySettings)]
-    assert "autostart" in names and "output_mode" in names and len(names) == 20
+    assert "autostart" in names and "output_mode" in names and len(names) == 22
+    assert "backend" in names and "threads" in names
     s = settings_from_values(PolicySettings, dict(control_rate_hz=20, joint_lower_limits=[-1, 0]))
     assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == ""
     for key, bad, pat in [("output_mode", "torque", "output_mode: 'torque' is not one of"),
                           ("device", "tpu", "device: 'tpu'"), ("max_staleness_s", 0.0, "max_staleness_s"),
                           ("camera_topics", "/cam", "camera_topics: expected a list"),
                           ("num_inference_steps", 2.5, "num_inference_steps: expected an integer"),
-                          ("autostart", "yes", "autostart: expected true/false")]:
+                          ("autostart", "yes", "autostart: expected true/false"),
+                          ("backend", "tensorrt", "backend: 'tensorrt' is not one of"),
+                          ("threads", -1, "threads")]:
         with pytest.raises(GenilError, match=pat):
             settings_from_values(PolicySettings, {key: bad})
 

@@ -1,5 +1,7 @@
 """The inference worker: one background thread runs the model on one observation window at a time, so
-the control loop (on the ROS executor) never waits for the network; the loop polls for the result."""
+the control loop (on the ROS executor) never waits for the network; the loop polls for the result. A
+``prefetch`` job only prepares what the next inference will reuse (``ChunkModel.prefetch``: the camera
+frames it will hold again) and gives no result."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class InferenceJob:
     obs_stamp_ns: int  # the oldest input stamp in the window's last sample
     obs: dict
     model: ChunkModel
+    prefetch: bool = False  # model.prefetch(obs) instead of an inference; no result
 
 
 @dataclass
@@ -91,11 +94,15 @@ class InferenceWorker:
             t0 = time.perf_counter()
             res = InferenceResult(job)
             try:
-                res.chunk = check_chunk(job.model(job.obs), job.model.spec)
+                if job.prefetch:
+                    job.model.prefetch(job.obs)
+                else:
+                    res.chunk = check_chunk(job.model(job.obs), job.model.spec)
             except Exception as e:  # a model error must never take the node down
                 res.error = f"{type(e).__name__}: {e}"
             res.latency_s = time.perf_counter() - t0
             with self._cond:
-                self._result = res
+                if not job.prefetch:  # a failed prefetch shows up again in the inference that follows
+                    self._result = res
                 self._busy = False
                 self._cond.notify_all()

@@ -1,8 +1,13 @@
 """Inference backends: what a DiffusionPolicy runs its two networks on (no rclpy).
 
 A policy's sampling loop (scheduler arithmetic in torch, schedule from diffusers) asks its backend for
-two things only: ``encode(nobs) -> cond`` (normalised observation -> global conditioning) and
-``denoise(x, t, cond) -> out`` (one pass of the denoising U-Net). Three backends:
+``encode_frames(camera, frames) -> features`` (one camera's uint8 frames -> their features; the policy
+assembles them with the normalised state into the global conditioning, and may cache them per frame)
+or ``encode(nobs) -> cond`` (all of it at once), and for ``denoise(x, t, cond) -> out``
+(one pass of the denoising U-Net), or, when it knows the chain's timesteps in advance, for
+``chunk_net(cond, timesteps) -> step(x, i)``: the network with everything that does not depend on the
+sample (the diffusion-step embedding and every block's FiLM scale and bias) computed once per chunk for
+all steps, so a step runs only the U-Net body. Three backends:
 
   torch        eager PyTorch on the policy's device (under its inference autocast, if any)
   cuda_graph   the U-Net replayed from a CUDA graph captured for one batch size (CUDA only); other
@@ -14,12 +19,19 @@ two things only: ``encode(nobs) -> cond`` (normalised observation -> global cond
     backend = make_backend("onnxruntime", policy, threads=ThreadPlan.choose(0))
     policy.set_backend(backend)
     backend.describe()   # 'onnxruntime 1.20.1 [CPUExecutionProvider]; intra-op 2 (...), ...'
+
+    backend, why = choose_backend("auto", policy)   # what the node and `genil-ros eval` do
+
+``auto`` picks cuda_graph for a policy on a CUDA device, onnxruntime on the CPU when the checkpoint has a
+valid export (``genil-ros export --format onnx``) and ONNX Runtime is installed, else torch; ``why`` says
+which and, when it fell back, why.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +39,11 @@ import torch
 from genil_ros.errors import GenilError
 from genil_ros.policy.threads import ThreadPlan
 
-__all__ = ["BACKENDS", "InferenceBackend", "TorchBackend", "CudaGraphBackend", "OnnxBackend", "make_backend",
-           "ort_providers"]
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "InferenceBackend", "TorchBackend", "CudaGraphBackend", "OnnxBackend",
+           "make_backend", "choose_backend", "ort_providers"]
 
 BACKENDS = ("torch", "cuda_graph", "onnxruntime")
+BACKEND_CHOICES = ("auto",) + BACKENDS
 
 
 class InferenceBackend:
@@ -42,11 +55,25 @@ class InferenceBackend:
         self.policy = policy
         self.threads = threads
 
-    def encode(self, nobs: dict) -> torch.Tensor:  # normalised state + uint8 cameras -> (B, G)
+    def encode_frames(self, name: str, frames: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) uint8 -> (N, F)
         raise NotImplementedError
+
+    def encode(self, nobs: dict) -> torch.Tensor:
+        """Normalised state (B, T_o, D) + uint8 cameras (B, T_o, 3, H, W) -> global conditioning (B, G)."""
+        state = nobs["state"]
+        feats = {name: self.encode_frames(name, nobs[name].reshape(-1, *nobs[name].shape[2:]))
+                 for name in self.policy.camera_names}
+        return self.policy.obs_encoder.assemble(state, feats)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def chunk_net(self, cond: torch.Tensor, timesteps: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``step(x, i)`` = ``denoise(x, timesteps[i], cond)`` for the steps of one chunk (``timesteps``: (N,)
+        int64 on the policy's device). This default runs the whole network per step; backends override it
+        to compute the sample-independent part once."""
+        B = cond.shape[0]
+        return lambda x, i: self.denoise(x, timesteps[i].expand(B), cond)
 
     def engine(self) -> str:
         return self.name
@@ -66,12 +93,12 @@ class TorchBackend(InferenceBackend):
         super().__init__(policy, threads)
         self.note = threads.apply_torch() if threads is not None else ""  # torch's CPU pool, whatever the device
 
-    def encode(self, nobs: dict) -> torch.Tensor:
+    def encode_frames(self, name, frames):
         p = self.policy
         if p.inference_dtype is not None:
             with torch.autocast(p.device.type, dtype=p.inference_dtype):
-                return p.obs_encoder(nobs).float()
-        return p.obs_encoder(nobs)
+                return p.obs_encoder.encode_frames(name, frames).float()
+        return p.obs_encoder.encode_frames(name, frames)
 
     def denoise(self, x, t, cond):
         p = self.policy
@@ -79,6 +106,20 @@ class TorchBackend(InferenceBackend):
             with torch.autocast(x.device.type, dtype=p.inference_dtype):
                 return p.model(x, t, cond).float()
         return p.model(x, t, cond)
+
+    def chunk_net(self, cond, timesteps):
+        p = self.policy
+        B, N = cond.shape[0], timesteps.shape[0]
+        ctx = (torch.autocast(cond.device.type, dtype=p.inference_dtype) if p.inference_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:  # all steps' FiLM vectors in one batched pass: (N, B, film_dim)
+            film = p.model.film(timesteps.repeat_interleave(B), cond.repeat(N, 1)).reshape(N, B, -1)
+
+        def step(x, i):
+            with ctx:
+                return p.model.forward_film(x, film[i]).float()
+
+        return step
 
     def engine(self) -> str:
         p = self.policy
@@ -102,6 +143,9 @@ class CudaGraphBackend(TorchBackend):
         if self.graph.matches(x, cond):
             return self.graph(x, t, cond)
         return super().denoise(x, t, cond)
+
+    def chunk_net(self, cond, timesteps):  # the captured graph holds the whole network: replay it per step
+        return InferenceBackend.chunk_net(self, cond, timesteps)
 
     def engine(self) -> str:
         return super().engine().replace("eager", f"CUDA graph (batch {self.graph.x.shape[0]})")
@@ -188,23 +232,32 @@ class OnnxBackend(InferenceBackend):
         self.export = read_onnx_export(policy, onnx_dir)
         self.providers = ort_providers(providers)
         opts = threads.ort_session_options()
-        self.enc = ort.InferenceSession(str(self.export.encoder), opts, providers=self.providers)
-        self.den = ort.InferenceSession(str(self.export.denoiser), opts, providers=self.providers)
+        self.cams = {name: ort.InferenceSession(str(f), opts, providers=self.providers)
+                     for name, f in self.export.cameras.items()}
+        self.film = ort.InferenceSession(str(self.export.film), opts, providers=self.providers)
+        self.unet = ort.InferenceSession(str(self.export.unet), opts, providers=self.providers)
         self.camera_names = list(policy.camera_names)
         self._version = ort.__version__
 
-    def encode(self, nobs: dict) -> torch.Tensor:
-        feeds = {"state": _np(nobs["state"], np.float32)}
-        for name in self.camera_names:
-            feeds[name] = _np(nobs[name], np.uint8)
-        return torch.from_numpy(self.enc.run(None, feeds)[0])
+    def encode_frames(self, name, frames):
+        return torch.from_numpy(self.cams[name].run(None, {"frames": _np(frames, np.uint8)})[0])
+
+    def _film(self, t: torch.Tensor, cond: torch.Tensor) -> np.ndarray:
+        return self.film.run(None, {"timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)})[0]
+
+    def _body(self, x: torch.Tensor, film: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.unet.run(None, {"sample": _np(x, np.float32), "film": film})[0])
 
     def denoise(self, x, t, cond):
-        feeds = {"sample": _np(x, np.float32), "timestep": _np(t, np.int64), "global_cond": _np(cond, np.float32)}
-        return torch.from_numpy(self.den.run(None, feeds)[0])
+        return self._body(x, self._film(t, cond))
+
+    def chunk_net(self, cond, timesteps):
+        B, N = cond.shape[0], timesteps.shape[0]
+        film = self._film(timesteps.repeat_interleave(B), cond.repeat(N, 1)).reshape(N, B, -1)
+        return lambda x, i: self._body(x, film[i])
 
     def engine(self) -> str:
-        used = self.den.get_providers()
+        used = self.unet.get_providers()
         return f"onnxruntime {self._version} [{', '.join(used)}]"
 
 
@@ -225,3 +278,23 @@ def make_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_d
     if name == "onnxruntime":
         return OnnxBackend(policy, onnx_dir, threads, providers)
     raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def choose_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_dir: Optional[Path] = None,
+                   batch_size: int = 1) -> tuple[InferenceBackend, str]:
+    """``make_backend`` for one of BACKEND_CHOICES, resolving ``auto``; returns (backend, a note on the
+    choice). An explicit name that cannot run raises (GenilError / CheckpointError naming the reason);
+    ``auto`` falls back to torch and says why."""
+    if name not in BACKEND_CHOICES:
+        raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKEND_CHOICES)}")
+    if name != "auto":
+        return make_backend(name, policy, threads, onnx_dir, batch_size=batch_size), f"{name} (as asked)"
+    if policy.device.type == "cuda":
+        return make_backend("cuda_graph", policy, threads, batch_size=batch_size), "auto: cuda_graph (CUDA device)"
+    try:
+        return make_backend("onnxruntime", policy, threads, onnx_dir), "auto: onnxruntime (valid ONNX export)"
+    except ImportError:
+        why = "onnxruntime is not installed"
+    except GenilError as e:
+        why = str(e)
+    return make_backend("torch", policy, threads), f"auto: torch ({why})"

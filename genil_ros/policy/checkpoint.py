@@ -303,11 +303,24 @@ def export_checkpoint(src: PathLike, dst: PathLike, dtype: str = "fp16") -> Path
 
 def add_arguments(parser) -> None:  # `genil-ros export`
     parser.add_argument("--checkpoint", required=True, help="checkpoint (or training output) directory")
-    parser.add_argument("--out", required=True, help="where the deployment checkpoint goes")
+    parser.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
+                        help="safetensors: a deployment checkpoint (EMA weights only); onnx: the networks for "
+                             "the onnxruntime backend, checksummed, next to the checkpoint (policy/onnx_export.py)")
+    parser.add_argument("--out", help="where the deployment checkpoint goes (required for safetensors); "
+                                      "for onnx default <checkpoint>/onnx")
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="weight storage type")
 
 
 def run(args) -> int:
+    if args.format == "onnx":
+        import argparse
+
+        from genil_ros.policy import onnx_export
+
+        return onnx_export.run(argparse.Namespace(checkpoint=args.checkpoint, out=args.out, no_ema=False,
+                                                  opset=onnx_export.OPSET))
+    if not args.out:
+        raise CheckpointError("--out: required for --format safetensors (where the deployment checkpoint goes)")
     out = export_checkpoint(args.checkpoint, args.out, args.dtype)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"exported {resolve_checkpoint_dir(args.checkpoint)} -> {out} ({size:.1f} MB, EMA weights in {args.dtype})")

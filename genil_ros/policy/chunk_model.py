@@ -3,14 +3,16 @@
 :class:`ChunkModel` is the interface every inference backend implements; the policy node, the bench
 scripts and the tests only ever call it::
 
-    model = load_chunk_model("models/sim_obstacle_dp", device="cpu")
+    model = load_chunk_model("models/sim_obstacle_dp", device="cpu", backend="auto", threads=0)
     chunk = model(zero_obs(model.spec))          # (T_p, A) float64
     warm_up(model, "models/sim_obstacle_dp")     # one inference; CheckpointError on a failure or NaN
 
-:class:`DiffusionChunkModel` is the PyTorch backend (eager, or with the denoising network captured in a
-CUDA graph). Other backends (ONNX Runtime, TensorRT, ...) are further subclasses that fill in ``spec``,
-``device`` and ``description`` and implement ``__call__``; :func:`load_chunk_model` is where a backend is
-chosen. :class:`ModelSpec` is what the node needs to know about any of them (inputs, outputs, horizons).
+:class:`DiffusionChunkModel` is a diffusion policy loaded from a checkpoint, its networks on an inference
+backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime; ``auto`` chooses) with an intra-op
+thread count (policy/threads.py; 0 = the default plan, never more than the cores available). Other
+models are further subclasses that fill in ``spec``, ``device``, ``backend``, ``threads`` and
+``description`` and implement ``__call__``. :class:`ModelSpec` is what the node needs to know about any
+of them (inputs, outputs, horizons).
 """
 
 from __future__ import annotations
@@ -85,28 +87,39 @@ class ModelSpec:
 class ChunkModel:
     """The node's view of a policy: ``model(obs) -> (T_p, A)`` float64 chunk for ONE observation window.
 
-    ``obs`` = ``{"state": (T_o, D) float32, "<camera>": (T_o, 3, H, W) uint8}`` numpy arrays. A backend
-    sets ``spec`` (:class:`ModelSpec`), ``device`` (where it runs, for the diagnostics) and
-    ``description`` (one line for the logs) and implements ``__call__``. Calls come from one thread at
-    a time (the node's inference worker), never from the executor.
+    ``obs`` = ``{"state": (T_o, D) float32, "<camera>": (T_o, 3, H, W) uint8}`` numpy arrays. A model
+    sets ``spec`` (:class:`ModelSpec`), ``device`` (where it runs), ``backend`` and ``threads`` (what
+    runs it: engine and providers; the thread plan; for the diagnostics) and ``description`` (one line
+    for the logs) and implements ``__call__``. Calls come from one thread at a time (the node's
+    inference worker), never from the executor.
     """
 
     spec: ModelSpec
     device: str = "cpu"
+    backend: str = ""
+    threads: str = ""
     description: str = ""
 
     def __call__(self, obs: dict) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def prefetch(self, obs: dict) -> None:
+        """Optional: prepare what a later call will reuse from ``obs`` (e.g. encode its camera frames,
+        which the next windows hold again). Called on the inference worker when it is idle."""
+
 
 class DiffusionChunkModel(ChunkModel):
-    """The PyTorch backend: a :class:`genil_ros.policy.DiffusionPolicy` loaded from a checkpoint directory."""
+    """A :class:`genil_ros.policy.DiffusionPolicy` loaded from a checkpoint directory, on the inference
+    backend ``backend`` (one of ``backends.BACKEND_CHOICES``) with ``threads`` intra-op threads."""
 
     def __init__(self, checkpoint: str, device: str = "auto", scheduler: str = "", steps: int = 0, seed: int = 0,
-                 use_cuda_graph: bool = False, log: Callable[[str], None] = print):
+                 use_cuda_graph: bool = False, log: Callable[[str], None] = print, backend: str = "auto",
+                 threads: int = 0):
         import torch
 
         from genil_ros.paths import model_path
+        from genil_ros.policy.backends import BACKEND_CHOICES, choose_backend
+        from genil_ros.policy.threads import ThreadPlan
 
         try:
             from genil_ros.policy.checkpoint import load_policy
@@ -116,6 +129,14 @@ class DiffusionChunkModel(ChunkModel):
             raise GenilError(f"parameter device: {device!r} is not auto, cpu or cuda")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise GenilError(f"parameter device: {device!r} but CUDA is not available (use auto or cpu)")
+        if backend not in BACKEND_CHOICES:
+            raise GenilError(f"parameter backend: {backend!r} is not one of {', '.join(BACKEND_CHOICES)}")
+        try:
+            plan = ThreadPlan.choose(int(threads))
+        except ValueError as e:
+            raise GenilError(f"parameter threads: {e}") from None
+        if backend == "onnxruntime" and device == "auto":
+            device = "cpu"  # ONNX Runtime's own providers use the GPU; the policy's arithmetic stays on the CPU
         path = str(model_path(checkpoint))
         policy = load_policy(path, device=device, use_ema=True)
         cfg = policy.cfg
@@ -134,17 +155,27 @@ class DiffusionChunkModel(ChunkModel):
             self._gen.manual_seed(int(seed))
         else:
             self._gen.seed()
-        self.cuda_graph = False
-        if use_cuda_graph:
-            if policy.device.type == "cuda" and hasattr(policy, "enable_cuda_graph"):
-                self.cuda_graph = bool(policy.enable_cuda_graph(batch_size=1))
+        if use_cuda_graph and backend in ("auto", "torch"):
+            if policy.device.type == "cuda":
+                backend = "cuda_graph"
             else:
                 log(f"use_cuda_graph: ignored on device {self.device} (CUDA graphs need a CUDA device)")
+        try:
+            chosen, why = choose_backend(backend, policy, plan)
+        except GenilError as e:
+            raise GenilError(f"parameter backend: {backend}: {e}") from None
+        policy.set_backend(chosen)
+        if policy.camera_names:  # each frame is encoded once, not once per window (see prefetch)
+            policy.enable_frame_cache()
+        if why.startswith("auto: torch"):
+            log(f"backend {why}")
+        self.cuda_graph = chosen.name == "cuda_graph"
+        self.backend = chosen.engine()
+        self.threads = plan.describe()
         self.checkpoint = path
         sched = getattr(policy, "inference_scheduler_name", cfg.policy.inference_scheduler)
         nsteps = getattr(policy, "num_inference_steps", cfg.policy.num_inference_steps)
-        self.description = (f"{path} on {self.device} ({sched}, {nsteps} steps"
-                            + (", CUDA graph" if self.cuda_graph else "") + ")")
+        self.description = f"{path} on {self.device} ({sched}, {nsteps} steps; {why}; {plan.describe()})"
 
     def __call__(self, obs: dict) -> np.ndarray:
         torch = self._torch
@@ -153,13 +184,23 @@ class DiffusionChunkModel(ChunkModel):
             chunk = self.policy.predict_action(t_obs, generator=self._gen)
         return chunk[0].detach().to("cpu", torch.float64).numpy()
 
+    def prefetch(self, obs: dict) -> None:
+        """Encode the window's newest camera frames into the frame cache: with T_o = 2 they are the older
+        frames of the next window, so the next inference encodes only its own newest ones."""
+        if self.policy.camera_names:
+            newest = {name: self._torch.from_numpy(np.ascontiguousarray(obs[name][-1:]))[None]
+                      for name in self.policy.camera_names}
+            self.policy.prefetch(newest)
+
 
 def load_chunk_model(checkpoint: str, device: str = "auto", scheduler: str = "", steps: int = 0, seed: int = 0,
-                     use_cuda_graph: bool = False, log: Callable[[str], None] = print) -> ChunkModel:
-    """The policy in ``checkpoint`` (a directory or a shipped model name) behind the ChunkModel interface."""
+                     use_cuda_graph: bool = False, log: Callable[[str], None] = print, backend: str = "auto",
+                     threads: int = 0) -> ChunkModel:
+    """The policy in ``checkpoint`` (a directory or a shipped model name) behind the ChunkModel interface,
+    on inference ``backend`` (auto | torch | cuda_graph | onnxruntime) with ``threads`` intra-op threads."""
     if not checkpoint:
         raise GenilError("parameter checkpoint: not set (a checkpoint directory written by `genil-ros train`)")
-    return DiffusionChunkModel(checkpoint, device, scheduler, steps, seed, use_cuda_graph, log)
+    return DiffusionChunkModel(checkpoint, device, scheduler, steps, seed, use_cuda_graph, log, backend, threads)
 
 
 def zero_obs(spec: ModelSpec) -> dict:

@@ -7,9 +7,12 @@ chunk, no noise), so that the two differ only in the objective.
 Inference (``predict_action`` / ``sample_actions``): start from Gaussian noise and denoise with DDPM,
 DDIM or DPM-Solver for ``num_inference_steps``; the observation is encoded once per call, K samples
 per observation share it. Inputs and outputs are in raw units (see docs/interfaces.md). DDIM runs on
-precomputed coefficients (policy/sampler.py) and can be warm-started from the previous chunk for a few
-steps (``warm_start=``, ``steps=``). The networks run on an inference backend (policy/backends.py:
-torch eager, CUDA graph, ONNX Runtime), chosen with :meth:`DiffusionPolicy.set_backend`.
+precomputed coefficients (policy/sampler.py), with the FiLM conditioning of all its steps computed once
+per chunk, and can be warm-started from the previous chunk for a few steps (``warm_start=``,
+``steps=``, ``warm_noise=``). ``consistency`` is the 1-2 step sampler of a policy distilled with
+``genil-ros distill`` (policy/distill.py; sampler.ConsistencySampler over the DDIM schedule). The
+networks run on an inference backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime), chosen
+with :meth:`DiffusionPolicy.set_backend`.
 """
 
 from __future__ import annotations
@@ -26,24 +29,31 @@ from genil_ros.config import ExperimentConfig
 from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
 from genil_ros.policy.model import ConditionalUnet1D
 from genil_ros.policy.normalizer import Normalizer
-from genil_ros.policy.sampler import FastDdim, supports_fast_ddim
+from genil_ros.policy.sampler import (
+    CONSISTENCY_GRID,
+    DEFAULT_WARM_NOISE,
+    ConsistencySampler,
+    FastDdim,
+    supports_fast_ddim,
+)
 from genil_ros.policy.vision import ObsEncoder
 
 __all__ = ["DiffusionPolicy", "make_scheduler", "SCHEDULERS"]
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver")
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver", "consistency")
 
 
 def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",
                    prediction_type: str = "epsilon", clip_sample: bool = True):
-    """A diffusers scheduler over the training noise schedule. ``clip_sample``: DDPM / DDIM clip their
-    predicted clean sample to [-1, 1] (only right when every action dimension is normalised into it)."""
+    """A diffusers scheduler over the training noise schedule (``consistency``: the DDIM scheduler whose
+    schedule and grid a distilled policy's consistency sampler uses). ``clip_sample``: DDPM / DDIM clip
+    their predicted clean sample to [-1, 1] (only right when every action dimension is normalised into it)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type)
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=clip_sample, variance_type="fixed_small")
-    if kind == "ddim":
+    if kind in ("ddim", "consistency"):
         return DDIMScheduler(**common, clip_sample=clip_sample, set_alpha_to_one=True, steps_offset=0)
     if kind == "dpmsolver":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
@@ -87,6 +97,8 @@ class DiffusionPolicy(nn.Module):
         self.objective = pc.objective
         self.noise_scheduler = make_scheduler("ddpm", pc.num_train_timesteps, pc.beta_schedule, pc.prediction_type)
         self.inference_dtype: Optional[torch.dtype] = None  # autocast dtype for the network at inference
+        self.warm_noise = DEFAULT_WARM_NOISE  # noise level of warm starts (sampler.FastDdim.warm_plan)
+        self.frame_cache = None  # FrameCache of image features per frame (enable_frame_cache), inference only
         self.backend: InferenceBackend = TorchBackend(self)
         self.set_inference(pc.inference_scheduler, pc.num_inference_steps)
 
@@ -96,10 +108,13 @@ class DiffusionPolicy(nn.Module):
         return next(self.parameters()).device
 
     def set_inference(self, scheduler: str = "ddim", steps: int = 10) -> None:
-        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver") and its number of denoising steps."""
+        """Choose the sampler ("ddim" | "ddpm" | "dpmsolver" | "consistency") and its number of steps."""
         n = self.cfg.policy.num_train_timesteps
         if not isinstance(steps, int) or not 1 <= steps <= n:
             raise ValueError(f"num_inference_steps {steps!r} must be an int in 1..num_train_timesteps = {n}")
+        if scheduler == "consistency" and steps > min(CONSISTENCY_GRID, n):
+            raise ValueError(f"num_inference_steps {steps} with consistency: at most {min(CONSISTENCY_GRID, n)} "
+                             "(the grid a consistency policy is distilled on)")
         pc = self.cfg.policy
         self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type,
                                                   clip_sample=self.clip_sample)
@@ -107,11 +122,15 @@ class DiffusionPolicy(nn.Module):
         self.num_inference_steps = steps
         self._step_takes_generator = "generator" in inspect.signature(self.inference_scheduler.step).parameters
         # DDIM (eta 0): the same chain on coefficients computed once per number of steps
-        self._fast = FastDdim(self.inference_scheduler) if supports_fast_ddim(self.inference_scheduler) else None
+        self._consistency = ConsistencySampler(self.inference_scheduler) if scheduler == "consistency" else None
+        self._fast = (FastDdim(self.inference_scheduler)
+                      if supports_fast_ddim(self.inference_scheduler) and self._consistency is None else None)
 
     def set_backend(self, backend: Optional[InferenceBackend] = None) -> InferenceBackend:
         """Run the networks on ``backend`` (policy/backends.py; None = eager torch). Returns it."""
         self.backend = backend if backend is not None else TorchBackend(self)
+        if self.frame_cache is not None:
+            self.frame_cache.clear()  # features from another engine differ by float rounding
         return self.backend
 
     def set_inference_precision(self, dtype: Optional[str | torch.dtype] = None) -> None:
@@ -184,19 +203,47 @@ class DiffusionPolicy(nn.Module):
 
     def _encode(self, obs: dict) -> torch.Tensor:
         nobs = {"state": self.normalizer.normalize("state", obs["state"].to(self.device, torch.float32))}
+        if self.frame_cache is None or not self.camera_names:
+            for name in self.camera_names:
+                nobs[name] = obs[name].to(self.device, non_blocking=True)
+            return self.backend.encode(nobs)
+        return self.obs_encoder.assemble(nobs["state"], {name: self._frame_features(name, obs[name])
+                                                         for name in self.camera_names})
+
+    def _frame_features(self, name: str, frames: torch.Tensor) -> torch.Tensor:
+        """(B * T_o, F) features of (B, T_o, 3, H, W) frames through the frame cache."""
+        flat = frames.reshape(-1, *frames.shape[2:])
+        return self.frame_cache.features(name, flat, lambda f: self.backend.encode_frames(
+            name, f.to(self.device, non_blocking=True)).to(self.device))
+
+    def enable_frame_cache(self, size: int = 0) -> None:
+        """Cache the image features of recently seen frames (policy/frame_cache.py; default size: four
+        windows' worth). Results are those of the usual encoder to float rounding."""
+        from genil_ros.policy.frame_cache import FrameCache
+
+        self.frame_cache = FrameCache(size or 4 * self.n_obs_steps * max(1, len(self.camera_names)))
+
+    @torch.no_grad()
+    def prefetch(self, obs: dict) -> None:
+        """Encode the camera frames of ``obs`` into the frame cache ahead of the inference that will need
+        them (e.g. the newest frame of the window before the one an inference starts from)."""
+        if self.frame_cache is None:
+            self.enable_frame_cache()
         for name in self.camera_names:
-            nobs[name] = obs[name].to(self.device, non_blocking=True)
-        return self.backend.encode(nobs)
+            self._frame_features(name, obs[name])
 
     @torch.no_grad()
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
-                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                       warm_noise: Optional[float] = None) -> torch.Tensor:
         """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
 
         ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
-        ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the level of DDIM step
-        ``num_inference_steps - steps`` and only the last ``steps`` steps run (DDIM only). ``steps =
-        num_inference_steps`` starts from pure noise: the usual sampler, the same draws."""
+        ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the noise level
+        ``warm_noise`` (default ``self.warm_noise``; a fraction of the training schedule) and denoised in
+        ``steps`` DDIM steps (default ``num_inference_steps``) evenly spaced below that level (DDIM only).
+        ``warm_noise = 1`` starts from pure noise: with ``steps = num_inference_steps`` exactly the usual
+        sampler, the same draws."""
         from diffusers.utils.torch_utils import randn_tensor
 
         B = self._check_obs(obs)
@@ -217,9 +264,14 @@ class DiffusionPolicy(nn.Module):
             if self._fast is None:
                 raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
                                  f"{self.inference_scheduler_name}; set_inference('ddim', N))")
-        if self._fast is not None:
+        if self._consistency is not None and warm_start is None and steps is None:
             x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
-            first = 0
+            plan = self._consistency.plan(self.num_inference_steps)
+            net = self.backend.chunk_net(cond, torch.tensor(plan.timesteps, dtype=torch.long, device=dev))
+            x = self._consistency.run(net, x, plan, generator)
+        elif self._fast is not None:
+            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            plan = self._fast.plan(self.num_inference_steps)
             if warm_start is not None:
                 if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
                     raise ValueError(f"warm_start must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
@@ -228,11 +280,13 @@ class DiffusionPolicy(nn.Module):
                                                                                  warm_start.to(dev, torch.float32)))
                 if K > 1:
                     init = init.repeat_interleave(K, dim=0)
-                x, first = self._fast.warm_start(init, x, self.num_inference_steps, steps or self.num_inference_steps)
+                level = self.warm_noise if warm_noise is None else float(warm_noise)
+                x, plan = self._fast.warm_start(init, x, steps or self.num_inference_steps, level)
             elif steps is not None and steps != self.num_inference_steps:
                 raise ValueError(f"steps={steps} without warm_start: set_inference('ddim', {steps}) changes the "
                                  "number of steps of a sample from noise")
-            x = self._fast.denoise(self._net, x, cond, self.num_inference_steps, first)
+            net = self.backend.chunk_net(cond, self._fast.timesteps_on(plan, dev))
+            x = self._fast.run(net, x, plan)
         else:
             x = self._sample_diffusers(shape, cond, generator)
         x = self.normalizer.clamp("action", x)  # minmax entries to [-1, 1], others to their range + margin
@@ -260,10 +314,12 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None,
-                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
-        """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps``:
-        see :meth:`sample_actions`)."""
-        return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps)[:, 0]
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                       warm_noise: Optional[float] = None) -> torch.Tensor:
+        """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps`` /
+        ``warm_noise``: see :meth:`sample_actions`)."""
+        return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps,
+                                   warm_noise=warm_noise)[:, 0]
 
     # ----------------------------------------------------------------- CUDA graphs
     def enable_cuda_graph(self, batch_size: int = 1, num_samples: int = 1, warmup: int = 3) -> bool:
@@ -283,4 +339,6 @@ class DiffusionPolicy(nn.Module):
     def train(self, mode: bool = True):  # graphs hold inference-mode activations; drop them on train()
         if mode and isinstance(getattr(self, "backend", None), CudaGraphBackend):
             self.disable_cuda_graph()
+        if mode and getattr(self, "frame_cache", None) is not None:
+            self.frame_cache = None  # features of weights that training changes
         return super().train(mode)

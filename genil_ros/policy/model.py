@@ -3,6 +3,12 @@
 A 1-D temporal U-Net over the action chunk ``(B, T_p, A)``. Every residual block is FiLM-conditioned on
 one global vector: the sinusoidal diffusion-step embedding (through a small MLP) concatenated with the
 flattened ``T_o`` observation features. Convolutions run along time, channels are action dimensions.
+
+The conditioning part does not depend on the sample: :meth:`ConditionalUnet1D.film` maps (diffusion step,
+global conditioning) to every block's FiLM scale and bias at once, and :meth:`ConditionalUnet1D.forward_film`
+runs the U-Net body on them. ``forward`` is the two in a row; a sampler that knows its steps in advance
+computes the FiLM vectors of the whole chain in one batched call and runs only the body per step (the
+same arithmetic, so the same result).
 """
 
 from __future__ import annotations
@@ -71,10 +77,15 @@ class ConditionalResidualBlock1D(nn.Module):
         self.cond_predict_scale = cond_predict_scale
         self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, out_ch * (2 if cond_predict_scale else 1)))
         self.residual_conv = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.film_dim = out_ch * (2 if cond_predict_scale else 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.forward_film(x, self.cond_encoder(cond))
+
+    def forward_film(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """The block with its FiLM vector (B, film_dim) already computed from the conditioning."""
         h = self.blocks[0](x)
-        film = self.cond_encoder(cond).unsqueeze(-1)  # (B, C or 2C, 1)
+        film = film.unsqueeze(-1)  # (B, C or 2C, 1)
         if self.cond_predict_scale:
             scale, bias = film[:, : self.out_ch], film[:, self.out_ch:]
             h = h * scale + bias
@@ -130,32 +141,53 @@ class ConditionalUnet1D(nn.Module):
             nn.Conv1d(down_dims[0], input_dim, 1),
         )
         self.time_multiple = 2 ** (len(down_dims) - 1)
+        # the residual blocks in the order forward_film runs them, and where each one's FiLM vector sits
+        self._film_blocks = [m for level in self.down_modules for m in level[:2]] + list(self.mid_modules) + \
+            [m for level in self.up_modules for m in level[:2]]
+        ends = [0]
+        for blk in self._film_blocks:
+            ends.append(ends[-1] + blk.film_dim)
+        self.film_slices = [(a, b) for a, b in zip(ends[:-1], ends[1:])]
+        self.film_dim = ends[-1]
 
-    def forward(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, _ = sample.shape
+    def film(self, timestep, global_cond: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor:
+        """FiLM vectors of every residual block, concatenated: (B, film_dim). ``timestep`` is (B,), a
+        0-dim tensor or an int (broadcast to ``batch`` or to ``global_cond``'s batch)."""
+        dev = global_cond.device if global_cond is not None else next(self.parameters()).device
         if not torch.is_tensor(timestep):
-            timestep = torch.tensor([timestep], dtype=torch.long, device=sample.device)
+            timestep = torch.tensor([timestep], dtype=torch.long, device=dev)
         elif timestep.ndim == 0:
-            timestep = timestep[None].to(sample.device)
-        timestep = timestep.expand(B)
-        cond = self.diffusion_step_encoder(timestep).to(sample.dtype)
+            timestep = timestep[None].to(dev)
+        B = batch or (global_cond.shape[0] if global_cond is not None else timestep.shape[0])
+        cond = self.diffusion_step_encoder(timestep.expand(B))
         if global_cond is not None:
             cond = torch.cat([cond, global_cond.to(cond.dtype)], dim=-1)
+        m = F.mish(cond)  # every block's cond_encoder is Mish -> Linear of the same vector
+        return torch.cat([F.linear(m, blk.cond_encoder[1].weight, blk.cond_encoder[1].bias)
+                          for blk in self._film_blocks], dim=-1)
 
+    def forward(self, sample: torch.Tensor, timestep, global_cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_film(sample, self.film(timestep, global_cond, batch=sample.shape[0]))
+
+    def forward_film(self, sample: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """The U-Net body: ``sample`` (B, T, A) and the FiLM vectors from :meth:`film` (B, film_dim)."""
+        B, T, _ = sample.shape
+        film = film.to(sample.dtype)
+        films = iter([film[:, a:b] for a, b in self.film_slices])
         x = sample.transpose(1, 2)  # (B, A, T)
         pad = (-T) % self.time_multiple
         if pad:
             x = F.pad(x, (0, pad), mode="replicate")
         skips = []
         for res1, res2, down in self.down_modules:
-            x = res2(res1(x, cond), cond)
+            x = res2.forward_film(res1.forward_film(x, next(films)), next(films))
             skips.append(x)
             x = down(x)
         for m in self.mid_modules:
-            x = m(x, cond)
+            x = m.forward_film(x, next(films))
         for res1, res2, up in self.up_modules:
             x = torch.cat([x, skips.pop()], dim=1)
-            x = res2(res1(x, cond), cond)
+            x = res2.forward_film(res1.forward_film(x, next(films)), next(films))
             x = up(x)
         x = self.final_conv(x)
         return x[..., :T].transpose(1, 2)

@@ -1,17 +1,24 @@
-"""ONNX export of a checkpoint's two networks, with checksums tying them to its weights.
+"""ONNX export of a checkpoint's networks, with checksums tying them to its weights.
 
+    genil-ros export --format onnx --checkpoint models/sim_obstacle_dp [--out DIR]
     python -m genil_ros.policy.onnx_export models/sim_obstacle_dp [--out DIR]
 
 writes, next to the checkpoint (default ``<checkpoint>/onnx``, written atomically as one directory)::
 
-    encoder.onnx     normalised state (B, T_o, D) float32 + one uint8 (B, T_o, 3, H, W) input per camera
-                     -> global_cond (B, G)                       (the observation encoder)
-    denoiser.onnx    sample (B, T_p, A) float32, timestep (B,) int64, global_cond (B, G) -> (B, T_p, A)
-    export.json      format_version, sha256 of both files, weights_sha256 (a digest of the weights they
+    camera_<name>.onnx  per camera: frames (N, 3, H, W) uint8 -> features (N, F): its image encoder
+                     (the policy assembles the features with the normalised state into global_cond,
+                     and can cache a frame's features: they depend on that frame only)
+    film.onnx        timestep (B,) int64, global_cond (B, G) -> film (B, F): every U-Net block's FiLM
+                     scale and bias (the part of the denoiser that does not depend on the sample)
+    unet.onnx        sample (B, T_p, A) float32, film (B, F) -> (B, T_p, A)   (the U-Net body)
+    export.json      format_version, sha256 of the files, weights_sha256 (a digest of the weights they
                      were made from), shapes, opset, versions, the torch-vs-ONNX Runtime difference found
     SHA256SUMS       the same checksums for ``sha256sum -c``
 
-The scheduler is not exported: sampling stays in torch with diffusers' schedule (policy/sampler.py).
+The denoiser is ``unet(sample, film(timestep, global_cond))``; split in two, a chunk's FiLM vectors are
+computed once for all its steps. The scheduler is not exported: sampling stays in torch with diffusers'
+schedule (policy/sampler.py). Format 1 (encoder.onnx + denoiser.onnx) is refused with a request to
+export again.
 :func:`read_onnx_export` (used by the onnxruntime backend) refuses files whose checksums or weight
 digest do not match the policy it is asked to serve. The batch axis is dynamic.
 """
@@ -34,11 +41,20 @@ from torch import nn
 
 from genil_ros.errors import CheckpointError
 
-__all__ = ["EXPORT_FORMAT", "ENCODER", "DENOISER", "META", "OnnxExport", "export_onnx", "read_onnx_export",
-           "weights_digest", "default_onnx_dir", "add_arguments", "run", "main"]
+__all__ = ["EXPORT_FORMAT", "FILM", "UNET", "META", "OnnxExport", "camera_file", "network_files", "export_onnx",
+           "read_onnx_export", "weights_digest", "default_onnx_dir", "add_arguments", "run", "main"]
 
-EXPORT_FORMAT = 1
-ENCODER, DENOISER, META, SUMS = "encoder.onnx", "denoiser.onnx", "export.json", "SHA256SUMS"
+EXPORT_FORMAT = 2
+FILM, UNET, META, SUMS = "film.onnx", "unet.onnx", "export.json", "SHA256SUMS"
+
+
+def camera_file(name: str) -> str:
+    return f"camera_{name}.onnx"
+
+
+def network_files(policy) -> list[str]:
+    """The ONNX files of ``policy``'s export: one image encoder per camera, then the FiLM and U-Net graphs."""
+    return [camera_file(n) for n in policy.camera_names] + [FILM, UNET]
 OPSET = 18
 TOLERANCE = 1e-4  # max |torch - ONNX Runtime| accepted at export, normalised units (float32 rounding is ~1e-6)
 
@@ -70,41 +86,64 @@ def default_onnx_dir(checkpoint_dir: PathLike) -> Path:
     return Path(checkpoint_dir) / "onnx"
 
 
-class _EncoderGraph(nn.Module):
-    """ObsEncoder with positional inputs (state, camera_1, ...) for the exporter."""
+class _FramesGraph(nn.Module):
+    """ObsEncoder.encode_frames of one camera: frames -> features."""
 
-    def __init__(self, obs_encoder, camera_names):
+    def __init__(self, obs_encoder, name: str):
         super().__init__()
         self.obs_encoder = obs_encoder
-        self.camera_names = list(camera_names)
+        self.name = name
 
-    def forward(self, state, *images):
-        return self.obs_encoder({"state": state, **dict(zip(self.camera_names, images))})
+    def forward(self, frames):
+        return self.obs_encoder.encode_frames(self.name, frames)
+
+
+class _FilmGraph(nn.Module):
+    """ConditionalUnet1D.film: (timestep, global_cond) -> every block's FiLM vector."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, timestep, global_cond):
+        return self.model.film(timestep, global_cond)
+
+
+class _UnetGraph(nn.Module):
+    """ConditionalUnet1D.forward_film: (sample, film) -> network output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, sample, film):
+        return self.model.forward_film(sample, film)
 
 
 def _shapes(policy) -> dict:
     return {"state_dim": policy.state_dim, "action_dim": policy.action_dim, "n_obs_steps": policy.n_obs_steps,
             "horizon": policy.horizon, "global_cond_dim": policy.obs_encoder.output_dim,
+            "film_dim": policy.model.film_dim,
             "cameras": [{"name": n, "height": h, "width": w} for n, (h, w) in policy.obs_encoder.camera_sizes.items()]}
 
 
 def _example_inputs(policy, B: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     state = torch.rand(B, policy.n_obs_steps, policy.state_dim, generator=g) * 2 - 1
-    images = tuple(torch.randint(0, 256, (B, policy.n_obs_steps, 3, h, w), generator=g, dtype=torch.uint8)
+    images = tuple(torch.randint(0, 256, (B * policy.n_obs_steps, 3, h, w), generator=g, dtype=torch.uint8)
                    for h, w in (policy.obs_encoder.camera_sizes[n] for n in policy.camera_names))
     x = torch.randn(B, policy.horizon, policy.action_dim, generator=g)
     t = torch.randint(0, policy.cfg.policy.num_train_timesteps, (B,), generator=g)
     cond = torch.randn(B, policy.obs_encoder.output_dim, generator=g)
-    return (state, *images), (x, t, cond)
+    film = torch.randn(B, policy.model.film_dim, generator=g)
+    return (state, *images), (t, cond), (x, film)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_name: str, opset: int,
-            varargs: bool = False) -> None:
-    """``module(*args)`` to ONNX with a dynamic batch axis; with ``varargs`` the module is ``f(first, *rest)``."""
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_name: str,
+            opset: int) -> None:
+    """``module(*args)`` to ONNX with a dynamic batch axis."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    spec = tuple({0: batch} for _ in args)
-    dynamic = (spec[0], spec[1:]) if varargs and len(args) > 1 else spec
+    dynamic = tuple({0: batch} for _ in args)
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), torch.no_grad(), warnings.catch_warnings():
@@ -122,26 +161,31 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
 
 
 def _verify(policy, out: Path, seed: int = 1) -> float:
-    """Max |torch - ONNX Runtime| over both files on fresh random inputs (batch 3)."""
+    """Max |torch - ONNX Runtime| on fresh random inputs (batch 3): every camera's image encoder, and the
+    whole denoiser ``policy.model(x, t, cond)`` against ``unet(x, film(t, cond))``."""
     import onnxruntime as ort
 
-    (state, *images), (x, t, cond) = _example_inputs(policy, 3, seed)
-    with torch.no_grad():
-        ref_c = policy.obs_encoder({"state": state, **dict(zip(policy.camera_names, images))}).numpy()
-        ref_d = policy.model(x, t, cond).numpy()
+    (_, *images), (t, cond), (x, _) = _example_inputs(policy, 3, seed)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    enc = ort.InferenceSession(str(out / ENCODER), opts, providers=["CPUExecutionProvider"])
-    den = ort.InferenceSession(str(out / DENOISER), opts, providers=["CPUExecutionProvider"])
-    feeds = {"state": state.numpy(), **{n: im.numpy() for n, im in zip(policy.camera_names, images)}}
-    got_c = enc.run(None, feeds)[0]
-    got_d = den.run(None, {"sample": x.numpy(), "timestep": t.numpy(), "global_cond": cond.numpy()})[0]
-    return float(max(np.abs(got_c - ref_c).max(), np.abs(got_d - ref_d).max()))
+
+    def session(name):
+        return ort.InferenceSession(str(out / name), opts, providers=["CPUExecutionProvider"])
+
+    diffs = []
+    with torch.no_grad():
+        for name, im in zip(policy.camera_names, images):
+            ref = policy.obs_encoder.encode_frames(name, im).numpy()
+            diffs.append(np.abs(session(camera_file(name)).run(None, {"frames": im.numpy()})[0] - ref).max())
+        ref_d = policy.model(x, t, cond).numpy()
+    f = session(FILM).run(None, {"timestep": t.numpy(), "global_cond": cond.numpy()})[0]
+    diffs.append(np.abs(session(UNET).run(None, {"sample": x.numpy(), "film": f})[0] - ref_d).max())
+    return float(max(diffs))
 
 
 def export_onnx(checkpoint_dir: PathLike, out_dir: Optional[PathLike] = None, use_ema: bool = True,
                 opset: int = OPSET, tolerance: float = TOLERANCE) -> Path:
-    """Export the observation encoder and the denoising network of ``checkpoint_dir`` to ONNX in
+    """Export the image encoders and the denoising network of ``checkpoint_dir`` to ONNX in
     ``out_dir`` (default ``<checkpoint>/onnx``), check them in ONNX Runtime against torch, and write
     their checksums. Atomic: a failed export leaves any previous one in place. Returns ``out_dir``."""
     import onnx
@@ -155,19 +199,20 @@ def export_onnx(checkpoint_dir: PathLike, out_dir: Optional[PathLike] = None, us
     if policy.objective != "diffusion":
         raise CheckpointError(f"{src}: policy.objective is {policy.objective!r}; only diffusion policies are exported")
     policy.eval()
-    enc_args, den_args = _example_inputs(policy, 2)
+    (_, *images), film_args, unet_args = _example_inputs(policy, 2)
 
     def fill(tmp: Path) -> None:
-        enc = _EncoderGraph(policy.obs_encoder, policy.camera_names).eval()
-        _export(enc, enc_args, tmp / ENCODER, ["state", *policy.camera_names], "global_cond", opset,
-                varargs=True)
-        _export(policy.model, den_args, tmp / DENOISER, ["sample", "timestep", "global_cond"], "out", opset)
+        for name, im in zip(policy.camera_names, images):
+            _export(_FramesGraph(policy.obs_encoder, name).eval(), (im,), tmp / camera_file(name), ["frames"],
+                    "features", opset)
+        _export(_FilmGraph(policy.model).eval(), film_args, tmp / FILM, ["timestep", "global_cond"], "film", opset)
+        _export(_UnetGraph(policy.model).eval(), unet_args, tmp / UNET, ["sample", "film"], "out", opset)
         policy.eval()  # the exporter restores train/eval modes of its wrapper; keep the policy in eval
         diff = _verify(policy, tmp)
         if not diff <= tolerance:
             raise CheckpointError(f"{src}: the ONNX export differs from torch by {diff:.2e} (> {tolerance:.0e}); "
                                   "not written")
-        sums = {name: file_sha256(tmp / name) for name in (ENCODER, DENOISER)}
+        sums = {name: file_sha256(tmp / name) for name in network_files(policy)}
         import onnxruntime as ort
 
         meta = {
@@ -192,8 +237,9 @@ def export_onnx(checkpoint_dir: PathLike, out_dir: Optional[PathLike] = None, us
 @dataclass(frozen=True)
 class OnnxExport:
     dir: Path
-    encoder: Path
-    denoiser: Path
+    cameras: dict  # camera name -> its image encoder's file
+    film: Path
+    unet: Path
     meta: dict
 
 
@@ -209,18 +255,22 @@ def read_onnx_export(policy, onnx_dir: Optional[PathLike] = None) -> OnnxExport:
     mf = d / META
     if not mf.is_file():
         raise CheckpointError(f"{d}: no ONNX export here (no {META}; make one with "
-                              f"`python -m genil_ros.policy.onnx_export CHECKPOINT --out {d}`)")
+                              f"`genil-ros export --format onnx --checkpoint CHECKPOINT --out {d}`)")
     try:
         meta = json.loads(mf.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{mf}: unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict) or meta.get("kind") != "genil_ros.onnx_export":
         raise CheckpointError(f"{mf}: not a genil_ros ONNX export")
-    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > EXPORT_FORMAT:
-        raise CheckpointError(f"{mf}: format_version {meta.get('format_version')!r} is not supported "
-                              f"(this genil_ros reads up to {EXPORT_FORMAT})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version != EXPORT_FORMAT:
+        older = isinstance(version, int) and version < EXPORT_FORMAT
+        raise CheckpointError(f"{mf}: format_version {version!r} is not supported (this genil_ros reads "
+                              f"{EXPORT_FORMAT}" + ("; export this checkpoint again: "
+                                                    "`genil-ros export --format onnx --checkpoint ...`)" if older
+                                                    else ")"))
     files = meta.get("files") or {}
-    for name in (ENCODER, DENOISER):
+    for name in network_files(policy):
         f = d / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing (the export lists {', '.join(files) or 'nothing'})")
@@ -234,7 +284,7 @@ def read_onnx_export(policy, onnx_dir: Optional[PathLike] = None) -> OnnxExport:
         raise CheckpointError(f"{mf}: made from other weights than this policy's (weights_sha256 "
                               f"{str(meta.get('weights_sha256'))[:12]}... != {digest[:12]}...; "
                               f"export this checkpoint again)")
-    return OnnxExport(d, d / ENCODER, d / DENOISER, meta)
+    return OnnxExport(d, {n: d / camera_file(n) for n in policy.camera_names}, d / FILM, d / UNET, meta)
 
 
 # --------------------------------------------------------------------------- CLI hook
@@ -252,7 +302,7 @@ def run(args) -> int:
 
     out = export_onnx(model_path(args.checkpoint), args.out, use_ema=not args.no_ema, opset=args.opset)
     meta = json.loads((out / META).read_text(encoding="utf-8"))
-    print(f"wrote {out}: {ENCODER}, {DENOISER} (opset {meta['opset']}; max |torch - onnxruntime| "
+    print(f"wrote {out}: {', '.join(meta['files'])} (opset {meta['opset']}; max |torch - onnxruntime| "
           f"{meta['verified_max_abs_diff']:.1e}); checksums in {META} and {SUMS}")
     return 0
 

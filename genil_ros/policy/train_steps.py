@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from genil_ros.errors import CheckpointError, DataError, GenilError
 
-__all__ = ["dataset_stats", "build_policy", "Loaders", "build_loaders", "Optimisation", "build_optimisation",
+__all__ = ["dataset_stats", "build_policy", "Loaders", "build_loaders", "Optimisation", "adamw", "build_optimisation",
            "restore_training_state", "update_policy", "Progress", "TrainingRun", "train_one_epoch", "validate",
            "save_training_checkpoint", "end_of_epoch", "setup_device", "seed_all", "Dist"]
 
@@ -210,12 +210,21 @@ class Optimisation:
     amp: Any  # autocast dtype (torch.bfloat16 / torch.float16), None = full precision
 
 
+def adamw(params, lr: float, betas: tuple, weight_decay: float, dev):
+    """AdamW with torch's fused kernel on CPU and CUDA (one pass over all parameters per step instead of a
+    dozen elementwise ops per tensor; the same update to float rounding)."""
+    import torch
+
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay,
+                             fused=dev.type in ("cpu", "cuda"))
+
+
 def build_optimisation(policy, tc, total_steps: int, dev) -> Optimisation:
     import torch
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    optimizer = adamw(policy.parameters(), tc.lr, tuple(tc.betas), tc.weight_decay, dev)
     lr_sched = get_scheduler("cosine", optimizer, num_warmup_steps=min(tc.lr_warmup_steps, total_steps),
                              num_training_steps=total_steps)
     ema = EMAModel(policy.parameters(), decay=tc.ema_decay, use_ema_warmup=True, power=tc.ema_power, foreach=True)

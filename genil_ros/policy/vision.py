@@ -183,10 +183,22 @@ class ObsEncoder(nn.Module):
     def forward(self, obs: dict) -> torch.Tensor:
         state = obs["state"]
         B, T = state.shape[:2]
-        feats = [state.reshape(B * T, -1)]
+        feats = {}
         for name in self.camera_names:
             img = obs[name]
-            enc = self.image_encoders["shared" if self.share_backbone else name]
-            feats.append(enc(img.reshape(B * T, *img.shape[2:])))
-        x = torch.cat([f.float() for f in feats], dim=-1) if len(feats) > 1 else feats[0]
+            feats[name] = self.encode_frames(name, img.reshape(B * T, *img.shape[2:]))
+        return self.assemble(state, feats)
+
+    def encode_frames(self, name: str, frames: torch.Tensor) -> torch.Tensor:
+        """Features of camera ``name``'s frames (N, 3, H, W) uint8 -> (N, feature_dim). Each frame's
+        features depend on that frame only (GroupNorm, no batch statistics), so they can be computed
+        ahead of time and cached."""
+        return self.image_encoders["shared" if self.share_backbone else name](frames)
+
+    def assemble(self, state: torch.Tensor, feats: dict) -> torch.Tensor:
+        """The conditioning from the normalised state (B, T_o, D) and every camera's frame features
+        (B * T_o, feature_dim), in camera order: (B, T_o * obs_feature_dim)."""
+        B, T = state.shape[:2]
+        parts = [state.reshape(B * T, -1)] + [feats[name] for name in self.camera_names]
+        x = torch.cat([f.float() for f in parts], dim=-1) if len(parts) > 1 else parts[0]
         return x.reshape(B, T * x.shape[-1])

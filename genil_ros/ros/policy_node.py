@@ -187,7 +187,8 @@ class PolicyNode(LifecycleNode):
     def _configure(self) -> None:
         s = read_settings(self, PolicySettings)
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
-                                 s.use_cuda_graph, log=self.get_logger().warning)
+                                 s.use_cuda_graph, log=self.get_logger().warning, backend=s.backend,
+                                 threads=s.threads)
         spec = model.spec
         plan = resolve_io(s, spec, self._entry_params.given(self))
         rate = plan.rate_hz
@@ -389,10 +390,14 @@ class PolicyNode(LifecycleNode):
         """Start the next inference early enough that its chunk arrives before this one runs out."""
         if not self._window.full() or self._worker.busy():
             return
-        if self._handover.wants_next(self._plan, j, inference_lead(self._stats.latency, self._period_s)):
+        lead = inference_lead(self._stats.latency, self._period_s)
+        if self._handover.wants_next(self._plan, j, lead):
             last = self._window.last()
             self._worker.submit(InferenceJob(self._gen, j, now_ns, last.oldest_stamp_ns, self._window.as_obs(),
                                              self._model))
+        elif self._model.spec.cameras and self._handover.wants_next(self._plan, j + 1, lead):  # encode this frame now:
+            self._worker.submit(InferenceJob(self._gen, j, now_ns, 0, self._window.as_obs(), self._model,
+                                             prefetch=True))  # it is the older one of the next window
 
     def _hold(self, reason: str, now_ns: int, log: bool = True) -> None:
         """Stop commanding: publish one hold command (last commanded position) when entering the hold."""
@@ -427,6 +432,8 @@ class PolicyNode(LifecycleNode):
             "hold_reason": self._hold_reason if self._active else "inactive",
             "model": self._model.description,
             "device": self._model.device,
+            "backend": getattr(self._model, "backend", ""),
+            "threads": getattr(self._model, "threads", ""),
             "command_topic": self._outputs.topics(),
             **self._stats.values(self._period_s),
             **self._inputs.diagnostics(self._stats.staleness),
@@ -488,7 +495,8 @@ class PolicyNode(LifecycleNode):
         try:
             s = read_settings(self, PolicySettings)
             model = self._load_model(s.checkpoint, settings.device, s.inference_scheduler, s.num_inference_steps,
-                                     s.seed, settings.use_cuda_graph, log=self.get_logger().warning)
+                                     s.seed, settings.use_cuda_graph, log=self.get_logger().warning,
+                                     backend=settings.backend, threads=settings.threads)
             why = old.spec.compatible(model.spec)
             if why:
                 raise GenilError(f"{s.checkpoint}: does not fit the running task: {why} "
@@ -545,6 +553,9 @@ def main(argv: Optional[list] = None, *, exit_on_failed_autostart: bool = False)
     stops following the rest of the trajectory), then the node is destroyed."""
     import signal
 
+    from genil_ros.policy.threads import set_process_env
+
+    set_process_env(0)  # before torch starts: no spinning OpenMP pool (the `threads` parameter sets the count)
     args = sys.argv if argv is None else argv
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()

@@ -43,7 +43,7 @@ class PolicySettings(NodeSettings):
     control_rate_hz: float = param(0.0, "control tick rate (0: the checkpoint's task.control_rate_hz)", minimum=0.0)
     num_inference_steps: int = param(0, "denoising steps (0: the checkpoint's)", minimum=0)
     inference_scheduler: str = param("", "denoising scheduler (empty: the checkpoint's)",
-                                     choices=("", "ddim", "ddpm", "dpmsolver"))
+                                     choices=("", "ddim", "ddpm", "dpmsolver", "consistency"))
     max_staleness_s: float = param(0.5, "an input older than this at a control tick makes the node hold")
     joint_lower_limits: Optional[list[float]] = param(
         None, "lower position limits of the task's only joint_position action (unset or empty: none)")
@@ -53,6 +53,11 @@ class PolicySettings(NodeSettings):
                                      "(<= 0: no limit; per entry: actions.<entry>.max_step)")
     autostart: bool = param(False, "configure and activate on start")
     use_cuda_graph: bool = param(False, "capture the denoising network in a CUDA graph (CUDA only)")
+    backend: str = param("auto", "inference backend: auto (cuda_graph on CUDA, onnxruntime on the CPU when the "
+                         "checkpoint has a valid ONNX export, else torch) | torch | cuda_graph | onnxruntime",
+                         choices=("auto", "torch", "cuda_graph", "onnxruntime"))
+    threads: int = param(0, "intra-op threads of the networks (0: min(physical cores available, 4); "
+                         "capped at the CPUs available)", minimum=0)
     seed: int = param(0, "seed of the sampling noise (-1: random)")
     executor: str = param("events", "events (rclpy's EventsExecutor: a third of the CPU per input message) | single "
                           "(SingleThreadedExecutor); read at start", choices=("events", "single"))

@@ -148,9 +148,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=10, help="episodes run in lockstep (one policy batch)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--scheduler", choices=["ddim", "ddpm", "dpmsolver"], help="inference scheduler override")
+    parser.add_argument("--scheduler", choices=["ddim", "ddpm", "dpmsolver", "consistency"],
+                        help="inference scheduler override (consistency: a policy made by `genil-ros distill`)")
     parser.add_argument("--steps", type=int, help="number of denoising steps override")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA ones")
+    parser.add_argument("--backend", choices=["auto", "torch", "cuda_graph", "onnxruntime"], default="auto",
+                        help="inference backend (auto: cuda_graph on CUDA, onnxruntime on the CPU when the "
+                             "checkpoint has a valid ONNX export, else torch)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads (0: min(physical cores available, 4))")
     parser.add_argument("--video", help="write the first episode as a GIF / MP4 here")
     parser.add_argument("--video-size", type=int, nargs=2, default=[288, 288], metavar=("H", "W"),
                         help="video frame size (rendered at this size, up to 480 x 640)")
@@ -158,21 +164,31 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from genil_ros.paths import model_path
-    from genil_ros.policy.checkpoint import load_policy
+    from genil_ros.policy.threads import set_process_env
 
     if args.episodes < 1:
         raise GenilError(f"--episodes {args.episodes} must be >= 1")
+    if args.threads < 0:
+        raise GenilError(f"--threads {args.threads} must be >= 0 (0 = the default plan)")
+    plan = set_process_env(args.threads)  # before torch starts (no spinning OpenMP pool)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    policy = load_policy(model_path(args.checkpoint), device=args.device, use_ema=not args.no_ema)
+    from genil_ros.paths import model_path
+    from genil_ros.policy.backends import choose_backend
+    from genil_ros.policy.checkpoint import load_policy
+
+    device = "cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device
+    policy = load_policy(model_path(args.checkpoint), device=device, use_ema=not args.no_ema)
     if args.scheduler or args.steps:
         policy.set_inference(args.scheduler or policy.inference_scheduler_name,
                              args.steps or policy.num_inference_steps)
+    backend, why = choose_backend(args.backend, policy, plan, batch_size=min(args.batch_size, args.episodes))
+    policy.set_backend(backend)
+    print(f"backend {why}: {backend.describe()}")
     res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
                           video_size=tuple(args.video_size))
     print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
           f"collisions {res['collision_rate']:.2f}; sides of successes {res['sides_of_successes']}; "
-          f"inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk (median, {policy.device})")
+          f"inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk (median, {policy.device}, {backend.name})")
     if args.json:
         atomic_write_json(args.json, res, indent=1)
     return 0
