@@ -27,9 +27,9 @@ from genil_ros.policy.onnx_export import (
     SUMS,
     UNET,
     camera_file,
-    network_files,
     export_onnx,
     file_sha256,
+    network_files,
     read_onnx_export,
     weights_digest,
 )
