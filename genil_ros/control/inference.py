@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from genil_ros.control.plan import Prefix
 from genil_ros.policy.chunk_model import ChunkModel, check_chunk
 
 __all__ = ["InferenceJob", "InferenceResult", "InferenceWorker"]
@@ -23,6 +24,7 @@ class InferenceJob:
     obs_stamp_ns: int  # the oldest input stamp in the window's last sample
     obs: dict
     model: ChunkModel
+    prefix: Optional[Prefix] = None  # the committed first entries, for a prefix-aware handover strategy
 
 
 @dataclass
@@ -91,7 +93,8 @@ class InferenceWorker:
             t0 = time.perf_counter()
             res = InferenceResult(job)
             try:
-                res.chunk = check_chunk(job.model(job.obs), job.model.spec)
+                out = job.model(job.obs) if job.prefix is None else job.model(job.obs, prefix=job.prefix)
+                res.chunk = check_chunk(out, job.model.spec)
             except Exception as e:  # a model error must never take the node down
                 res.error = f"{type(e).__name__}: {e}"
             res.latency_s = time.perf_counter() - t0
