@@ -21,6 +21,7 @@ from genil_ros.control.handover import (
     RecedingHorizon,
     ReplaceOnArrival,
     TemporalEnsemble,
+    check_handover,
     make_handover,
 )
 from genil_ros.control.inference import InferenceJob, InferenceResult, InferenceWorker
@@ -33,5 +34,5 @@ from genil_ros.control.timing import DelayTicks, LoopStats, RollingStats, infere
 __all__ = ["ActionPlan", "CameraInput", "ConditionOnPrefix", "DelayTicks", "EnsemblePlan", "HANDOVERS", "Handover",
            "HandoverStrategy", "InferenceJob", "InferenceResult", "InferenceWorker", "InpaintPrefix", "LoopStats",
            "ObsSample", "ObservationWindow", "Prefix", "RecedingHorizon", "ReplaceOnArrival", "RollingStats",
-           "SafetyFilter", "StreamBuffer", "TemporalEnsemble", "boundary_metrics", "inference_lead", "make_handover",
-           "sample_inputs", "summarize"]
+           "SafetyFilter", "StreamBuffer", "TemporalEnsemble", "boundary_metrics", "check_handover",
+           "inference_lead", "make_handover", "sample_inputs", "summarize"]

@@ -39,7 +39,7 @@ from genil_ros.control.plan import ActionPlan, EnsemblePlan, Handover, Prefix
 from genil_ros.errors import GenilError
 
 __all__ = ["HandoverStrategy", "RecedingHorizon", "ReplaceOnArrival", "TemporalEnsemble", "InpaintPrefix",
-           "ConditionOnPrefix", "HANDOVERS", "make_handover", "committed_prefix"]
+           "ConditionOnPrefix", "HANDOVERS", "make_handover", "check_handover", "committed_prefix"]
 
 
 class HandoverStrategy:
@@ -186,3 +186,15 @@ def make_handover(name: str, ensemble_weight: float = 0.01, soft_ticks: int = 0,
     if name == "prefix_conditioning":
         return ConditionOnPrefix()
     raise GenilError(f"handover {name!r}: not one of {', '.join(HANDOVERS)}")
+
+
+def check_handover(strategy: HandoverStrategy, prefix_methods, checkpoint: str) -> None:
+    """GenilError naming the parameter when the model (its ``prefix_methods``) cannot serve ``strategy``."""
+    need = strategy.prefix_method
+    if need and need not in prefix_methods:
+        what = ("a checkpoint trained with policy.prefix_conditioning > 0" if need == "condition"
+                else "a diffusion checkpoint sampled with ddim")
+        others = ["receding_horizon", "temporal_ensemble"] + [n for n, m in (("inpaint", "inpaint"),)
+                                                             if m in prefix_methods]
+        raise GenilError(f"parameter handover: {strategy.name} needs {what}; {checkpoint} is not one "
+                         f"(use {' or '.join(others)})")

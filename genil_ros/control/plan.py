@@ -15,7 +15,6 @@ handover strategy (:mod:`genil_ros.control.handover`).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -102,9 +101,9 @@ class EnsemblePlan(ActionPlan):
             return None
         rows = []
         for t in range(tick, max(self.nominal_end, tick) + 1):
-            got = [(i, m.entry(t)) for i, m in enumerate(self.members) if t >= m.start and m.entry(t) is not None]
-            w = np.array([math.exp(-self.weight * i) for i, _ in got])
-            rows.append(np.tensordot(w / w.sum(), np.stack([r for _, r in got]), axes=1))
+            got = [r for r in (m.entry(t) for m in self.members if t >= m.start) if r is not None]  # oldest first
+            w = np.exp(-self.weight * np.arange(len(got)))
+            rows.append(np.tensordot(w / w.sum(), np.stack(got), axes=1))
         return np.stack(rows)
 
     def executed(self, tick: int) -> Optional[np.ndarray]:

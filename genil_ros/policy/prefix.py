@@ -152,7 +152,8 @@ def sample_with_prefix(policy, x: torch.Tensor, cond: torch.Tensor, prefix: Pref
     return torch.where(fixed, y, x)
 
 
-def conditioned_loss(policy, x0: torch.Tensor, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def conditioned_loss(policy, x0: torch.Tensor, cond: torch.Tensor,
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
     """The prefix-conditioning training loss on normalised chunks ``x0`` (B, T_p, A) (module docstring)."""
     B, T, A = x0.shape
     dev = x0.device

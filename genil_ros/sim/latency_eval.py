@@ -4,10 +4,10 @@
 
 The loop is the policy node's, tick by tick, with the same handover strategy objects
 (:mod:`genil_ros.control.handover`), in lockstep over a batch of episodes: at every control tick each
-episode (1) starts an inference when its worker is free and the strategy wants one - the window ending at
-this tick, with the strategy's committed prefix -, (2) takes a chunk whose delay has passed and hands over
-to it, (3) commands its plan's action for this tick (or holds the last command when the plan ran out),
-(4) steps the sim. Delay is counted in control ticks consumed: the chunk computed from the window ending at
+episode (1) takes a chunk whose delay has passed and hands over to it, (2) starts an inference when its
+worker is free and the strategy wants one - the window ending at this tick, with the strategy's committed
+prefix (with no delay its chunk is taken at once) -, (3) commands its plan's action for this tick (or
+holds the last command when the plan ran out), (4) steps the sim. Delay is counted in control ticks consumed: the chunk computed from the window ending at
 tick k becomes usable at tick k + d, ``d = round(delay_ms / period)``, whatever the computer took
 (inference runs batched across the episodes between ticks, so sim time does not pass during it). One
 inference at a time per episode, as the node's single worker. The strategies' lead is measured the way
@@ -196,12 +196,14 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
             tick = 0
             while not all(e.done for e in eps):
                 live = [e for e in eps if not e.done]
+                for e in live:  # a chunk due now; the worker is free again
+                    _arrive(e, strategy, tick, T_o, T_a, trace=start + eps.index(e) < trace_episodes)
                 want = [e for e in live if e.job is None
                         and strategy.wants_next(e.plan, tick, e.delays.estimate(delay))]
                 if want:
                     infer(want, tick)
                 for e in live:
-                    _arrive(e, strategy, tick, T_o, T_a, trace=start + eps.index(e) < trace_episodes)
+                    _arrive(e, strategy, tick, T_o, T_a, trace=start + eps.index(e) < trace_episodes)  # delay 0
                     _command(e, adapter, tick)
                 tick += 1
             done_eps.extend(eps)
