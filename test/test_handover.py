@@ -102,7 +102,7 @@ def test_every_tick_is_commanded_once_from_the_right_entry(name, delay):
     commands, chunks = run_loop(strategy, delay)
     ticks = [int(c[0][1]) for c in commands]
     assert ticks == list(range(len(commands)))  # no tick duplicated, none skipped, each row for its own tick
-    for (w, arr, _, _), (w2, _, _, _) in zip(chunks, chunks[1:]):
+    for w, arr, _, _ in chunks:
         assert arr - w == (0 if w == 0 else delay)
     used = {int(c[0][0]) for c in commands}
     assert used == {w for w, *_ in chunks}  # every chunk was executed
@@ -118,7 +118,7 @@ def test_the_prefix_is_what_the_loop_commands_meanwhile(name, delay):
     strategy = make_handover(name)
     commands, chunks = run_loop(strategy, delay)
     executed = np.array([c[0] for c in commands])
-    for w, arr, _, prefix in chunks[1:]:
+    for w, _, _, prefix in chunks[1:]:
         assert prefix is not None and prefix.method == strategy.prefix_method
         n = prefix.n_fixed
         assert n == T_O - 1 + delay  # the window's past tick + the ticks until the chunk can arrive

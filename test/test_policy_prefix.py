@@ -17,7 +17,8 @@ T_O, T_P, T_A, A = 2, 8, 4, 3
 
 def make_policy(prefix_conditioning: int = 0, seed: int = 0) -> DiffusionPolicy:
     cfg = config_from_dict({
-        "task": {"joint_names": ["a", "b", "c"], "horizon": {"n_obs_steps": T_O, "horizon": T_P, "n_action_steps": T_A}},
+        "task": {"joint_names": ["a", "b", "c"],
+                 "horizon": {"n_obs_steps": T_O, "horizon": T_P, "n_action_steps": T_A}},
         "policy": {"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": 5,
                    "prefix_conditioning": prefix_conditioning},
     }, source="test")

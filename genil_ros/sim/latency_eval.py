@@ -7,8 +7,9 @@ The loop is the policy node's, tick by tick, with the same handover strategy obj
 episode (1) takes a chunk whose delay has passed and hands over to it, (2) starts an inference when its
 worker is free and the strategy wants one - the window ending at this tick, with the strategy's committed
 prefix (with no delay its chunk is taken at once) -, (3) commands its plan's action for this tick (or
-holds the last command when the plan ran out), (4) steps the sim. Delay is counted in control ticks consumed: the chunk computed from the window ending at
-tick k becomes usable at tick k + d, ``d = round(delay_ms / period)``, whatever the computer took
+holds the last command when the plan ran out), (4) steps the sim. Delay is counted in control ticks
+consumed: the chunk computed from the window ending at tick k becomes usable at tick k + d,
+``d = round(delay_ms / period)``, whatever the computer took
 (inference runs batched across the episodes between ticks, so sim time does not pass during it). One
 inference at a time per episode, as the node's single worker. The strategies' lead is measured the way
 the node measures it (:class:`genil_ros.control.timing.DelayTicks`). The first chunk of an episode is
