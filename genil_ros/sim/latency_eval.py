@@ -151,11 +151,12 @@ class _Episode:
 
 def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes: int = 100, seed: int = 1000,
                         batch_size: int = 10, variant: Optional[str] = None, generator_seed: int = 0,
-                        trace_episodes: int = 0, progress: bool = True) -> dict:
+                        trace_episodes: int = 0, progress: bool = True, max_steps: Optional[int] = None) -> dict:
     """Success and boundary metric of ``policy`` (a DiffusionPolicy, or anything with ``predict_action(obs,
     generator=, prefix=)``, ``cfg``, ``n_obs_steps``, ``n_action_steps``, ``horizon``) with ``strategy`` and
     ``delay`` ticks of inference delay over ``episodes`` (episode i: seed + i). The first
-    ``trace_episodes`` episodes keep their trajectories and chunks (``"traces"``)."""
+    ``trace_episodes`` episodes keep their trajectories and chunks (``"traces"``); ``max_steps`` overrides
+    the task's episode length."""
     import torch
     from tqdm import tqdm
 
@@ -166,7 +167,7 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     need = strategy.prefix_method
     if need == "condition" and not getattr(policy, "prefix_conditioning", 0):
         raise GenilError(f"handover {strategy.name}: the checkpoint was not trained with policy.prefix_conditioning")
-    adapter = task_adapter(policy.cfg, variant)
+    adapter = task_adapter(policy.cfg, variant, max_steps)
     T_o, T_a, T_p = int(policy.n_obs_steps), int(policy.n_action_steps), int(policy.horizon)
     A = int(policy.action_dim)
     gen = torch.Generator(device=getattr(policy, "device", "cpu")).manual_seed(generator_seed)
@@ -280,4 +281,42 @@ def _results(eps: list[_Episode], strategy, delay: int, adapter: TaskAdapter, po
                           "measured": np.array(e.measured).tolist(), "source": list(map(int, e.source)),
                           "chunks": e.chunks, "arm": adapter.arm, "n_obs_steps": int(policy.n_obs_steps)}
                          for e in eps[:trace_episodes]]
+    return res
+
+
+# --------------------------------------------------------------------------- `genil-ros eval` flags
+
+
+def add_arguments(parser) -> None:
+    """The flags ``genil-ros eval`` takes for this evaluator (any of them given selects it)."""
+    from genil_ros.control.handover import HANDOVERS
+
+    g = parser.add_argument_group("handover under delay (genil_ros/sim/latency_eval.py)")
+    g.add_argument("--handover", choices=HANDOVERS, default=None,
+                   help="run the node's control loop with this chunk handover strategy (default with --delay-ms: "
+                        "receding_horizon)")
+    g.add_argument("--delay-ms", type=float, default=None,
+                   help="injected inference delay: a chunk is usable this long after its window's tick")
+    g.add_argument("--handover-ensemble-weight", type=float, default=0.01, help="temporal_ensemble weight")
+    g.add_argument("--handover-guidance", type=float, default=5.0, help="inpaint guidance (0: replacement only)")
+    g.add_argument("--handover-soft-ticks", type=int, default=0, help="inpaint soft-mask ticks")
+
+
+def wanted(args) -> bool:
+    return getattr(args, "handover", None) is not None or getattr(args, "delay_ms", None) is not None
+
+
+def run(args, policy) -> dict:
+    """``genil-ros eval`` with the handover flags: evaluate, print one line, return the results."""
+    from genil_ros.control.handover import make_handover
+
+    strategy = make_handover(args.handover or "receding_horizon", args.handover_ensemble_weight,
+                             args.handover_soft_ticks, args.handover_guidance)
+    d = delay_ticks(args.delay_ms or 0.0, policy.cfg.task.control_rate_hz)
+    res = evaluate_with_delay(policy, strategy, d, args.episodes, args.seed, args.batch_size, variant=args.variant)
+    jump = res["smoothness"]["commanded"]["jump"]
+    print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({res['task']}), "
+          f"{strategy.describe()}, delay {d} ticks ({res['delay_ms']:g} ms); commanded jump at handovers p50 "
+          f"{jump['handover_p50']:.3f} p99 {jump['handover_p99']:.3f} rad/tick, inside chunks p99 "
+          f"{jump['inside_p99']:.3f} max {jump['inside_max']:.3f}; counts {res['counts']}")
     return res
