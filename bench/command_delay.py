@@ -105,8 +105,9 @@ def main(argv=None) -> int:
           f"(their dataset label would land one tick late)")
     if chunk_delays:
         c = np.array(chunk_delays) / 1e6
-        print(f"policy chunks, window tick to arrival: median {np.median(c):.0f} ms ({np.median(c) * args.rate / 1e3:.1f} "
-              f"ticks), p90 {np.percentile(c, 90):.0f} ms")
+        med = float(np.median(c))
+        print(f"policy chunks, window tick to arrival: median {med:.0f} ms ({med * args.rate / 1e3:.1f} ticks), "
+              f"p90 {np.percentile(c, 90):.0f} ms")
     print(f"effect lag (measured joints best match the command after): {np.bincount(lags).tolist()} bags at 0, 1, "
           f"2... ticks")
     return 0
