@@ -239,8 +239,7 @@ def _command(e: _Episode, adapter: TaskAdapter, tick: int) -> None:
     rows = e.plan.actions_from(tick) if e.plan is not None else None
     if rows is None:  # the plan ran out before the next chunk came: hold the last command
         e.counts["missed_ticks"] += 1
-        a = e.last if e.last is not None else None
-        src = -1
+        a, src = e.last, -1
     else:
         a, src = rows[0], e.plan.source
     if a is None:
