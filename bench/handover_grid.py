@@ -136,7 +136,7 @@ def print_table(doc: dict) -> None:
         c = r["smoothness"]["commanded"]["jump"]
         b = base.get(r["label"])
         keeps = f"{r['success_rate'] / b:.2f}" if b else "-"
-        ok = "yes" if c["handover_p99"] <= c["inside_max"] else "no"
+        ok = "yes" if c["handover_p99"] <= c["inside_max"] else "no" if c["inside_max"] == c["inside_max"] else "-"
         print(f"| {r['label']} | {r['delay_ms']:.0f} | {r['success_rate']:.2f} | {keeps} | {c['handover_p50']:.3f} | "
               f"{c['handover_p99']:.3f} | {c['inside_max']:.3f} | {ok} |")
 
@@ -156,7 +156,9 @@ def figure(path: str, docs: list[str]) -> int:
             x = [r["delay_ms"] for r in rs]
             ax_s.plot(x, [r["success_rate"] for r in rs], "o-", label=lab)
             ax_j.plot(x, [r["smoothness"]["commanded"]["jump"]["handover_p99"] for r in rs], "o-", label=lab)
-        inside = max(r["smoothness"]["commanded"]["jump"]["inside_max"] for r in doc["rows"])
+        import numpy as np
+
+        inside = float(np.nanmax([r["smoothness"]["commanded"]["jump"]["inside_max"] for r in doc["rows"]]))
         ax_j.axhline(inside, color="grey", ls=":", lw=1, label="largest jump inside chunks (any row)")
         ax_s.set(title=f"{task}: success ({doc.get('episodes')} episodes per point)", xlabel="injected delay (ms)",
                  ylabel="success rate", ylim=(-0.02, 1.02))
