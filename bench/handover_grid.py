@@ -176,8 +176,9 @@ def figure(path: str, docs: list[str]) -> int:
     return 0
 
 
-def chunk_plot(path: str, doc_path: str, lab: str, delay_ms: float, joint: int = 0) -> int:
-    """Each chunk's predicted entries (thin) against the executed commands (thick) of one traced episode."""
+def chunk_plot(path: str, doc_path: str, labels: str, delay_ms: float, joint: int = 0) -> int:
+    """Each chunk's predicted entries (thin) against the executed commands (thick) of one traced episode,
+    one panel per strategy (``labels`` comma-separated), the same seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,26 +186,32 @@ def chunk_plot(path: str, doc_path: str, lab: str, delay_ms: float, joint: int =
     import numpy as np
 
     doc = json.loads(Path(doc_path).read_text())
-    rows = [r for r in doc["rows"] if r["label"] == lab and r["delay_ms"] == delay_ms and r.get("traces")]
-    if not rows:
-        raise SystemExit(f"{doc_path}: no traced row {lab!r} at {delay_ms:g} ms")
-    tr = rows[0]["traces"][0]
-    cmd = np.array(tr["commanded"])
-    src = np.array(tr["source"])
-    arm, first = tr["arm"], tr["n_obs_steps"] - 1
-    fig, ax = plt.subplots(figsize=(10, 3.8))
-    for k, (win, arr, chunk) in enumerate(tr["chunks"]):
-        c = np.array(chunk)[:, arm[joint]]
-        ticks = win - first + np.arange(len(c))
-        ax.plot(ticks, c, "-", lw=0.8, alpha=0.6, color=f"C{k % 10}")
-        ax.plot([arr], [c[arr - win + first]] if arr - win + first < len(c) else [], "|", color=f"C{k % 10}", ms=12)
-    ax.plot(np.arange(len(cmd)), cmd[:, joint], "k-", lw=2.2, label="executed command")
-    for h in np.flatnonzero(src[1:] != src[:-1]) + 1:
-        ax.axvline(h, color="grey", lw=0.5, ls=":")
-    ax.set(xlabel="control tick (10 Hz)", ylabel=f"joint {joint} target (rad)",
-           title=f"{rows[0]['task']}, {lab}, {delay_ms:g} ms delay: chunks (thin; bar = arrival) vs executed "
-                 f"(seed {tr['seed']})")
-    ax.legend(fontsize=8)
+    labs = labels.split(",")
+    fig, axes = plt.subplots(len(labs), 1, figsize=(10, 3.4 * len(labs)), squeeze=False)
+    for ax, lab in zip(axes[:, 0], labs):
+        rows = [r for r in doc["rows"] if r["label"] == lab and r["delay_ms"] == delay_ms and r.get("traces")]
+        if not rows:
+            raise SystemExit(f"{doc_path}: no traced row {lab!r} at {delay_ms:g} ms")
+        tr = rows[0]["traces"][0]
+        cmd = np.array(tr["commanded"])
+        src = np.array(tr["source"])
+        arm, first = tr["arm"], tr["n_obs_steps"] - 1
+        for k, (win, arr, chunk) in enumerate(tr["chunks"]):
+            c = np.array(chunk)[:, arm[joint]]
+            ticks = win - first + np.arange(len(c))
+            ax.plot(ticks, c, "-", lw=0.8, alpha=0.6, color=f"C{k % 10}")
+            if arr - win + first < len(c):
+                ax.plot([arr], [c[arr - win + first]], "|", color=f"C{k % 10}", ms=12)
+        ax.plot(np.arange(len(cmd)), cmd[:, joint], "k-", lw=2.2, label="executed command")
+        for h in np.flatnonzero(src[1:] != src[:-1]) + 1:
+            ax.axvline(h, color="grey", lw=0.5, ls=":")
+        jump = rows[0]["smoothness"]["commanded"]["jump"]
+        ax.set(ylabel=f"joint {joint} target (rad)",
+               title=f"{rows[0]['task']}, {lab}, {delay_ms:g} ms delay (seed {tr['seed']}): chunks (thin, bar = "
+                     f"arrival) vs executed; all episodes: handover jump p99 {jump['handover_p99']:.2f} rad")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("control tick (10 Hz)")
     fig.tight_layout()
     from genil_ros.fileio import atomic_path
 
@@ -230,8 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--table", help="reprint the table of this results file")
     ap.add_argument("--figure", nargs="+", metavar=("PNG", "JSON"), help="success / jump vs delay from results files")
-    ap.add_argument("--chunk-plot", nargs=4, metavar=("PNG", "JSON", "LABEL", "DELAY_MS"),
-                    help="chunks vs executed of the traced episode of one cell")
+    ap.add_argument("--chunk-plot", nargs=4, metavar=("PNG", "JSON", "LABELS", "DELAY_MS"),
+                    help="chunks vs executed of the traced episode of the cells of these strategies (a,b,...)")
     args = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     if args.table:
