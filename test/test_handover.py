@@ -147,6 +147,15 @@ def test_receding_horizon_replaces_the_plan_and_skips_the_delay():
     assert all(b - a == T_A - 2 for (a, *_), (b, *_) in zip(chunks[1:], chunks[2:]))  # T_a - d per chunk
 
 
+@pytest.mark.parametrize("delay", [0, 1, 3, 5])
+def test_temporal_ensemble_commands_every_tick_once_from_entries_for_that_tick(delay):
+    commands, chunks = run_loop(TemporalEnsemble(weight=0.1), delay)
+    # every member's entry for tick t holds t, so a mean of entries for the right tick is t exactly
+    assert [c[0][1] for c in commands] == pytest.approx(list(range(len(commands))))
+    assert all(arr - w == (0 if w == 0 else delay) for w, arr, *_ in chunks)
+    assert all(b - a == max(delay, 1) for (a, *_), (b, *_) in zip(chunks[1:], chunks[2:]))  # worker never idle
+
+
 def test_temporal_ensemble_averages_every_chunk_covering_the_tick():
     strategy = TemporalEnsemble(weight=0.3)
     commands, chunks = run_loop(strategy, 2, model=lambda k, prefix: np.full((T_P, 1), float(k)))
