@@ -253,6 +253,11 @@ class PolicyConfig:
     # the sampler at inference: ddim / dpmsolver need few steps, ddpm all num_train_timesteps for best quality
     inference_scheduler: Literal["ddpm", "ddim", "dpmsolver", "consistency"] = "ddim"  # consistency: distilled
     num_inference_steps: int = 10  # denoising steps per chunk at inference: fewer = faster, coarser
+    # > 0: train with prefix conditioning (arXiv 2512.05964): each sample gets its first n entries clean
+    # (n drawn from 0 .. n_obs_steps - 1 + this many ticks of delay), marked in an extra U-Net input channel
+    # and left out of the loss, so that the node's `prefix_conditioning` handover can tell the model the
+    # actions it has committed to. 0 = off (the usual network). Fixes the network, like down_dims.
+    prefix_conditioning: int = 0
     vision: VisionConfig = field(default_factory=VisionConfig)  # the image encoder (unused without cameras)
 
     def validate(self, where: str) -> None:
@@ -266,6 +271,9 @@ class PolicyConfig:
         _check(self.num_train_timesteps >= 1, where + ".num_train_timesteps", "must be >= 1")
         _check(1 <= self.num_inference_steps <= self.num_train_timesteps, where + ".num_inference_steps",
                f"{self.num_inference_steps} must be in 1..num_train_timesteps = {self.num_train_timesteps}")
+        _check(self.prefix_conditioning >= 0, where + ".prefix_conditioning", "must be >= 0 (ticks; 0 = off)")
+        _check(not (self.prefix_conditioning and self.objective == "mse"), where + ".prefix_conditioning",
+               "needs objective: diffusion (the mse baseline has no denoising to condition)")
         self.vision.validate(where + ".vision")
 
 

@@ -46,6 +46,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID to run on (default: a free one of its own, localhost only)")
     parser.add_argument("--episode-timeout", type=float, default=10.0, help="sim seconds per episode (default 10)")
+    parser.add_argument("--policy-param", "-p", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a policy_node parameter, e.g. -p handover:=inpaint -p inject_delay_ms:=300")
     rt = parser.add_argument_group("retrain from scratch: record -> dataset -> train -> evaluate")
     rt.add_argument("--retrain", action="store_true", help="make a new policy end to end before the demo")
     rt.add_argument("--demos", type=int, default=150, help="expert demonstrations to record (default 150)")
@@ -208,7 +210,9 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
         sim = ManagedProcess([py, "-m", "genil_ros.cli", "sim", "--real-time-factor", str(args.real_time_factor),
                               "--seed", str(args.seed)], env, str(logs / "sim_node.log"))
         pol = ManagedProcess([py, "-m", "genil_ros.cli", "policy", "--checkpoint", str(ckpt), "--device", args.device,
-                              "--output-mode", args.output_mode, "--use-sim-time"], env, str(logs / "policy_node.log"))
+                              "--output-mode", args.output_mode, "--use-sim-time"]
+                             + [x for p in getattr(args, "policy_param", []) for x in ("-p", p)],
+                             env, str(logs / "policy_node.log"))
         procs = [("sim_node", sim), ("policy_node", pol)]
         ctx = rclpy.Context()
         rclpy.init(context=ctx, domain_id=dom)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from genil_ros.control.plan import Prefix
 from genil_ros.policy.chunk_model import ChunkModel, check_chunk
 
 __all__ = ["InferenceJob", "InferenceResult", "InferenceWorker"]
@@ -26,6 +27,7 @@ class InferenceJob:
     obs: dict
     model: ChunkModel
     prefetch: bool = False  # model.prefetch(obs) instead of an inference; no result
+    prefix: Optional[Prefix] = None  # the committed first entries, for a prefix-aware handover strategy
 
 
 @dataclass
@@ -97,7 +99,8 @@ class InferenceWorker:
                 if job.prefetch:
                     job.model.prefetch(job.obs)
                 else:
-                    res.chunk = check_chunk(job.model(job.obs), job.model.spec)
+                    out = job.model(job.obs) if job.prefix is None else job.model(job.obs, prefix=job.prefix)
+                    res.chunk = check_chunk(out, job.model.spec)
             except Exception as e:  # a model error must never take the node down
                 res.error = f"{type(e).__name__}: {e}"
             res.latency_s = time.perf_counter() - t0

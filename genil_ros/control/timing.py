@@ -1,4 +1,9 @@
-"""What the control loop measures (inference latency, tick periods, counters) and the inference lead time."""
+"""What the control loop measures (inference latency, tick periods, counters) and the inference lead time.
+
+The lead - how many ticks ahead of need an inference must start - is counted in control ticks consumed
+(:class:`DelayTicks`: arrival tick - window tick of recent chunks), not derived from a wall-clock latency:
+a slow first inference or a clock that is not wall time (``use_sim_time``) cannot skew it.
+:func:`inference_lead` (from latency percentiles) is the fallback before the first chunk has arrived."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["RollingStats", "LoopStats", "inference_lead"]
+__all__ = ["RollingStats", "LoopStats", "DelayTicks", "inference_lead"]
 
 
 class RollingStats:
@@ -40,6 +45,27 @@ def inference_lead(latency: RollingStats, period_s: float) -> int:
     if not len(latency):
         return 1
     return max(1, math.ceil(latency.pct(90) / period_s))
+
+
+class DelayTicks:
+    """Control ticks consumed by recent inferences (arrival tick - the tick their window ended at)."""
+
+    def __init__(self, n: int = 5):
+        self._v: deque[int] = deque(maxlen=n)
+
+    def add(self, ticks: int) -> None:
+        self._v.append(int(ticks))
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def estimate(self, default: int) -> int:
+        """The most ticks any of the last ``n`` inferences took (conservative: a prefix that is too short
+        leaves a seam), or ``default`` before the first one."""
+        return max(self._v) if self._v else int(default)
+
+    def clear(self) -> None:
+        self._v.clear()
 
 
 COUNTERS = ("chunks", "skipped_actions", "late_chunks", "missed_ticks", "holds", "model_errors", "nonfinite_chunks",

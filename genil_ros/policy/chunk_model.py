@@ -99,8 +99,11 @@ class ChunkModel:
     backend: str = ""
     threads: str = ""
     description: str = ""
+    prefix_methods: tuple = ()  # what a committed prefix can be used for ("inpaint", "condition")
 
-    def __call__(self, obs: dict) -> np.ndarray:  # pragma: no cover - interface
+    def __call__(self, obs: dict, prefix=None) -> np.ndarray:  # pragma: no cover - interface
+        """``prefix``: a :class:`genil_ros.control.plan.Prefix` for the first entries (only when its method
+        is in ``prefix_methods``)."""
         raise NotImplementedError
 
     def prefetch(self, obs: dict) -> None:
@@ -176,12 +179,18 @@ class DiffusionChunkModel(ChunkModel):
         sched = getattr(policy, "inference_scheduler_name", cfg.policy.inference_scheduler)
         nsteps = getattr(policy, "num_inference_steps", cfg.policy.num_inference_steps)
         self.description = f"{path} on {self.device} ({sched}, {nsteps} steps; {why}; {plan.describe()})"
+        ddim = getattr(policy, "_fast", None) is not None  # prefixes need the DDIM sampler
+        self.prefix_methods = (("inpaint",) + (("condition",) if policy.prefix_conditioning else ())) if ddim else ()
 
-    def __call__(self, obs: dict) -> np.ndarray:
+    def __call__(self, obs: dict, prefix=None) -> np.ndarray:
+        from genil_ros.policy.prefix import PrefixBatch
+
         torch = self._torch
         t_obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
+        spec = self.spec
+        pb = PrefixBatch.stack([prefix], spec.horizon, spec.action_dim) if prefix is not None else None
         with torch.no_grad():  # not inference_mode: a CUDA graph's static buffers are normal tensors
-            chunk = self.policy.predict_action(t_obs, generator=self._gen)
+            chunk = self.policy.predict_action(t_obs, generator=self._gen, prefix=pb)
         return chunk[0].detach().to("cpu", torch.float64).numpy()
 
     def prefetch(self, obs: dict) -> None:

@@ -13,6 +13,8 @@ per chunk, and can be warm-started from the previous chunk for a few steps (``wa
 ``genil-ros distill`` (policy/distill.py; sampler.ConsistencySampler over the DDIM schedule). The
 networks run on an inference backend (policy/backends.py: torch eager, CUDA graph, ONNX Runtime), chosen
 with :meth:`DiffusionPolicy.set_backend`.
+A chunk can be asked to continue from a committed prefix (``prefix=``, policy/prefix.py: inpainting, or
+a model trained with ``policy.prefix_conditioning`` told the prefix through an extra mask channel).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from genil_ros.config import ExperimentConfig
 from genil_ros.policy.backends import CudaGraphBackend, InferenceBackend, TorchBackend
 from genil_ros.policy.model import ConditionalUnet1D
 from genil_ros.policy.normalizer import Normalizer
+from genil_ros.policy.prefix import PrefixBatch, conditioned_loss, sample_with_prefix, with_mask_channel
 from genil_ros.policy.sampler import (
     CONSISTENCY_GRID,
     DEFAULT_WARM_NOISE,
@@ -88,10 +91,13 @@ class DiffusionPolicy(nn.Module):
         self.clip_sample = all(a.norm == "minmax" or (a.binary and a.norm == "none") for a in task.actions)
         self.normalizer = Normalizer()
         self.obs_encoder = ObsEncoder(self.state_dim, cameras, pc.vision, self.n_obs_steps)
+        self.prefix_conditioning = int(pc.prefix_conditioning)  # > 0: the U-Net takes a prefix mask channel
         self.model = ConditionalUnet1D(
-            input_dim=self.action_dim, global_cond_dim=self.obs_encoder.output_dim,
+            input_dim=self.action_dim + (1 if self.prefix_conditioning else 0),
+            global_cond_dim=self.obs_encoder.output_dim,
             diffusion_step_embed_dim=pc.diffusion_step_embed_dim, down_dims=pc.down_dims,
             kernel_size=pc.kernel_size, n_groups=pc.n_groups, cond_predict_scale=pc.cond_predict_scale,
+            output_dim=self.action_dim,
         )
         self.prediction_type = pc.prediction_type
         self.objective = pc.objective
@@ -184,6 +190,8 @@ class DiffusionPolicy(nn.Module):
         if self.objective == "mse":  # the regression baseline: one deterministic pass, no noise
             pred = self.model(torch.zeros_like(x0), torch.zeros(B, dtype=torch.long, device=dev), cond)
             return F.mse_loss(pred.float(), x0)
+        if self.prefix_conditioning:  # a random committed prefix per sample, masked from the loss
+            return conditioned_loss(self, x0, cond, generator)
         gdev = generator.device if generator is not None else dev
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(dev)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (B,), generator=generator,
@@ -199,7 +207,17 @@ class DiffusionPolicy(nn.Module):
 
     # ----------------------------------------------------------------- inference
     def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.prefix_conditioning:  # no prefix: an all-zero mask channel
+            x = with_mask_channel(x)
         return self.backend.denoise(x, t, cond)
+
+    def _chunk_net(self, cond: torch.Tensor, timesteps: torch.Tensor):
+        """The backend's per-chunk network ``step(x, i)`` (a prefix-conditioned model gets an all-zero
+        mask channel: no prefix)."""
+        step = self.backend.chunk_net(cond, timesteps)
+        if not self.prefix_conditioning:
+            return step
+        return lambda x, i: step(with_mask_channel(x), i)
 
     def _encode(self, obs: dict) -> torch.Tensor:
         nobs = {"state": self.normalizer.normalize("state", obs["state"].to(self.device, torch.float32))}
@@ -235,7 +253,8 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
                        warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
-                       warm_noise: Optional[float] = None) -> torch.Tensor:
+                       warm_noise: Optional[float] = None,
+                       prefix: Optional[PrefixBatch] = None) -> torch.Tensor:
         """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
 
         ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
@@ -243,7 +262,10 @@ class DiffusionPolicy(nn.Module):
         ``warm_noise`` (default ``self.warm_noise``; a fraction of the training schedule) and denoised in
         ``steps`` DDIM steps (default ``num_inference_steps``) evenly spaced below that level (DDIM only).
         ``warm_noise = 1`` starts from pure noise: with ``steps = num_inference_steps`` exactly the usual
-        sampler, the same draws."""
+        sampler, the same draws.
+
+        ``prefix`` (:class:`genil_ros.policy.prefix.PrefixBatch`, B rows): the committed first entries of
+        each chunk, inpainted or given to a prefix-conditioned model (DDIM only, not with ``warm_start``)."""
         from diffusers.utils.torch_utils import randn_tensor
 
         B = self._check_obs(obs)
@@ -254,12 +276,23 @@ class DiffusionPolicy(nn.Module):
         cond = self._encode(obs).to(dev)
         if K > 1:
             cond = cond.repeat_interleave(K, dim=0)
+        if prefix is not None and self.objective == "mse":
+            raise ValueError("a committed prefix needs a diffusion policy (policy.objective mse has no sampler)")
         if self.objective == "mse":  # regression baseline: the same chunk for every sample
             zeros = torch.zeros(B * K, self.horizon, self.action_dim, device=dev)
             x = self.normalizer.clamp("action", self._net(zeros, torch.zeros(B * K, dtype=torch.long, device=dev),
                                                           cond).float())
             return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         shape = (B * K, self.horizon, self.action_dim)
+        if prefix is not None:
+            if warm_start is not None or steps is not None:
+                raise ValueError("a committed prefix and a warm start do not combine")
+            if tuple(prefix.values.shape) != (B, self.horizon, self.action_dim):
+                raise ValueError(f"prefix values must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
+                                 f"got {tuple(prefix.values.shape)}")
+            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            x = self.normalizer.clamp("action", sample_with_prefix(self, x, cond, prefix.repeat(K)))
+            return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         if warm_start is not None or steps is not None:
             if self._fast is None:
                 raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
@@ -267,7 +300,7 @@ class DiffusionPolicy(nn.Module):
         if self._consistency is not None and warm_start is None and steps is None:
             x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
             plan = self._consistency.plan(self.num_inference_steps)
-            net = self.backend.chunk_net(cond, torch.tensor(plan.timesteps, dtype=torch.long, device=dev))
+            net = self._chunk_net(cond, torch.tensor(plan.timesteps, dtype=torch.long, device=dev))
             x = self._consistency.run(net, x, plan, generator)
         elif self._fast is not None:
             x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
@@ -285,7 +318,7 @@ class DiffusionPolicy(nn.Module):
             elif steps is not None and steps != self.num_inference_steps:
                 raise ValueError(f"steps={steps} without warm_start: set_inference('ddim', {steps}) changes the "
                                  "number of steps of a sample from noise")
-            net = self.backend.chunk_net(cond, self._fast.timesteps_on(plan, dev))
+            net = self._chunk_net(cond, self._fast.timesteps_on(plan, dev))
             x = self._fast.run(net, x, plan)
         else:
             x = self._sample_diffusers(shape, cond, generator)
@@ -315,11 +348,12 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def predict_action(self, obs: dict, generator: Optional[torch.Generator] = None,
                        warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
-                       warm_noise: Optional[float] = None) -> torch.Tensor:
+                       warm_noise: Optional[float] = None,
+                       prefix: Optional[PrefixBatch] = None) -> torch.Tensor:
         """One action chunk per observation window: (B, T_p, A), raw units (``warm_start`` / ``steps`` /
-        ``warm_noise``: see :meth:`sample_actions`)."""
+        ``warm_noise`` / ``prefix``: see :meth:`sample_actions`)."""
         return self.sample_actions(obs, 1, generator, warm_start=warm_start, steps=steps,
-                                   warm_noise=warm_noise)[:, 0]
+                                   warm_noise=warm_noise, prefix=prefix)[:, 0]
 
     # ----------------------------------------------------------------- CUDA graphs
     def enable_cuda_graph(self, batch_size: int = 1, num_samples: int = 1, warmup: int = 3) -> bool:

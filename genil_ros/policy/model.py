@@ -105,7 +105,7 @@ class ConditionalUnet1D(nn.Module):
 
     def __init__(self, input_dim: int, global_cond_dim: int, diffusion_step_embed_dim: int = 128,
                  down_dims: Sequence[int] = (256, 512, 1024), kernel_size: int = 5, n_groups: int = 8,
-                 cond_predict_scale: bool = True):
+                 cond_predict_scale: bool = True, output_dim: int | None = None):
         super().__init__()
         down_dims = list(down_dims)
         dsed = diffusion_step_embed_dim
@@ -138,7 +138,7 @@ class ConditionalUnet1D(nn.Module):
             ]))
         self.final_conv = nn.Sequential(
             Conv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
-            nn.Conv1d(down_dims[0], input_dim, 1),
+            nn.Conv1d(down_dims[0], output_dim or input_dim, 1),  # output_dim: when inputs carry extra channels
         )
         self.time_multiple = 2 ** (len(down_dims) - 1)
         # the residual blocks in the order forward_film runs them, and where each one's FiLM vector sits

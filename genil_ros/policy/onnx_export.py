@@ -132,7 +132,8 @@ def _example_inputs(policy, B: int, seed: int = 0):
     state = torch.rand(B, policy.n_obs_steps, policy.state_dim, generator=g) * 2 - 1
     images = tuple(torch.randint(0, 256, (B * policy.n_obs_steps, 3, h, w), generator=g, dtype=torch.uint8)
                    for h, w in (policy.obs_encoder.camera_sizes[n] for n in policy.camera_names))
-    x = torch.randn(B, policy.horizon, policy.action_dim, generator=g)
+    channels = policy.action_dim + (1 if getattr(policy, "prefix_conditioning", 0) else 0)  # + prefix mask
+    x = torch.randn(B, policy.horizon, channels, generator=g)
     t = torch.randint(0, policy.cfg.policy.num_train_timesteps, (B,), generator=g)
     cond = torch.randn(B, policy.obs_encoder.output_dim, generator=g)
     film = torch.randn(B, policy.model.film_dim, generator=g)

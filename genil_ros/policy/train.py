@@ -78,6 +78,9 @@ def add_arguments(parser) -> None:
                              "(the LR schedule still spans the planned steps)")
     parser.add_argument("--objective", choices=["diffusion", "mse"], default=None,
                         help="override policy.objective (mse: the plain regression baseline)")
+    parser.add_argument("--prefix-conditioning", type=int, default=None, metavar="TICKS",
+                        help="override policy.prefix_conditioning (0: off; N: train with committed prefixes "
+                             "of up to T_o - 1 + N entries, for the node's prefix_conditioning handover)")
 
 
 def run(args) -> int:
@@ -95,6 +98,12 @@ def run(args) -> int:
             setattr(t, key, v)
     if args.objective:
         cfg.policy.objective = args.objective
+    if args.prefix_conditioning is not None:
+        if args.prefix_conditioning < 0:
+            raise GenilError(f"--prefix-conditioning: {args.prefix_conditioning} must be >= 0")
+        cfg.policy.prefix_conditioning = args.prefix_conditioning
+    if cfg.policy.prefix_conditioning and cfg.policy.objective == "mse":
+        raise GenilError("--prefix-conditioning: needs policy.objective diffusion (mse has no denoising)")
 
     from genil_ros.data.dataset import SequenceDataset, split_episodes
     from genil_ros.data.store import EpisodeStore

@@ -20,8 +20,10 @@ Lifecycle (``ros2 lifecycle set /policy_node configure|activate|deactivate|clean
 Timing (all on the node's clock, so ``use_sim_time`` makes it follow ``/clock``): every control tick
 (``control_rate_hz``) samples each input by header stamp into the T_o window (:mod:`genil_ros.control.streams`:
 zero-order hold; a stale or missing input makes the node hold until T_o fresh ticks); inference runs on
-a worker thread and its chunk is executed receding-horizon, started early enough to arrive before the
-current one runs out, with latency compensation (:mod:`genil_ros.control.plan`).
+a worker thread; the ``handover`` strategy (:mod:`genil_ros.control.handover`) decides when the next one
+starts, what it is told (the committed prefix) and how the loop moves to its chunk. Inference delay is
+counted in ticks consumed (arrival tick - window tick). ``inject_delay_ms`` (tests and benchmarks only)
+holds every chunk until that long after its window's tick, as if the computer were that slow.
 
 Inputs and outputs (:mod:`genil_ros.ros.policy_io`, resolved by :mod:`genil_ros.ros.policy_entries`): one
 subscription per observation topic of the checkpoint's task, whose callback only keeps the message (so
@@ -71,13 +73,17 @@ from std_srvs.srv import Trigger
 
 from genil_ros.control import (
     ActionPlan,
+    DelayTicks,
     InferenceJob,
+    InferenceResult,
     InferenceWorker,
     LoopStats,
     ObservationWindow,
     ObsSample,
-    ReplaceOnArrival,
+    RecedingHorizon,
+    check_handover,
     inference_lead,
+    make_handover,
     sample_inputs,
 )
 from genil_ros.errors import GenilError
@@ -103,7 +109,7 @@ class PolicyNode(LifecycleNode):
         self._load_model = model_loader
         self._lock = threading.RLock()
         self._worker = InferenceWorker()
-        self._handover = ReplaceOnArrival()
+        self._handover = RecedingHorizon()
         self._model: Optional[ChunkModel] = None
         self._settings: Optional[PolicySettings] = None
         self._spec: Optional[ModelSpec] = None
@@ -196,9 +202,12 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
                                       f"policy was trained at: each action is held for another duration than in "
                                       f"training")
+        handover = make_handover(s.handover, s.handover_ensemble_weight, s.handover_soft_ticks, s.handover_guidance)
+        check_handover(handover, model.prefix_methods, s.checkpoint)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:
             self._settings, self._model, self._spec = s, model, spec
+            self._handover = handover
             self._period_s = 1.0 / rate
             self._create_entities(plan)
             self._entry_params.declare(self, plan.parameters)
@@ -209,7 +218,9 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(
             f"configured: {model.description}; inputs {self._inputs.describe()}; outputs {self._outputs.describe()}"
             f"; {rate:g} Hz, T_o={spec.n_obs_steps} T_p={spec.horizon} T_a={spec.n_action_steps}; "
-            f"warm-up {warm_s * 1e3:.0f} ms")
+            f"handover {handover.describe()}; warm-up {warm_s * 1e3:.0f} ms"
+            + (f"; INJECTED inference delay {s.inject_delay_ms:g} ms (tests / benchmarks)"
+               if s.inject_delay_ms else ""))
 
     def _create_entities(self, plan: IOPlan) -> None:
         """One subscription per observation topic, one publisher per action entry (ros/policy_io.py)."""
@@ -267,6 +278,8 @@ class PolicyNode(LifecycleNode):
         self._plan: Optional[ActionPlan] = None
         if getattr(self, "_outputs", None) is not None:
             self._outputs.reset()
+        self._pending: Optional[InferenceResult] = None  # a finished chunk held back by inject_delay_ms
+        self._delays = DelayTicks()  # ticks consumed by recent inferences: the lead
         self._holding = True
         self._hold_reason = "waiting for the first action chunk"
         self._hold_kind = ""
@@ -294,7 +307,7 @@ class PolicyNode(LifecycleNode):
         now_ns = self.get_clock().now().nanoseconds
         j = self._next_tick()
         sample, stale = self._observe(j, now_ns)
-        self._take_result(j)
+        self._take_result(j, now_ns)
         self._command_or_hold(j, now_ns, sample, stale)
         self._schedule_inference(j, now_ns)
 
@@ -320,12 +333,16 @@ class PolicyNode(LifecycleNode):
             self._window.push(sample)
         return sample, stale
 
-    def _take_result(self, j: int) -> None:
-        """A finished inference of this generation becomes the plan (or a fault)."""
-        res = self._worker.take_result()
+    def _take_result(self, j: int, now_ns: int) -> None:
+        """A finished inference of this generation becomes the plan through the handover (or a fault)."""
+        res, self._pending = self._pending or self._worker.take_result(), None
         if res is None or res.job.gen != self._gen:
             return
+        if now_ns < res.job.tick_ns + int(self._settings.inject_delay_ms * 1e6):
+            self._pending = res  # inject_delay_ms: not usable yet
+            return
         self._stats.latency.add(res.latency_s)
+        self._delays.add(j - res.job.tick)
         if res.error is not None:
             self._stats.counts["model_errors"] += 1
             self._fault = f"model error: {res.error}"
@@ -388,13 +405,14 @@ class PolicyNode(LifecycleNode):
 
     def _schedule_inference(self, j: int, now_ns: int) -> None:
         """Start the next inference early enough that its chunk arrives before this one runs out."""
-        if not self._window.full() or self._worker.busy():
+        if not self._window.full() or self._worker.busy() or self._pending is not None:
             return
-        lead = inference_lead(self._stats.latency, self._period_s)
+        lead = self._delays.estimate(inference_lead(self._stats.latency, self._period_s))
         if self._handover.wants_next(self._plan, j, lead):
             last = self._window.last()
+            prefix = self._handover.prefix(self._plan, j, lead, self._spec.n_obs_steps, self._spec.horizon)
             self._worker.submit(InferenceJob(self._gen, j, now_ns, last.oldest_stamp_ns, self._window.as_obs(),
-                                             self._model))
+                                             self._model, prefix))
         elif self._model.spec.cameras and self._handover.wants_next(self._plan, j + 1, lead):  # encode this frame now:
             self._worker.submit(InferenceJob(self._gen, j, now_ns, 0, self._window.as_obs(), self._model,
                                              prefetch=True))  # it is the older one of the next window
@@ -435,6 +453,8 @@ class PolicyNode(LifecycleNode):
             "backend": getattr(self._model, "backend", ""),
             "threads": getattr(self._model, "threads", ""),
             "command_topic": self._outputs.topics(),
+            "handover": self._handover.describe(),
+            "inference_delay_ticks": str(self._delays.estimate(0)),
             **self._stats.values(self._period_s),
             **self._inputs.diagnostics(self._stats.staleness),
             **self._outputs.diagnostics(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from genil_ros.control.handover import HANDOVERS
 from genil_ros.errors import GenilError
 from genil_ros.ros.params import NodeSettings, param
 
@@ -61,6 +62,25 @@ class PolicySettings(NodeSettings):
     seed: int = param(0, "seed of the sampling noise (-1: random)")
     executor: str = param("events", "events (rclpy's EventsExecutor: a third of the CPU per input message) | single "
                           "(SingleThreadedExecutor); read at start", choices=("events", "single"))
+    handover: str = param(
+        "receding_horizon",
+        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): receding_horizon "
+        "(replace on arrival, skipping the actions whose ticks passed) | temporal_ensemble (ACT: average every "
+        "chunk covering a tick; smooth, but averages modes and reacts late) | inpaint (Real-Time Chunking: the "
+        "new chunk is denoised to continue from the actions already committed) | prefix_conditioning (the "
+        "committed actions given to a checkpoint trained with policy.prefix_conditioning)",
+        choices=HANDOVERS)
+    handover_ensemble_weight: float = param(
+        0.01, "temporal_ensemble: chunk i (0 = oldest) weighs exp(-w * i); > 0 favours older chunks (ACT)")
+    handover_guidance: float = param(
+        5.0, "inpaint: guidance strength beta (0: replacement only, no backward pass through the network)",
+        minimum=0.0)
+    handover_soft_ticks: int = param(
+        0, "inpaint: ticks after the committed prefix pulled softly towards the current plan (RTC soft mask)",
+        minimum=0)
+    inject_delay_ms: float = param(
+        0.0, "TESTS AND BENCHMARKS ONLY: hold every chunk until this long after its observation window's tick "
+        "(node clock), as if inference were that slow; 0 = off", minimum=0.0)
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -161,6 +161,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video-size", type=int, nargs=2, default=[288, 288], metavar=("H", "W"),
                         help="video frame size (rendered at this size, up to 480 x 640)")
     parser.add_argument("--json", help="write the full results as JSON here")
+    from genil_ros.sim import latency_eval
+
+    latency_eval.add_arguments(parser)
 
 
 def run(args) -> int:
@@ -184,6 +187,13 @@ def run(args) -> int:
     backend, why = choose_backend(args.backend, policy, plan, batch_size=min(args.batch_size, args.episodes))
     policy.set_backend(backend)
     print(f"backend {why}: {backend.describe()}")
+    from genil_ros.sim import latency_eval
+
+    if latency_eval.wanted(args):  # the node's loop with a handover strategy under an injected delay
+        res = latency_eval.run(args, policy)
+        if args.json:
+            atomic_write_json(args.json, res, indent=1)
+        return 0
     res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
                           video_size=tuple(args.video_size))
     print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
