@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("genil_ros.ros.policy_cli", "run the diffusion policy node"),
     "demo": ("genil_ros.demo", "the end-to-end demo on the bundled sim"),
     "check-config": ("genil_ros.config", "validate an experiment YAML and print it with all defaults"),
+    "finetune": ("genil_ros.finetune.cli", "fine-tune a diffusion policy with the GAIL / AMP reward on the sim"),
 }
 
 

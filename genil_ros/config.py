@@ -43,6 +43,7 @@ __all__ = [
     "PolicyConfig",
     "TrainConfig",
     "AdversarialConfig",
+    "FinetuneConfig",
     "ExperimentConfig",
     "load_config",
     "config_from_dict",
@@ -365,6 +366,53 @@ class AdversarialConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning the diffusion policy with the adversarial reward (``genil-ros finetune``,
+    ``genil_ros/finetune/``): PPO over the initial noise of its DDIM chain (noise-space RL: the policy
+    itself stays frozen; a small Gaussian "noise policy" chooses the noise, one decision per executed chunk).
+    The reward is ``adversarial.task_reward_weight * task + adversarial.style_reward_weight * style`` with the
+    style term of ``adversarial.algo``'s discriminator (its network settings from the adversarial section)."""
+
+    # the bundled sim task the policy is fine-tuned on (direct, batched, no ROS)
+    task: Literal["reach", "obstacle", "pick_place"] = "obstacle"
+    episode_steps: int = 50  # control ticks per episode; episodes never end early (no termination bias)
+    episodes_per_iter: int = 32  # episodes run in lockstep per iteration (one batched policy call per chunk)
+    iterations: int = 60  # PPO iterations (--iterations overrides)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # noise policy and critic MLP sizes (tanh)
+    init_log_std: float = 0.0  # log std of the noise policy at start: 0 = N(0, I), exactly the BC policy
+    kl_coef: float = 0.05  # weight of KL(noise policy || N(0, I)) per noise dimension: keeps it near the demos
+    lr: float = 3.0e-4  # Adam learning rate of the noise policy and the critic
+    gamma: float = 0.99  # discount per control tick (a chunk of n ticks is discounted by gamma^n)
+    gae_lambda: float = 0.95  # GAE lambda over decisions
+    ppo_clip: float = 0.2  # clip range of the probability ratio
+    ppo_epochs: int = 8  # passes over each iteration's decisions
+    minibatch_size: int = 64  # decisions per gradient step
+    value_coef: float = 0.5  # critic loss weight
+    max_grad_norm: float = 0.5  # gradient clipping
+    critic_warmup_iters: int = 2  # first iterations train only the critic (and the discriminator)
+    disc_updates_per_iter: int = 20  # discriminator steps per iteration (0: a fixed discriminator)
+    disc_max_accuracy: float = 0.9  # skip an iteration's discriminator steps while it is more accurate than this
+    expert_episodes: int = 50  # scripted-expert episodes for the discriminator when no --expert is given
+    checkpoint_every_iters: int = 10  # iterations between checkpoints (and one at the end)
+    eval_episodes: int = 50  # evaluation episodes at the end (seeds 1000..); 0 = none
+    seed: int = 0  # seeds the noise policy, the episodes and the minibatches (--seed overrides)
+
+    def validate(self, where: str) -> None:
+        for key in ("episode_steps", "episodes_per_iter", "iterations", "lr", "ppo_epochs", "minibatch_size",
+                    "expert_episodes", "checkpoint_every_iters"):
+            _check(getattr(self, key) > 0, f"{where}.{key}", "must be > 0")
+        _check(len(self.hidden) >= 1 and all(h > 0 for h in self.hidden), where + ".hidden",
+               "must be a non-empty list of positive ints")
+        _check(self.kl_coef >= 0, where + ".kl_coef", "must be >= 0")
+        _check(0 < self.gamma <= 1, where + ".gamma", "must be in (0, 1]")
+        _check(0 <= self.gae_lambda <= 1, where + ".gae_lambda", "must be in [0, 1]")
+        _check(0 < self.ppo_clip < 1, where + ".ppo_clip", "must be in (0, 1)")
+        _check(0.5 < self.disc_max_accuracy <= 1, where + ".disc_max_accuracy", "must be in (0.5, 1]")
+        for key in ("critic_warmup_iters", "disc_updates_per_iter", "eval_episodes"):
+            _check(getattr(self, key) >= 0, f"{where}.{key}", "must be >= 0")
+
+
+@dataclass
 class ExperimentConfig:
     """One YAML file: the task, how its dataset is built, the policy and how it is trained."""
 
@@ -373,6 +421,7 @@ class ExperimentConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # the network and its noise schedule
     train: TrainConfig = field(default_factory=TrainConfig)  # behaviour cloning
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # GAIL / AMP and their PPO
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # the diffusion policy + adversarial reward
 
     def validate(self) -> None:
         self.dataset.validate("dataset")
@@ -381,6 +430,7 @@ class ExperimentConfig:
         self.policy.validate("policy")
         self.train.validate("train")
         self.adversarial.validate("adversarial")
+        self.finetune.validate("finetune")
 
 
 # --------------------------------------------------------------------------- loading

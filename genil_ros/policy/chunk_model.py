@@ -141,12 +141,25 @@ class DiffusionChunkModel(ChunkModel):
             chunk = self.policy.predict_action(t_obs, generator=self._gen)
         return chunk[0].detach().to("cpu", torch.float64).numpy()
 
+    def sample_chunks(self, obs: dict, num_samples: int) -> np.ndarray:
+        """``num_samples`` chunks for one window in one batched pass: (K, T_p, A) float64 (guided selection)."""
+        torch = self._torch
+        t_obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
+        with torch.no_grad():
+            chunks = self.policy.sample_actions(t_obs, int(num_samples), generator=self._gen)
+        return chunks[0].detach().to("cpu", torch.float64).numpy()
+
 
 def load_chunk_model(checkpoint: str, device: str = "auto", scheduler: str = "", steps: int = 0, seed: int = 0,
                      use_cuda_graph: bool = False, log: Callable[[str], None] = print) -> ChunkModel:
     """The policy in ``checkpoint`` (a directory or a shipped model name) behind the ChunkModel interface."""
     if not checkpoint:
         raise GenilError("parameter checkpoint: not set (a checkpoint directory written by `genil-ros train`)")
+    from genil_ros.finetune.steering import SteeredChunkModel, is_finetuned
+    from genil_ros.paths import model_path
+
+    if is_finetuned(model_path(checkpoint)):  # `genil-ros finetune` output: the policy and its noise policy
+        return SteeredChunkModel(checkpoint, device, scheduler, steps, seed, use_cuda_graph, log)
     return DiffusionChunkModel(checkpoint, device, scheduler, steps, seed, use_cuda_graph, log)
 
 

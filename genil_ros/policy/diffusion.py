@@ -175,8 +175,13 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
-                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> torch.Tensor:
+                       warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
+                       noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
+
+        ``noise`` (B, K, T_p, A): the initial sample x_T to denoise instead of a draw from N(0, I). With DDIM
+        (eta 0) the chunk is then a deterministic function of (observation, noise): what noise-space
+        fine-tuning steers (genil_ros/finetune/).
 
         ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
         ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the level of DDIM step
@@ -201,8 +206,14 @@ class DiffusionPolicy(nn.Module):
             if self._fast is None:
                 raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
                                  f"{self.inference_scheduler_name}; set_inference('ddim', N))")
+        if noise is not None:
+            if tuple(noise.shape) != (B, K, self.horizon, self.action_dim):
+                raise ValueError(f"noise must be (B={B}, K={K}, T_p={self.horizon}, {self.action_dim}), "
+                                 f"got {tuple(noise.shape)}")
+            noise = noise.reshape(shape).to(dev, torch.float32)
         if self._fast is not None:
-            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev,
+                                                             dtype=torch.float32)
             first = 0
             if warm_start is not None:
                 if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
@@ -217,12 +228,13 @@ class DiffusionPolicy(nn.Module):
                                  "number of steps of a sample from noise")
             x = self._fast.denoise(self._net, x, cond, self.num_inference_steps, first)
         else:
-            x = self._sample_diffusers(shape, cond, generator)
+            x = self._sample_diffusers(shape, cond, generator, noise)
         x = x.clamp(-1.0, 1.0)
         act = self.normalizer.unnormalize("action", x)
         return act.reshape(B, K, self.horizon, self.action_dim)
 
-    def _sample_diffusers(self, shape, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    def _sample_diffusers(self, shape, cond: torch.Tensor, generator: Optional[torch.Generator],
+                          noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """diffusers' own step loop (DDPM, DPM-Solver; the reference the DDIM fast path is tested against)."""
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -232,7 +244,7 @@ class DiffusionPolicy(nn.Module):
         # the network gets the steps on the device.
         sched.set_timesteps(self.num_inference_steps)
         steps_dev = sched.timesteps.to(dev)
-        x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+        x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
         x = x * sched.init_noise_sigma
         kw = {"generator": generator} if self._step_takes_generator else {}
         for i, t in enumerate(sched.timesteps):
