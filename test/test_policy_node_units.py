@@ -208,7 +208,7 @@ def test_safety_filter_limits_and_step():
 
 def test_settings_errors_name_the_parameter():
     names = [p.name for p in parameter_table(PolicySettings)]
-    assert "autostart" in names and "output_mode" in names and len(names) == 19
+    assert "autostart" in names and "output_mode" in names and len(names) == 21
     s = settings_from_values(PolicySettings, dict(control_rate_hz=20, joint_lower_limits=[-1, 0]))
     assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == "trajectory"
     for key, bad, pat in [("output_mode", "torque", "output_mode: 'torque' is not one of"),

@@ -46,6 +46,10 @@ process.
 Services: ``~/reset`` (std_srvs/Trigger) clears buffers and the plan; ``~/reload`` (std_srvs/Trigger)
 loads the checkpoint named by the ``checkpoint`` parameter again (e.g. a newer one the trainer wrote)
 without stopping; the running model is kept if the new one fails to load or does not fit the task.
+
+Guided selection (``guide_checkpoint``, off by default): each inference samples ``guide_samples`` chunks in
+one batched pass and executes the one the discriminator scores best over its predicted transitions
+(:mod:`genil_ros.finetune.guided`); ``~/reload`` reads the discriminator again too.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ from genil_ros.control import (
     sample_inputs,
 )
 from genil_ros.errors import DataError, GenilError
+from genil_ros.finetune.guided import guide_model
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
 from genil_ros.ros.conversions import (
     camera_msg_to_array,
@@ -195,6 +200,7 @@ class PolicyNode(LifecycleNode):
         s = read_settings(self, PolicySettings)
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
                                  s.use_cuda_graph, log=self.get_logger().warning)
+        model = guide_model(model, s.guide_checkpoint, s.guide_samples)  # discriminator-guided selection, if set
         spec = model.spec
         joint_topic, rate, cams = resolve_inputs(s, spec)
         if abs(rate - spec.control_rate_hz) > 1e-6:
@@ -535,6 +541,7 @@ class PolicyNode(LifecycleNode):
             s = read_settings(self, PolicySettings)
             model = self._load_model(s.checkpoint, settings.device, s.inference_scheduler, s.num_inference_steps,
                                      s.seed, settings.use_cuda_graph, log=self.get_logger().warning)
+            model = guide_model(model, s.guide_checkpoint, s.guide_samples)  # the newest discriminator, if set
             why = old.spec.compatible(model.spec)
             if why:
                 raise GenilError(f"{s.checkpoint}: does not fit the running task: {why} "

@@ -44,6 +44,9 @@ class PolicySettings(NodeSettings):
     autostart: bool = param(False, "configure and activate on start")
     use_cuda_graph: bool = param(False, "capture the denoising network in a CUDA graph (CUDA only)")
     seed: int = param(0, "seed of the sampling noise (-1: random)")
+    guide_checkpoint: str = param("", "discriminator checkpoint (trainer node / genil-ros finetune) that scores "
+                                  "guide_samples sampled chunks per inference, the best is executed; empty: off")
+    guide_samples: int = param(8, "chunks sampled in one batched pass when guide_checkpoint is set (K)", minimum=2)
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
