@@ -20,7 +20,7 @@ gives no incentive to end or to prolong an episode; success is "at any tick" (``
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
