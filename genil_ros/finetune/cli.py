@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "finetune_config"]
+__all__ = ["add_arguments", "run", "finetune_config", "fit"]
 
 
 def add_arguments(parser) -> None:
@@ -64,7 +64,6 @@ def finetune_config(checkpoint, config=None, overrides=None):
 
 def run(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from genil_ros.errors import CheckpointError, GenilError
     from genil_ros.finetune.run import FinetuneRun
@@ -95,13 +94,37 @@ def run(args) -> int:
           f"{cfg.adversarial.style_reward_weight if rl.adversary else 0:g} * {style} style; "
           f"{f.episodes_per_iter} episodes x {f.episode_steps} steps per iteration", flush=True)
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = fit(run_, resume=args.resume, progress=not args.no_progress)
+    print(f"checkpoint: {out / 'policy'} (the policy node loads it); discriminator: {out / 'discriminator'}")
+    if f.eval_episodes:
+        from genil_ros.fileio import atomic_write_json
+        from genil_ros.finetune.evaluate import evaluate, expert_motion
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=rl.iteration if args.resume else None)
+        expert = expert_motion(run_.adapter, 30, f.episode_steps)
+        ev = evaluate(rl.steered, run_.adapter, f.eval_episodes, f.episode_steps, expert=expert,
+                      progress=not args.no_progress)
+        for k in ("success_rate", "motion_w1", "task_return"):
+            writer.add_scalar(f"eval/{k}", ev[k], rl.iteration)
+        atomic_write_json(out / "eval.json", ev)
+        print(f"eval over {ev['episodes']} episodes: success {ev['success_rate']:.2f}, motion_w1 "
+              f"{ev['motion_w1']:.3f}, task return {ev['task_return']:.2f}")
+    writer.close()
+    return 0
+
+
+def fit(run_, resume: bool = False, progress: bool = True):
+    """Iterate ``run_`` (a FinetuneRun) up to ``finetune.iterations``: TensorBoard, metrics.jsonl, progress
+    bar, checkpoints every ``checkpoint_every_iters`` and at the end. Returns the open SummaryWriter."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    rl, f, out = run_.rl, run_.cfg.finetune, run_.out
+    style = rl.adversary.name if rl.adversary is not None else "none"
+    writer = SummaryWriter(str(out / "tb"), purge_step=rl.iteration if resume else None)
     metrics = out / "metrics.jsonl"
     _truncate_metrics(metrics, rl.iteration)
     bar = tqdm(total=f.iterations, initial=min(rl.iteration, f.iterations), unit="it", desc=f"finetune {style}",
-               dynamic_ncols=True, disable=args.no_progress, file=sys.stderr)
+               dynamic_ncols=True, disable=not progress, file=sys.stderr)
     try:
         with metrics.open("a", encoding="utf-8") as mf:
             while rl.iteration < f.iterations:
@@ -119,21 +142,7 @@ def run(args) -> int:
     finally:
         bar.close()
     run_.save()
-    print(f"checkpoint: {out / 'policy'} (the policy node loads it); discriminator: {out / 'discriminator'}")
-    if f.eval_episodes:
-        from genil_ros.fileio import atomic_write_json
-        from genil_ros.finetune.evaluate import evaluate, expert_motion
-
-        expert = expert_motion(run_.adapter, 30, f.episode_steps)
-        ev = evaluate(rl.steered, run_.adapter, f.eval_episodes, f.episode_steps, expert=expert,
-                      progress=not args.no_progress)
-        for k in ("success_rate", "motion_w1", "task_return"):
-            writer.add_scalar(f"eval/{k}", ev[k], rl.iteration)
-        atomic_write_json(out / "eval.json", ev)
-        print(f"eval over {ev['episodes']} episodes: success {ev['success_rate']:.2f}, motion_w1 "
-              f"{ev['motion_w1']:.3f}, task return {ev['task_return']:.2f}")
-    writer.close()
-    return 0
+    return writer
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
