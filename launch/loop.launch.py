@@ -36,7 +36,7 @@ TRAINER_PARAMS = SHARE / "config" / "trainer_node.yaml"
 ARGUMENTS = [
     ("checkpoint", "", "REQUIRED: the behaviour-cloned policy checkpoint (directory)"),
     ("expert", "", "REQUIRED: the expert's rosbags or dataset directory (trainer node)"),
-    ("work_dir", "", "REQUIRED: rollouts/, discriminator/, policy/ (the fine-tuned checkpoint), state/"),
+    ("work_dir", "runs/loop", "rollouts/, discriminator/, policy/ (the fine-tuned checkpoint), state/"),
     ("task", "reach", "reach | obstacle: the sim variant (and the fine-tuner's sim task)"),
     ("algo", "", "gail | amp; empty = the checkpoint config's adversarial.algo"),
     ("real_time_factor", "2.0", "sim speed (1.0 = real time)"),
@@ -64,17 +64,16 @@ def _number(context, name: str, kind):
 
 
 def launch_setup(context, *args, **kwargs):
-    for name in ("checkpoint", "expert", "work_dir"):
-        if not _arg(context, name):
-            raise ValueError(f"loop.launch.py: {name}:= is required")
     task = _arg(context, "task")
     if task not in ("reach", "obstacle"):
         raise ValueError(f"loop.launch.py: task:={task!r} must be reach or obstacle (the sim node's variants)")
-    ckpt = Path(_arg(context, "checkpoint")).absolute()
-    if not (ckpt / "meta.json").is_file() and (ckpt / "final" / "meta.json").is_file():
+    # left empty, checkpoint and expert make the nodes say what is missing (as policy / trainer.launch.py do)
+    ckpt = Path(_arg(context, "checkpoint")).absolute() if _arg(context, "checkpoint") else None
+    if ckpt is not None and not (ckpt / "meta.json").is_file() and (ckpt / "final" / "meta.json").is_file():
         ckpt = ckpt / "final"  # a training output directory
-    if not (ckpt / "config.yaml").is_file():
+    if ckpt is not None and not (ckpt / "config.yaml").is_file():
         raise FileNotFoundError(f"loop.launch.py: checkpoint:={ckpt}: no config.yaml (not a policy checkpoint)")
+    trainer_config = {"config": str(ckpt / "config.yaml")} if ckpt is not None else {}  # else the params file's
     work = Path(_arg(context, "work_dir")).absolute()
     seed = _number(context, "seed", int)
     sim_time = {"use_sim_time": True}
@@ -83,7 +82,7 @@ def launch_setup(context, *args, **kwargs):
              parameters=[str(SIM_PARAMS), {"variant": task, "seed": seed, "use_sim_time": False,
                                            "real_time_factor": _number(context, "real_time_factor", float)}]),
         Node(package="genil_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[str(POLICY_PARAMS), {**sim_time, "checkpoint": str(ckpt), "autostart": True,
+             parameters=[str(POLICY_PARAMS), {**sim_time, "checkpoint": str(ckpt or ""), "autostart": True,
                                               "output_mode": "position", "device": _arg(context, "device"),
                                               "seed": seed}]),
         Node(package="genil_ros", executable="rollout_recorder", name="rollout_recorder", output="screen",
@@ -91,14 +90,14 @@ def launch_setup(context, *args, **kwargs):
                           "episode_s": _number(context, "episode_s", float),
                           "max_episodes": _number(context, "max_episodes", int)}]),
         Node(package="genil_ros", executable="trainer_node", name="trainer_node", output="screen",
-             parameters=[str(TRAINER_PARAMS), {"config": str(ckpt / "config.yaml"), "algo": _arg(context, "algo"),
+             parameters=[str(TRAINER_PARAMS), {**trainer_config, "algo": _arg(context, "algo"),
                                                "expert": _arg(context, "expert"),
                                                "rollout_dir": str(work / "rollouts"),
                                                "checkpoint_dir": str(work / "discriminator"),
                                                "updates_per_bag": _number(context, "updates_per_bag", int),
                                                "seed": seed, **sim_time}]),
         Node(package="genil_ros", executable="finetune_node", name="finetune_node", output="screen",
-             parameters=[{"base_checkpoint": str(ckpt), "work_dir": str(work), "task": task,
+             parameters=[{"base_checkpoint": str(ckpt or ""), "work_dir": str(work), "task": task,
                           "discriminator": str(work / "discriminator"), "seed": seed,
                           "iterations_per_round": _number(context, "iterations_per_round", int),
                           "episodes_per_iter": _number(context, "episodes_per_iter", int),
