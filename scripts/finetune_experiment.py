@@ -216,8 +216,8 @@ def table(results: dict) -> str:
                     continue
                 succ = np.array([r["success_rate"] for r in sel])
                 w1 = np.mean([r["motion_w1"] for r in sel])
-                cells.append(f"{succ.mean():.2f} +- {succ.std():.2f} / {w1:.2f}" + (f" (n={len(sel)})"
-                                                                                       if len(sel) != len(s["seeds"]) else ""))
+                partial = f" (n={len(sel)})" if len(sel) != len(s["seeds"]) else ""
+                cells.append(f"{succ.mean():.2f} +- {succ.std():.2f} / {w1:.2f}{partial}")
             name = {"amp": "task + AMP style", "gail": "GAIL alone"}[variant]
             lines.append(f"| {task} | {name} | {' | '.join(cells)} |")
     for e in results.get("expert", []):
@@ -225,7 +225,7 @@ def table(results: dict) -> str:
                      f"(against its other episodes) | | | |")
     b = results.get("budget")
     if b:
-        lines.append(f"CPU budget per seed and task (2 shared cores, 1 torch thread): " + ", ".join(
+        lines.append("CPU budget per seed and task (2 shared cores, 1 torch thread): " + ", ".join(
             f"{k} {v / 60:.1f} CPU min" for k, v in b.items()))
     return "\n".join(lines)
 

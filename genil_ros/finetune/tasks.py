@@ -154,7 +154,7 @@ class SimAdapter:
         self.task = task
         self.where = where
         env_joints = list(task.action_names)
-        n_arm = 4
+        n_arm = 4  # both tasks' arm: JOINT_NAMES; pick-and-place adds the gripper finger after it
         pos = {f"pos:{j}": i for i, j in enumerate(env_joints[:n_arm])}
         vel = {f"vel:{j}": n_arm + i for i, j in enumerate(env_joints[:n_arm])}
         extra = {f"pos:{j}": 2 * n_arm + i for i, j in enumerate(env_joints[n_arm:])}  # the gripper finger
@@ -206,7 +206,6 @@ class SimAdapter:
         while lead < min(len(act), len(state_names)) and state_names[lead] == act[lead]:
             lead += 1
         self.num_commanded = lead  # leading state dims that are the commanded joints (0: none)
-        self.arm_index = np.asarray(list(range(n_arm)), dtype=np.int64)  # arm joints in the source vector
 
     def _source(self, obs: dict) -> np.ndarray:
         parts = [obs["joint_pos"], obs["joint_vel"]]
