@@ -64,7 +64,7 @@ def config(task: str, args, variant: str = "amp", seed: int = 0):
     from genil_ros.finetune.demos import lowdim_config
 
     algo, w_task, w_style = VARIANTS[variant]
-    return lowdim_config(task, finetune={"iterations": args.iterations, "episodes_per_iter": args.episodes_per_iter,
+    return lowdim_config(task, policy={"down_dims": args.down_dims}, finetune={"iterations": args.iterations, "episodes_per_iter": args.episodes_per_iter,
                                          "seed": seed, "eval_episodes": 0},
                          adversarial={"algo": algo, "task_reward_weight": w_task, "style_reward_weight": w_style,
                                       "disc_hidden": [128, 128], "disc_lr": 1.0e-4})
@@ -202,7 +202,8 @@ def table(results: dict) -> str:
     s = results["settings"]
     lines.append(f"success rate (mean +- sd over seeds {s['seeds']}) / motion_w1 to the expert, {s['episodes']} "
                  f"episodes per cell; weak BC = {s['bc_steps']} training steps on {s['demos']} demos; fine-tuning "
-                 f"{s['iterations']} iterations x {s['episodes_per_iter']} episodes; guided = best of {s['samples']}")
+                 f"{s['iterations']} iterations x {s['episodes_per_iter']} episodes; guided = best of {s['samples']}; "
+                 f"U-Net {s.get('down_dims')}")
     head = f"| task | reward | {' | '.join(STAGE_TITLES[k] for k in STAGES)} |"
     lines += [head, "|" + " --- |" * (2 + len(STAGES))]
     for task in s["tasks"]:
@@ -246,8 +247,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations per seed")
-    ap.add_argument("--bc-steps", type=int, default=300, help="BC training steps (few: a weak policy)")
-    ap.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations")
+    ap.add_argument("--bc-steps", type=int, default=400, help="BC training steps (few: a weak policy)")
+    ap.add_argument("--down-dims", type=int, nargs="+", default=[32, 64, 128], help="the policy's U-Net channels")
+    ap.add_argument("--iterations", type=int, default=30, help="fine-tuning iterations")
     ap.add_argument("--episodes-per-iter", type=int, default=32)
     ap.add_argument("--scorer-rounds", type=int, default=4, help="BC rollout batches the BC scorer learns from")
     ap.add_argument("--scorer-updates", type=int, default=50, help="discriminator steps per batch")
