@@ -64,8 +64,9 @@ def config(task: str, args, variant: str = "amp", seed: int = 0):
     from genil_ros.finetune.demos import lowdim_config
 
     algo, w_task, w_style = VARIANTS[variant]
-    return lowdim_config(task, policy={"down_dims": args.down_dims}, finetune={"iterations": args.iterations, "episodes_per_iter": args.episodes_per_iter,
-                                         "seed": seed, "eval_episodes": 0},
+    return lowdim_config(task, policy={"down_dims": args.down_dims},
+                         finetune={"iterations": args.iterations, "episodes_per_iter": args.episodes_per_iter,
+                                   "seed": seed, "eval_episodes": 0},
                          adversarial={"algo": algo, "task_reward_weight": w_task, "style_reward_weight": w_style,
                                       "disc_hidden": [128, 128], "disc_lr": 1.0e-4})
 
