@@ -46,10 +46,8 @@ process.
 Services: ``~/reset`` (std_srvs/Trigger) clears buffers and the plan; ``~/reload`` (std_srvs/Trigger)
 loads the checkpoint named by the ``checkpoint`` parameter again (e.g. a newer one the trainer wrote)
 without stopping; the running model is kept if the new one fails to load or does not fit the task.
-
-Guided selection (``guide_checkpoint``, off by default): each inference samples ``guide_samples`` chunks in
-one batched pass and executes the one the discriminator scores best over its predicted transitions
-(:mod:`genil_ros.finetune.guided`); ``~/reload`` reads the discriminator again too.
+Guided selection (``guide_checkpoint``, off by default): the best of ``guide_samples`` chunks by the
+discriminator (:mod:`genil_ros.finetune.guided`); ``~/reload`` reads the discriminator again too.
 """
 
 from __future__ import annotations
