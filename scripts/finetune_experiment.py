@@ -232,6 +232,37 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(root: Path, tasks, variants, seeds, path: Path) -> Path:
+    """Training success (the iteration's own episodes) of every fine-tuning run, per task and reward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genil_ros.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for variant, color in zip(variants, ("tab:blue", "tab:red")):
+            for seed in seeds:
+                f = root / task / f"s{seed}" / f"ft_{variant}" / "metrics.jsonl"
+                if not f.is_file():
+                    continue
+                m = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+                ax.plot([r["iteration"] for r in m], [r["episode/success"] for r in m], color=color, alpha=0.7,
+                        label={"amp": "task + AMP style", "gail": "GAIL alone"}[variant] if seed == seeds[0] else None)
+        ax.set_title(f"{task}: fine-tuning from weak BC")
+        ax.set_xlabel("iteration (32 episodes each)")
+        ax.set_ylabel("success of the iteration's episodes")
+        ax.set_ylim(0, 1)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def summarise_budget(rows: list[dict]) -> dict:
     per = {}
     for r in rows:
@@ -259,6 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--expert-episodes", type=int, default=50, help="expert episodes of the motion reference")
     ap.add_argument("--table", help="print the table of a saved results.json and exit")
     ap.add_argument("--json", help="also write results.json here (e.g. docs/figures/finetune_results.json)")
+    ap.add_argument("--plot", help="write the fine-tuning curves here (a .png)")
     args = ap.parse_args(argv)
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
@@ -271,12 +303,14 @@ def main(argv=None) -> int:
         experts.append(erow)
         for seed in args.seeds:
             rows += run_seed(task, seed, args, root, ref)
-            results = {"settings": {k: v for k, v in vars(args).items() if k not in ("table", "json", "out")},
+            results = {"settings": {k: v for k, v in vars(args).items() if k not in ("table", "json", "out", "plot")},
                        "rows": rows, "expert": experts, "budget": summarise_budget(rows)}
             atomic_write_json(root / "results.json", results, indent=1)
             if args.json:
                 atomic_write_json(args.json, results, indent=1)
             print(table(results), flush=True)
+    if args.plot:
+        print(f"curves: {plot_curves(root, args.tasks, args.variants, args.seeds, Path(args.plot))}")
     return 0
 
 
