@@ -391,7 +391,9 @@ class FinetuneConfig:
     max_grad_norm: float = 0.5  # gradient clipping
     critic_warmup_iters: int = 2  # first iterations train only the critic (and the discriminator)
     disc_updates_per_iter: int = 20  # discriminator steps per iteration (0: a fixed discriminator)
-    disc_max_accuracy: float = 0.9  # skip an iteration's discriminator steps while it is more accurate than this
+    # skip an iteration's discriminator steps while it separates expert and policy by more than this fraction
+    # of its full margin (Adversary.saturation: AMP scores near +-1, GAIL's D near 1 / 0: the reward goes flat)
+    disc_max_saturation: float = 0.8
     expert_episodes: int = 50  # scripted-expert episodes for the discriminator when no --expert is given
     checkpoint_every_iters: int = 10  # iterations between checkpoints (and one at the end)
     eval_episodes: int = 50  # evaluation episodes at the end (seeds 1000..); 0 = none
@@ -407,7 +409,7 @@ class FinetuneConfig:
         _check(0 < self.gamma <= 1, where + ".gamma", "must be in (0, 1]")
         _check(0 <= self.gae_lambda <= 1, where + ".gae_lambda", "must be in [0, 1]")
         _check(0 < self.ppo_clip < 1, where + ".ppo_clip", "must be in (0, 1)")
-        _check(0.5 < self.disc_max_accuracy <= 1, where + ".disc_max_accuracy", "must be in (0.5, 1]")
+        _check(0 < self.disc_max_saturation <= 1, where + ".disc_max_saturation", "must be in (0, 1]")
         for key in ("critic_warmup_iters", "disc_updates_per_iter", "eval_episodes"):
             _check(getattr(self, key) >= 0, f"{where}.{key}", "must be >= 0")
 

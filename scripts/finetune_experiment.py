@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations per seed")
     ap.add_argument("--bc-steps", type=int, default=400, help="BC training steps (few: a weak policy)")
     ap.add_argument("--down-dims", type=int, nargs="+", default=[32, 64, 128], help="the policy's U-Net channels")
-    ap.add_argument("--iterations", type=int, default=30, help="fine-tuning iterations")
+    ap.add_argument("--iterations", type=int, default=40, help="fine-tuning iterations")
     ap.add_argument("--episodes-per-iter", type=int, default=32)
     ap.add_argument("--scorer-rounds", type=int, default=4, help="BC rollout batches the BC scorer learns from")
     ap.add_argument("--scorer-updates", type=int, default=50, help="discriminator steps per batch")

@@ -112,6 +112,15 @@ def test_batched_chunk_rollouts_execute_the_right_entries():
     assert np.array_equal(b.states, b2.states)
 
 
+def test_discriminator_saturation_is_the_share_of_the_full_margin():
+    from genil_ros.adversarial.algorithms import AMP, GAIL
+
+    assert AMP.saturation([1.0, 1.0], [-1.0, -1.0]) == 1.0 and AMP.saturation([0.1], [-0.1]) == pytest.approx(0.1)
+    assert AMP.saturation([-1.0], [1.0]) == 0.0
+    assert GAIL.saturation([20.0], [-20.0]) == pytest.approx(1.0) and GAIL.saturation([0.0], [0.0]) == 0.0
+    assert 0.1 < GAIL.saturation([1.0], [-1.0]) < 0.5  # sigmoid(1) - sigmoid(-1) = 0.46
+
+
 def test_gae_over_decisions():
     from genil_ros.finetune.noise_rl import gae
 
@@ -287,7 +296,7 @@ def test_finetune_command_writes_a_loadable_policy_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "checkpoint:" in r.stdout and "eval over 2 episodes" in r.stdout
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["iteration"] for m in lines] == [1, 2] and "disc/accuracy_before" in lines[0]
+    assert [m["iteration"] for m in lines] == [1, 2] and "disc/saturation" in lines[0]
     assert lines[0]["ppo/policy_updated"] == 0.0  # critic warm-up: the noise policy waits
     ev = json.loads((out / "eval.json").read_text())
     assert ev["episodes"] == 2 and "motion_w1" in ev

@@ -25,9 +25,10 @@ The pitfalls the issue lists, and what this does about each:
 - no reward normalisation on tasks with termination: rewards are used as they are, and episodes never end
   early (``tasks.py``), so a positive (or negative) per-step reward gives no incentive to end or prolong
   an episode; only advantages are standardised per batch;
-- discriminator saturation: the gradient penalty, logit regulariser and replay buffer of
-  ``DiscriminatorTrainer``, and its steps are skipped while its accuracy on the fresh rollouts is above
-  ``finetune.disc_max_accuracy`` (``disc/skipped`` in the metrics);
+- discriminator saturation (scores pinned at their targets, the reward flat for the policy): the gradient
+  penalty, logit regulariser and replay buffer of ``DiscriminatorTrainer``, and its steps are skipped while
+  its separation of expert and fresh policy samples (``Adversary.saturation``) is above
+  ``finetune.disc_max_saturation`` (``disc/saturation``, ``disc/skipped`` in the metrics);
 - warm start from BC: the noise policy starts as N(0, I), exactly the BC policy; the critic and the
   discriminator get ``critic_warmup_iters`` iterations before the noise policy moves;
 - AMP's mode collapse without a task term: the default reward has both terms.
@@ -159,11 +160,16 @@ class NoiseRL:
         return self.noise.value(feats).cpu().numpy()
 
     def _update_discriminator(self, feats: np.ndarray) -> dict:
-        ev = self.style.evaluate(feats)
-        acc = 0.5 * (ev["acc_expert"] + ev["acc_policy"])
-        out = {"disc/accuracy_before": acc, "disc/d_policy": ev["d_policy"], "disc/d_expert": ev["d_expert"]}
-        if acc > self.f.disc_max_accuracy:  # saturated: let the policy catch up before D sharpens further
-            self.style.replay.add(feats)
+        d = self.style
+        n = min(4096, len(feats))
+        de = d.scores(d.expert[self.rng.integers(0, len(d.expert), n)])
+        dp = d.scores(feats[self.rng.integers(0, len(feats), n)])
+        sat = self.adversary.saturation(de, dp)
+        acc = 0.5 * (float(self.adversary.judged_expert(de).mean()) + float(self.adversary.judged_policy(dp).mean()))
+        out = {"disc/accuracy_before": acc, "disc/saturation": sat, "disc/d_policy": float(dp.mean()),
+               "disc/d_expert": float(de.mean())}
+        if sat > self.f.disc_max_saturation:  # saturated: let the policy catch up before D sharpens further
+            d.replay.add(feats)
             return {**out, "disc/skipped": 1.0}
         info = self.style.update(feats, self.f.disc_updates_per_iter)
         return {**out, "disc/skipped": 0.0, **{f"disc/{k}": v for k, v in info.items()}}
