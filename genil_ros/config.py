@@ -22,6 +22,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from genil_ros.config_migrations import RENAMED_KEYS, migrate_renamed_keys
 from genil_ros.errors import GenilError
 from genil_ros.schema import (
     ActionEntry,
@@ -529,6 +530,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
 
             close = difflib.get_close_matches(str(k), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+            if key in RENAMED_KEYS:
+                hint = f" (renamed: it is {RENAMED_KEYS[key][0]} now)"
             raise _KeyError(key, "unknown key" + hint)
         kwargs[k] = _convert(v, hints[k], key)
     missing = [
@@ -540,15 +543,22 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<dict>", section: str = "") -> Any:
+def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<dict>", section: str = "",
+                     migrate: bool = False) -> Any:
     """Build and validate a config dataclass from plain data; errors name ``source`` and the key.
 
     ``section`` is the key prefix used in messages when ``cls`` is one section (e.g. ``"task"``).
+    ``migrate``: the data is a checkpoint's whole config (an older genil_ros wrote it): renamed keys
+    (:data:`RENAMED_KEYS`) are moved with a warning instead of being unknown-key errors.
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    if migrate:
+        if cls is not ExperimentConfig:
+            raise ValueError("migrate=True needs the whole ExperimentConfig (the renamed keys are dotted from its top)")
+        data = migrate_renamed_keys(data, source)
     try:
         cfg = _build(cls, data, section)
         if cls is ExperimentConfig:
@@ -560,8 +570,10 @@ def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<di
     return cfg
 
 
-def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, section: str = "") -> Any:
-    """Load a YAML file into ``cls`` (default :class:`ExperimentConfig`) and validate it."""
+def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, section: str = "",
+                migrate: bool = False) -> Any:
+    """Load a YAML file into ``cls`` (default :class:`ExperimentConfig`) and validate it. ``migrate=True``
+    for the config.yaml of a checkpoint (see :func:`config_from_dict`); never for a user's config file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found" + (" (it is a directory)" if p.is_dir() else ""))
@@ -575,7 +587,7 @@ def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, sec
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
     if section and isinstance(data, dict) and section in data and cls is not ExperimentConfig:
         data = data[section]
-    return config_from_dict(data, cls, source=str(p), section=section)
+    return config_from_dict(data, cls, source=str(p), section=section, migrate=migrate)
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -182,6 +182,26 @@ def test_sampling_from_given_noise_is_deterministic(tmp_path):
     assert out["chunks"].shape == (2, 4, 16, 4) and out["log_prob"] is None
 
 
+def test_checkpoint_from_before_a_key_rename_still_loads(tmp_path):
+    """A BC checkpoint written while finetune.disc_max_accuracy existed loads (with a warning) in everything
+    that reads checkpoints: load_policy, genil-ros finetune's config, the node's chunk model."""
+    from genil_ros.finetune.cli import finetune_config
+    from genil_ros.policy.checkpoint import load_policy
+    from genil_ros.policy.chunk_model import load_chunk_model
+
+    ck = tiny_checkpoint(tmp_path / "ck")
+    f = ck / "config.yaml"
+    text = f.read_text()
+    assert "  disc_max_saturation: 0.8\n" in text
+    f.write_text(text.replace("  disc_max_saturation: 0.8\n", "  disc_max_accuracy: 0.9\n"))
+    with pytest.warns(UserWarning, match="config.yaml: finetune.disc_max_accuracy .* older genil_ros"):
+        assert load_policy(ck, device="cpu").cfg.finetune.disc_max_saturation == 0.8
+    with pytest.warns(UserWarning, match="disc_max_accuracy"):
+        assert finetune_config(ck, overrides={"finetune": {"iterations": 5}}).finetune.iterations == 5
+    with pytest.warns(UserWarning, match="disc_max_accuracy"):
+        assert load_chunk_model(str(ck), "cpu", seed=0)({"state": np.zeros((2, 7), np.float32)}).shape == (16, 4)
+
+
 def test_finetuned_checkpoint_loads_in_the_node_model_and_is_checked(tmp_path):
     from genil_ros.finetune.noise_policy import NoisePolicy
     from genil_ros.finetune.steering import SteeredChunkModel, is_finetuned, load_steered, save_finetuned

@@ -53,7 +53,7 @@ def finetune_config(checkpoint, config=None, overrides=None):
     from genil_ros.policy.checkpoint import resolve_checkpoint_dir
 
     base = resolve_checkpoint_dir(checkpoint)
-    d = config_to_dict(load_config(base / "config.yaml"))
+    d = config_to_dict(load_config(base / "config.yaml", migrate=True))
     if config:
         other = config_to_dict(load_config(config_path(config)))
         d["finetune"], d["adversarial"] = other["finetune"], other["adversarial"]
