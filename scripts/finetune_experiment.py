@@ -122,13 +122,14 @@ def run_seed(task: str, seed: int, args, root: Path, expert) -> list[dict]:
     torch.set_num_threads(1)
     d = root / task / f"s{seed}"
     d.mkdir(parents=True, exist_ok=True)
+    check_stamp(d, args)
     cfg = config(task, args, seed=seed)
     adapter = SimAdapter(make_task(task), cfg.task)
     rows: list[dict] = []
     budget = _load(d / "budget.json") or {}
 
     def stage(name, fn):
-        if name in budget:
+        if name in budget or args.collect:
             return
         with Clock() as c:
             fn()
@@ -144,11 +145,14 @@ def run_seed(task: str, seed: int, args, root: Path, expert) -> list[dict]:
 
     def ev(name, policy_dir, scorer_dir, variant):
         f = d / f"eval_{name}.json"
-        if not f.is_file():
+        if not f.is_file() and not args.collect:
             def go():
                 atomic_write_json(f, evaluate_stage(policy_dir, scorer_dir, adapter, expert, args, seed))
             stage(f"eval_{name}", go)
         r = _load(f)
+        if r is None:  # --collect: not run yet
+            return
+        r["eval_seed"] = r.pop("seed")  # the first evaluation episode's seed; "seed" is the training seed
         rows.append({"task": task, "seed": seed, "variant": variant, "stage": name.split("_", 1)[1]
                      if name.startswith(tuple(VARIANTS)) else name, **r})
 
@@ -176,6 +180,27 @@ def run_seed(task: str, seed: int, args, root: Path, expert) -> list[dict]:
     return rows
 
 
+STAMPED = ("demos", "bc_steps", "down_dims", "iterations", "episodes_per_iter", "scorer_rounds", "scorer_updates",
+           "episodes", "samples")  # the settings a seed directory's saved stages were made with
+
+
+def check_stamp(d: Path, args) -> None:
+    """Saved stages are reused only with the settings they were made with (``settings.json`` in the seed
+    directory, written on first use): another setting is an error naming it, never a silent mix."""
+    from genil_ros.errors import GenilError
+
+    now = {k: getattr(args, k) for k in STAMPED}
+    stamp = _load(d / "settings.json")
+    if stamp is None:
+        if not args.collect:
+            atomic_write_json(d / "settings.json", now, indent=1)
+        return
+    for k in STAMPED:
+        if k in stamp and stamp[k] != now[k]:
+            raise GenilError(f"{d}: its saved stages were made with --{k.replace('_', '-')} {stamp[k]}, not {now[k]}; "
+                             "use another --out (or delete the stages to redo)")
+
+
 def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -198,9 +223,19 @@ def expert_reference(task: str, args) -> tuple:
 # --------------------------------------------------------------------------- table
 
 
+def _cells(rows, task, variant, seed=None):
+    out = []
+    for stage in STAGES:
+        sel = [r for r in rows if r["task"] == task and r["stage"] == stage and r["variant"] in (variant, "all")
+               and (seed is None or r["seed"] == seed)]
+        out.append(sel)
+    return out
+
+
 def table(results: dict) -> str:
     rows, lines = results["rows"], []
     s = results["settings"]
+    names = {"amp": "task + AMP style", "gail": "GAIL alone"}
     lines.append(f"success rate (mean +- sd over seeds {s['seeds']}) / motion_w1 to the expert, {s['episodes']} "
                  f"episodes per cell; weak BC = {s['bc_steps']} training steps on {s['demos']} demos; fine-tuning "
                  f"{s['iterations']} iterations x {s['episodes_per_iter']} episodes; guided = best of {s['samples']}; "
@@ -210,9 +245,7 @@ def table(results: dict) -> str:
     for task in s["tasks"]:
         for variant in s["variants"]:
             cells = []
-            for stage in STAGES:
-                sel = [r for r in rows if r["task"] == task and r["stage"] == stage
-                       and r["variant"] in (variant, "all")]
+            for sel in _cells(rows, task, variant):
                 if not sel:
                     cells.append("-")
                     continue
@@ -220,15 +253,28 @@ def table(results: dict) -> str:
                 w1 = np.mean([r["motion_w1"] for r in sel])
                 partial = f" (n={len(sel)})" if len(sel) != len(s["seeds"]) else ""
                 cells.append(f"{succ.mean():.2f} +- {succ.std():.2f} / {w1:.2f}{partial}")
-            name = {"amp": "task + AMP style", "gail": "GAIL alone"}[variant]
-            lines.append(f"| {task} | {name} | {' | '.join(cells)} |")
+            lines.append(f"| {task} | {names[variant]} | {' | '.join(cells)} |")
     for e in results.get("expert", []):
         lines.append(f"| {e['task']} | scripted expert | {e['success_rate']:.2f} / {e['motion_w1']:.2f} "
                      f"(against its other episodes) | | | |")
+    titles = " | ".join(STAGE_TITLES[k] for k in STAGES)
+    lines += ["", "per seed: success / motion_w1", f"| task | reward | seed | {titles} |",
+              "|" + " --- |" * (3 + len(STAGES))]
+    for task in s["tasks"]:
+        for variant in s["variants"]:
+            for seed in s["seeds"]:
+                cells = [f"{sel[0]['success_rate']:.2f} / {sel[0]['motion_w1']:.2f}" if sel else "-"
+                         for sel in _cells(rows, task, variant, seed)]
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {task} | {names[variant]} | {seed} | {' | '.join(cells)} |")
     b = results.get("budget")
     if b:
-        lines.append("CPU budget per seed and task (2 shared cores, 1 torch thread): " + ", ".join(
+        lines.append("CPU per seed and task, mean (2 shared cores, 1 torch thread, niced): " + ", ".join(
             f"{k} {v / 60:.1f} CPU min" for k, v in b.items()))
+    t = results.get("budget_total")
+    if t:
+        lines.append(f"CPU of every stage in this table together: {t['cpu_min']:.1f} CPU min "
+                     f"({t['wall_min']:.0f} min wall on the shared machine)")
     return "\n".join(lines)
 
 
@@ -263,13 +309,17 @@ def plot_curves(root: Path, tasks, variants, seeds, path: Path) -> Path:
     return path
 
 
-def summarise_budget(rows: list[dict]) -> dict:
-    per = {}
+def summarise_budget(rows: list[dict]) -> tuple[dict, dict]:
+    """(mean CPU seconds per kind of stage, the CPU / wall minutes of every stage of these rows together)."""
+    per, every = {}, {}
     for r in rows:
         for k, v in (r.get("budget") or {}).items():
             per.setdefault(k.split("_")[0] if k.startswith(("eval", "scorer")) else k, {})[
                 (r["task"], r["seed"], k)] = v["cpu_s"]
-    return {k: float(np.mean(list(v.values()))) for k, v in per.items()}
+            every[(r["task"], r["seed"], k)] = v
+    total = {"cpu_min": sum(v["cpu_s"] for v in every.values()) / 60,
+             "wall_min": sum(v["wall_s"] for v in every.values()) / 60}
+    return {k: float(np.mean(list(v.values()))) for k, v in per.items()}, total
 
 
 def main(argv=None) -> int:
@@ -288,6 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes per cell")
     ap.add_argument("--samples", type=int, default=8, help="K of guided selection")
     ap.add_argument("--expert-episodes", type=int, default=50, help="expert episodes of the motion reference")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: the table of the stages saved under --out (missing cells marked)")
     ap.add_argument("--table", help="print the table of a saved results.json and exit")
     ap.add_argument("--json", help="also write results.json here (e.g. docs/figures/finetune_results.json)")
     ap.add_argument("--plot", help="write the fine-tuning curves here (a .png)")
@@ -303,8 +355,10 @@ def main(argv=None) -> int:
         experts.append(erow)
         for seed in args.seeds:
             rows += run_seed(task, seed, args, root, ref)
-            results = {"settings": {k: v for k, v in vars(args).items() if k not in ("table", "json", "out", "plot")},
-                       "rows": rows, "expert": experts, "budget": summarise_budget(rows)}
+            per_stage, total = summarise_budget(rows)
+            settings = {k: v for k, v in vars(args).items() if k not in ("table", "json", "out", "plot", "collect")}
+            results = {"settings": settings, "rows": rows, "expert": experts, "budget": per_stage,
+                       "budget_total": total}
             atomic_write_json(root / "results.json", results, indent=1)
             if args.json:
                 atomic_write_json(args.json, results, indent=1)
