@@ -85,6 +85,8 @@ setup(
             "sim_node = genil_ros.ros.sim_node:main",
             "trainer_node = genil_ros.ros.trainer_node:main",
             "recorder_node = genil_ros.ros.recorder_node:main",
+            "rollout_recorder = genil_ros.ros.rollout_recorder:main",
+            "finetune_node = genil_ros.ros.finetune_node:main",
         ],
     },
 )

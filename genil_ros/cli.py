@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("genil_ros.demo", "the end-to-end demo on the bundled sim"),
     "check-config": ("genil_ros.config", "validate an experiment YAML and print it with all defaults"),
     "ament-prefix": ("genil_ros.ament", "lay out the ament prefix `ros2 launch/run genil_ros` needs (no colcon)"),
+    "finetune": ("genil_ros.finetune.cli", "fine-tune a diffusion policy with the GAIL / AMP reward on the sim"),
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from genil_ros.config_migrations import RENAMED_KEYS, migrate_renamed_keys
 from genil_ros.errors import GenilError
 from genil_ros.schema import (
     ActionEntry,
@@ -43,6 +44,7 @@ __all__ = [
     "PolicyConfig",
     "TrainConfig",
     "AdversarialConfig",
+    "FinetuneConfig",
     "ExperimentConfig",
     "load_config",
     "config_from_dict",
@@ -375,6 +377,55 @@ class AdversarialConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning the diffusion policy with the adversarial reward (``genil-ros finetune``,
+    ``genil_ros/finetune/``): PPO over the initial noise of its DDIM chain (noise-space RL: the policy
+    itself stays frozen; a small Gaussian "noise policy" chooses the noise, one decision per executed chunk).
+    The reward is ``adversarial.task_reward_weight * task + adversarial.style_reward_weight * style`` with the
+    style term of ``adversarial.algo``'s discriminator (its network settings from the adversarial section)."""
+
+    # the bundled sim task the policy is fine-tuned on (direct, batched, no ROS)
+    task: Literal["reach", "obstacle", "pick_place"] = "obstacle"
+    episode_steps: int = 50  # control ticks per episode; episodes never end early (no termination bias)
+    episodes_per_iter: int = 32  # episodes run in lockstep per iteration (one batched policy call per chunk)
+    iterations: int = 60  # PPO iterations (--iterations overrides)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # noise policy and critic MLP sizes (tanh)
+    init_log_std: float = 0.0  # log std of the noise policy at start: 0 = N(0, I), exactly the BC policy
+    kl_coef: float = 0.05  # weight of KL(noise policy || N(0, I)) per noise dimension: keeps it near the demos
+    lr: float = 3.0e-4  # Adam learning rate of the noise policy and the critic
+    gamma: float = 0.99  # discount per control tick (a chunk of n ticks is discounted by gamma^n)
+    gae_lambda: float = 0.95  # GAE lambda over decisions
+    ppo_clip: float = 0.2  # clip range of the probability ratio
+    ppo_epochs: int = 8  # passes over each iteration's decisions
+    minibatch_size: int = 64  # decisions per gradient step
+    value_coef: float = 0.5  # critic loss weight
+    max_grad_norm: float = 0.5  # gradient clipping
+    critic_warmup_iters: int = 2  # first iterations train only the critic (and the discriminator)
+    disc_updates_per_iter: int = 20  # discriminator steps per iteration (0: a fixed discriminator)
+    # skip an iteration's discriminator steps while it separates expert and policy by more than this fraction
+    # of its full margin (Adversary.saturation: AMP scores near +-1, GAIL's D near 1 / 0: the reward goes flat)
+    disc_max_saturation: float = 0.8
+    expert_episodes: int = 50  # scripted-expert episodes for the discriminator when no --expert is given
+    checkpoint_every_iters: int = 10  # iterations between checkpoints (and one at the end)
+    eval_episodes: int = 50  # evaluation episodes at the end (seeds 1000..); 0 = none
+    seed: int = 0  # seeds the noise policy, the episodes and the minibatches (--seed overrides)
+
+    def validate(self, where: str) -> None:
+        for key in ("episode_steps", "episodes_per_iter", "iterations", "lr", "ppo_epochs", "minibatch_size",
+                    "expert_episodes", "checkpoint_every_iters"):
+            _check(getattr(self, key) > 0, f"{where}.{key}", "must be > 0")
+        _check(len(self.hidden) >= 1 and all(h > 0 for h in self.hidden), where + ".hidden",
+               "must be a non-empty list of positive ints")
+        _check(self.kl_coef >= 0, where + ".kl_coef", "must be >= 0")
+        _check(0 < self.gamma <= 1, where + ".gamma", "must be in (0, 1]")
+        _check(0 <= self.gae_lambda <= 1, where + ".gae_lambda", "must be in [0, 1]")
+        _check(0 < self.ppo_clip < 1, where + ".ppo_clip", "must be in (0, 1)")
+        _check(0 < self.disc_max_saturation <= 1, where + ".disc_max_saturation", "must be in (0, 1]")
+        for key in ("critic_warmup_iters", "disc_updates_per_iter", "eval_episodes"):
+            _check(getattr(self, key) >= 0, f"{where}.{key}", "must be >= 0")
+
+
+@dataclass
 class ExperimentConfig:
     """One YAML file: the task, how its dataset is built, the policy and how it is trained."""
 
@@ -383,6 +434,7 @@ class ExperimentConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # the network and its noise schedule
     train: TrainConfig = field(default_factory=TrainConfig)  # behaviour cloning
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # GAIL / AMP and their PPO
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # the diffusion policy + adversarial reward
 
     def validate(self) -> None:
         self.dataset.validate("dataset")
@@ -391,6 +443,7 @@ class ExperimentConfig:
         self.policy.validate("policy")
         self.train.validate("train")
         self.adversarial.validate("adversarial")
+        self.finetune.validate("finetune")
 
 
 # --------------------------------------------------------------------------- loading
@@ -487,6 +540,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
 
             close = difflib.get_close_matches(str(k), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
+            if key in RENAMED_KEYS:
+                hint = f" (renamed: it is {RENAMED_KEYS[key][0]} now)"
             raise _KeyError(key, "unknown key" + hint)
         kwargs[k] = _convert(v, hints[k], key)
     missing = [
@@ -498,15 +553,22 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<dict>", section: str = "") -> Any:
+def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<dict>", section: str = "",
+                     migrate: bool = False) -> Any:
     """Build and validate a config dataclass from plain data; errors name ``source`` and the key.
 
     ``section`` is the key prefix used in messages when ``cls`` is one section (e.g. ``"task"``).
+    ``migrate``: the data is a checkpoint's whole config (an older genil_ros wrote it): renamed keys
+    (:data:`RENAMED_KEYS`) are moved with a warning instead of being unknown-key errors.
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    if migrate:
+        if cls is not ExperimentConfig:
+            raise ValueError("migrate=True needs the whole ExperimentConfig (the renamed keys are dotted from its top)")
+        data = migrate_renamed_keys(data, source)
     try:
         cfg = _build(cls, data, section)
         if cls is ExperimentConfig:
@@ -518,8 +580,10 @@ def config_from_dict(data: Any, cls: type = ExperimentConfig, source: str = "<di
     return cfg
 
 
-def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, section: str = "") -> Any:
-    """Load a YAML file into ``cls`` (default :class:`ExperimentConfig`) and validate it."""
+def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, section: str = "",
+                migrate: bool = False) -> Any:
+    """Load a YAML file into ``cls`` (default :class:`ExperimentConfig`) and validate it. ``migrate=True``
+    for the config.yaml of a checkpoint (see :func:`config_from_dict`); never for a user's config file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found" + (" (it is a directory)" if p.is_dir() else ""))
@@ -533,7 +597,7 @@ def load_config(path: Union[str, os.PathLike], cls: type = ExperimentConfig, sec
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
     if section and isinstance(data, dict) and section in data and cls is not ExperimentConfig:
         data = data[section]
-    return config_from_dict(data, cls, source=str(p), section=section)
+    return config_from_dict(data, cls, source=str(p), section=section, migrate=migrate)
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -178,3 +178,28 @@ def test_typed_task_form_and_both_forms_agreeing(tmp_path):
     with pytest.raises(ConfigError, match=r"typed.yaml: task.actions\[1\].closed_position"):
         typed["task"]["actions"][1]["open_position"] = 0.0
         config_from_dict(typed, source="typed.yaml")
+
+
+def test_renamed_key_migrates_only_where_asked(tmp_path, monkeypatch):
+    """A checkpoint's config.yaml from an older genil_ros loads (migrate=True, one warning per key); the same
+    key in a user's config file stays an unknown-key error that names the new key."""
+    from genil_ros.config_migrations import RENAMED_KEYS
+
+    old = write(tmp_path, GOOD + "finetune: {disc_max_accuracy: 0.95, iterations: 7}\n")
+    with pytest.raises(ConfigError, match=r"cfg.yaml: finetune.disc_max_accuracy: unknown key \(renamed: it is "
+                                          r"finetune.disc_max_saturation now\)"):
+        load_config(old)
+    with pytest.warns(UserWarning, match=r"cfg.yaml: finetune.disc_max_accuracy \(0.95\) is from an older "
+                                         r"genil_ros: replaced by finetune.disc_max_saturation.*keeps its default"):
+        cfg = load_config(old, migrate=True)
+    assert cfg.finetune.disc_max_saturation == 0.8 and cfg.finetune.iterations == 7  # the rest is kept
+    # a plain rename carries the value over (converted); a new key already there wins over the old one
+    monkeypatch.setitem(RENAMED_KEYS, "train.learning_rate", ("train.lr", lambda v: v / 10))
+    with pytest.warns(UserWarning, match=r"train.learning_rate \(0.01\).*renamed to train.lr \(value 0.001\)"):
+        assert load_config(write(tmp_path, GOOD + "train: {learning_rate: 0.01}\n"), migrate=True).train.lr == 0.001
+    with pytest.warns(UserWarning, match="dropped: train.lr is there too"):
+        both = write(tmp_path, GOOD + "train: {learning_rate: 0.01, lr: 0.5}\n")
+        assert load_config(both, migrate=True).train.lr == 0.5
+    with pytest.raises(ConfigError, match=r"train.learning_rate: unknown key \(renamed: it is train.lr now\)"):
+        load_config(both)
+

@@ -156,7 +156,7 @@ def test_loop_stats_values():
 
 def test_settings_errors_name_the_parameter():
     names = [p.name for p in parameter_table(PolicySettings)]
-    assert "autostart" in names and "output_mode" in names and len(names) == 27
+    assert "autostart" in names and "output_mode" in names and len(names) == 29
     assert "backend" in names and "threads" in names
     s = settings_from_values(PolicySettings, dict(control_rate_hz=20, joint_lower_limits=[-1, 0]))
     assert s.control_rate_hz == 20.0 and s.joint_lower_limits == [-1.0, 0.0] and s.output_mode == ""

@@ -147,6 +147,12 @@ class Adversary(ABC):
         higher where D says "expert"."""
 
     @staticmethod
+    @abstractmethod
+    def saturation(expert_out, policy_out) -> float:
+        """How far D's raw outputs separate expert from policy samples, as a fraction of the separation its
+        loss aims at: 0 = none, 1 = saturated (the policy's reward has stopped telling its samples apart)."""
+
+    @staticmethod
     def judged_expert(out):
         """Where D calls a sample expert: its raw output is above the decision boundary 0."""
         return out > 0
@@ -206,6 +212,14 @@ class GAIL(Adversary):
         return (np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))).astype(np.float32)
 
 
+    @staticmethod
+    def saturation(expert_logits, policy_logits) -> float:
+        """Mean D(expert) - mean D(policy), D = sigmoid(logit), clipped to [0, 1]."""
+        e = 1.0 / (1.0 + np.exp(-np.asarray(expert_logits, np.float64)))
+        p = 1.0 / (1.0 + np.exp(-np.asarray(policy_logits, np.float64)))
+        return float(np.clip(e.mean() - p.mean(), 0.0, 1.0))
+
+
 class AMP(Adversary):
     """AMP: state transitions ``[s, s' - s]``; the output is a least-squares score, expert +1, policy -1."""
 
@@ -238,6 +252,13 @@ class AMP(Adversary):
             return torch.clamp(1.0 - 0.25 * (scores - 1.0) ** 2, min=0.0)
         d = np.asarray(scores, dtype=np.float32)
         return np.maximum(0.0, 1.0 - 0.25 * (d - 1.0) ** 2).astype(np.float32)
+
+
+    @staticmethod
+    def saturation(expert_scores, policy_scores) -> float:
+        """(mean score(expert) - mean score(policy)) / 2: 1 when both sit on their targets +1 / -1."""
+        gap = np.mean(np.asarray(expert_scores, np.float64)) - np.mean(np.asarray(policy_scores, np.float64))
+        return float(np.clip(gap / 2.0, 0.0, 1.0))
 
 
 ADVERSARIES: dict[str, type[Adversary]] = {cls.name: cls for cls in (GAIL, AMP)}

@@ -223,7 +223,7 @@ def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_em
         if not (p / name).is_file():
             raise CheckpointError(f"{p}: missing {name} (a checkpoint has {', '.join(needed)})")
     try:
-        cfg = load_config(p / "config.yaml")
+        cfg = load_config(p / "config.yaml", migrate=True)  # an older genil_ros may have written it
     except ConfigError as e:
         raise CheckpointError(f"{p}: config.yaml is not valid: {e}") from None
     try:

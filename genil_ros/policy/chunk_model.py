@@ -201,6 +201,14 @@ class DiffusionChunkModel(ChunkModel):
                       for name in self.policy.camera_names}
             self.policy.prefetch(newest)
 
+    def sample_chunks(self, obs: dict, num_samples: int) -> np.ndarray:
+        """``num_samples`` chunks for one window in one batched pass: (K, T_p, A) float64 (guided selection)."""
+        torch = self._torch
+        t_obs = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}
+        with torch.no_grad():
+            chunks = self.policy.sample_actions(t_obs, int(num_samples), generator=self._gen)
+        return chunks[0].detach().to("cpu", torch.float64).numpy()
+
 
 def load_chunk_model(checkpoint: str, device: str = "auto", scheduler: str = "", steps: int = 0, seed: int = 0,
                      use_cuda_graph: bool = False, log: Callable[[str], None] = print, backend: str = "auto",
@@ -209,7 +217,13 @@ def load_chunk_model(checkpoint: str, device: str = "auto", scheduler: str = "",
     on inference ``backend`` (auto | torch | cuda_graph | onnxruntime) with ``threads`` intra-op threads."""
     if not checkpoint:
         raise GenilError("parameter checkpoint: not set (a checkpoint directory written by `genil-ros train`)")
-    return DiffusionChunkModel(checkpoint, device, scheduler, steps, seed, use_cuda_graph, log, backend, threads)
+    from genil_ros.finetune.steering import SteeredChunkModel, is_finetuned
+    from genil_ros.paths import model_path
+
+    args = (checkpoint, device, scheduler, steps, seed, use_cuda_graph, log, backend, threads)
+    if is_finetuned(model_path(checkpoint)):  # `genil-ros finetune` output: the policy and its noise policy
+        return SteeredChunkModel(*args)
+    return DiffusionChunkModel(*args)
 
 
 def zero_obs(spec: ModelSpec) -> dict:

@@ -254,8 +254,13 @@ class DiffusionPolicy(nn.Module):
     def sample_actions(self, obs: dict, num_samples: int = 1, generator: Optional[torch.Generator] = None,
                        warm_start: Optional[torch.Tensor] = None, steps: Optional[int] = None,
                        warm_noise: Optional[float] = None,
-                       prefix: Optional[PrefixBatch] = None) -> torch.Tensor:
+                       prefix: Optional[PrefixBatch] = None,
+                       noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """K action chunks per observation in one batched pass: (B, K, T_p, A), raw units.
+
+        ``noise`` (B, K, T_p, A): the initial sample x_T to denoise instead of a draw from N(0, I). With DDIM
+        (eta 0) the chunk is then a deterministic function of (observation, noise): what noise-space
+        fine-tuning steers (genil_ros/finetune/).
 
         ``warm_start`` (B, T_p, A), raw units: a guess of the chunk (e.g. the previous chunk shifted by the
         ticks since it was predicted, ``sampler.shift_chunk``); it is noised to the noise level
@@ -284,13 +289,19 @@ class DiffusionPolicy(nn.Module):
                                                           cond).float())
             return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         shape = (B * K, self.horizon, self.action_dim)
+        if noise is not None:
+            if tuple(noise.shape) != (B, K, self.horizon, self.action_dim):
+                raise ValueError(f"noise must be (B={B}, K={K}, T_p={self.horizon}, {self.action_dim}), "
+                                 f"got {tuple(noise.shape)}")
+            noise = noise.reshape(shape).to(dev, torch.float32)
         if prefix is not None:
             if warm_start is not None or steps is not None:
                 raise ValueError("a committed prefix and a warm start do not combine")
             if tuple(prefix.values.shape) != (B, self.horizon, self.action_dim):
                 raise ValueError(f"prefix values must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
                                  f"got {tuple(prefix.values.shape)}")
-            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev,
+                                                             dtype=torch.float32)
             x = self.normalizer.clamp("action", sample_with_prefix(self, x, cond, prefix.repeat(K)))
             return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         if warm_start is not None or steps is not None:
@@ -298,12 +309,14 @@ class DiffusionPolicy(nn.Module):
                 raise ValueError(f"warm-started sampling needs the ddim scheduler (this policy samples with "
                                  f"{self.inference_scheduler_name}; set_inference('ddim', N))")
         if self._consistency is not None and warm_start is None and steps is None:
-            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev,
+                                                             dtype=torch.float32)
             plan = self._consistency.plan(self.num_inference_steps)
             net = self._chunk_net(cond, torch.tensor(plan.timesteps, dtype=torch.long, device=dev))
             x = self._consistency.run(net, x, plan, generator)
         elif self._fast is not None:
-            x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+            x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev,
+                                                             dtype=torch.float32)
             plan = self._fast.plan(self.num_inference_steps)
             if warm_start is not None:
                 if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
@@ -321,12 +334,13 @@ class DiffusionPolicy(nn.Module):
             net = self._chunk_net(cond, self._fast.timesteps_on(plan, dev))
             x = self._fast.run(net, x, plan)
         else:
-            x = self._sample_diffusers(shape, cond, generator)
+            x = self._sample_diffusers(shape, cond, generator, noise)
         x = self.normalizer.clamp("action", x)  # minmax entries to [-1, 1], others to their range + margin
         act = self.normalizer.unnormalize("action", x)
         return act.reshape(B, K, self.horizon, self.action_dim)
 
-    def _sample_diffusers(self, shape, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    def _sample_diffusers(self, shape, cond: torch.Tensor, generator: Optional[torch.Generator],
+                          noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """diffusers' own step loop (DDPM, DPM-Solver; the reference the DDIM fast path is tested against)."""
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -336,7 +350,7 @@ class DiffusionPolicy(nn.Module):
         # the network gets the steps on the device.
         sched.set_timesteps(self.num_inference_steps)
         steps_dev = sched.timesteps.to(dev)
-        x = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+        x = noise if noise is not None else randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
         x = x * sched.init_noise_sigma
         kw = {"generator": generator} if self._step_takes_generator else {}
         for i, t in enumerate(sched.timesteps):

@@ -50,6 +50,8 @@ never ends the process.
 Services: ``~/reset`` (std_srvs/Trigger) clears buffers and the plan; ``~/reload`` (std_srvs/Trigger)
 loads the checkpoint named by the ``checkpoint`` parameter again (e.g. a newer one the trainer wrote)
 without stopping; the running model is kept if the new one fails to load or does not fit the task.
+Guided selection (``guide_checkpoint``, off by default): the best of ``guide_samples`` chunks by the
+discriminator (:mod:`genil_ros.finetune.guided`); ``~/reload`` reads the discriminator again too.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from genil_ros.control import (
     sample_inputs,
 )
 from genil_ros.errors import GenilError
+from genil_ros.finetune.guided import guide_model
 from genil_ros.policy.chunk_model import ChunkModel, ModelSpec, load_chunk_model, warm_up
 from genil_ros.ros.params import declare_parameters, read_settings
 from genil_ros.ros.policy_entries import IOPlan, resolve_io
@@ -195,6 +198,7 @@ class PolicyNode(LifecycleNode):
         model = self._load_model(s.checkpoint, s.device, s.inference_scheduler, s.num_inference_steps, s.seed,
                                  s.use_cuda_graph, log=self.get_logger().warning, backend=s.backend,
                                  threads=s.threads)
+        model = guide_model(model, s.guide_checkpoint, s.guide_samples)  # discriminator-guided selection, if set
         spec = model.spec
         plan = resolve_io(s, spec, self._entry_params.given(self))
         rate = plan.rate_hz
@@ -517,6 +521,7 @@ class PolicyNode(LifecycleNode):
             model = self._load_model(s.checkpoint, settings.device, s.inference_scheduler, s.num_inference_steps,
                                      s.seed, settings.use_cuda_graph, log=self.get_logger().warning,
                                      backend=settings.backend, threads=settings.threads)
+            model = guide_model(model, s.guide_checkpoint, s.guide_samples)  # the newest discriminator, if set
             why = old.spec.compatible(model.spec)
             if why:
                 raise GenilError(f"{s.checkpoint}: does not fit the running task: {why} "

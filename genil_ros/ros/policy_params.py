@@ -81,6 +81,9 @@ class PolicySettings(NodeSettings):
     inject_delay_ms: float = param(
         0.0, "TESTS AND BENCHMARKS ONLY: hold every chunk until this long after its observation window's tick "
         "(node clock), as if inference were that slow; 0 = off", minimum=0.0)
+    guide_checkpoint: str = param("", "discriminator checkpoint (trainer node / genil-ros finetune) that scores "
+                                  "guide_samples sampled chunks per inference, the best is executed; empty: off")
+    guide_samples: int = param(8, "chunks sampled in one batched pass when guide_checkpoint is set (K)", minimum=2)
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
