@@ -186,12 +186,14 @@ class TaskConfig:
 class DatasetConfig:
     """How rosbags become a dataset (`genil-ros dataset build`): the action source and the synchronisation."""
 
+    # (the joint_names form; task.actions entries say it per entry with `source`)
     # "next_state": the action of tick t is the joint positions observed at t + 1 (no command topic needed);
     # "command": the command on action_topic in force just before the next tick
     action_source: Literal["command", "next_state"] = "next_state"
     action_topic: Optional[str] = None  # JointTrajectory or Float64MultiArray, when action_source == command
     max_staleness_s: float = 0.2  # s: zero-order hold; a value older than this on the timeline cuts the span
-    episode_gap_s: float = 1.0  # s: a gap in the joint states longer than this starts a new episode
+    # s: a gap longer than this in the joint states (the first stamped observation) starts a new episode
+    episode_gap_s: float = 1.0
     min_episode_steps: int = 4  # ticks: shorter spans are dropped with a warning
     use_header_stamps: bool = True  # False (or stamps all zero) -> receive time, with a warning
     image_format: Literal["rgb"] = "rgb"  # frames are stored as RGB (bgr8 / mono8 / rgba8 inputs are converted)
@@ -200,9 +202,9 @@ class DatasetConfig:
     episode_split: Literal["gaps", "bag"] = "gaps"
     image_compression: Literal["zstd", "none"] = "zstd"  # frames on disk: zstd chunks, or raw memmappable .npy
     chunk_frames: int = 16  # frames per compressed chunk (random access decodes one or two chunks)
-    # a NaN / inf in a stream the dataset uses (joint positions; velocities with task.use_velocity; commands):
-    # "error" stops the build naming bag, topic, joint and time; "cut" makes the ticks that would hold it
-    # invalid (the episode splits there, as at a gap) and warns naming the same
+    # a NaN / inf in any value a task entry uses (joint fields, poses, wrenches, vectors, recorded commands):
+    # "error" stops the build naming bag, topic, joint or dimension and time; "cut" makes the ticks that would
+    # hold it invalid (the episode splits there, as at a gap) and warns naming the same
     nonfinite: Literal["error", "cut"] = "error"
 
     def validate(self, where: str) -> None:

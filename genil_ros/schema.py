@@ -57,7 +57,12 @@ Where the action values of a recording come from (``source``): ``command``, the 
 the entry's ``topic`` (a teleop or the expert publishing to the controller; any of the type's message
 kinds is read, ``msg`` only says what the node publishes); or ``next_observation``, the
 next control tick's value of the observation named by ``observation`` (kinesthetic teaching; joint and
-gripper actions). ``mode: delta`` (joint_position only) commands ``observation + action``.
+gripper actions). ``mode: delta`` (joint_position only) commands ``observation + action``; a dataset stores
+the recorded command (or next value) minus the observation. A ``binary`` gripper's recorded values
+(commands, or observed positions with next_observation) are stored as 1 where nearer ``closed_position``
+than ``open_position`` (:meth:`ActionEntry.to_binary`), and sent as :meth:`ActionEntry.from_binary`.
+Delta and binary change what the numbers mean, so the layout records them (``EntryLayout.mode``) and a
+checkpoint or dataset with another mode does not match.
 
 The older form, ``joint_names`` (+ ``joint_states_topic``, ``use_velocity``, ``cameras``) with
 ``dataset.action_source`` / ``dataset.action_topic``, stays valid and means exactly what it meant:
@@ -68,12 +73,13 @@ same vectors as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Optional, Sequence
 
 __all__ = [
     "OBSERVATION_TYPES", "ACTION_TYPES", "ObservationEntry", "ActionEntry", "EntryLayout", "Layout",
-    "layout", "legacy_entries", "POSE_DIMS", "WRENCH_DIMS", "TWIST_DIMS", "SchemaError",
+    "layout", "legacy_entries", "POSE_DIMS", "WRENCH_DIMS", "TWIST_DIMS", "SchemaError", "entries_to_dict",
+    "entries_from_dict", "validate_entries", "recorded_topics",
 ]
 
 ObservationType = Literal["joint_position", "joint_velocity", "joint_effort", "gripper", "pose", "wrench", "vector",
@@ -248,6 +254,25 @@ class ActionEntry:
     def norm(self) -> str:
         return self.normalization or ("none" if self.binary else "minmax")
 
+    def to_binary(self, values):
+        """Recorded gripper values (commands, or observed positions for ``source: next_observation``) as the
+        binary action: 1 (closed) where a value is nearer ``closed_position`` than ``open_position``, else 0."""
+        import numpy as np
+
+        v = np.asarray(values, dtype=np.float64)
+        return (np.abs(v - self.closed_position) < np.abs(v - self.open_position)).astype(np.float32)
+
+    def from_binary(self, values):
+        """The binary action (any real number; threshold 0.5) as the command to send: closed / open position."""
+        import numpy as np
+
+        return np.where(np.asarray(values, dtype=np.float64) >= 0.5, self.closed_position, self.open_position)
+
+    @property
+    def value_mode(self) -> str:
+        """What the numbers mean beyond the type (``EntryLayout.mode``): "delta", "binary" or "" (absolute)."""
+        return "delta" if self.mode == "delta" else "binary" if self.binary else ""
+
     def validate(self, key: str, observations: Sequence[ObservationEntry]) -> None:
         _req(self.name.isidentifier(), key + ".name", f"{self.name!r} must be an identifier (letters, digits, _)")
         _req(self.type in ACTION_TYPES, key + ".type", f"{self.type!r} is not one of {', '.join(ACTION_TYPES)}")
@@ -293,7 +318,11 @@ class ActionEntry:
 
 @dataclass(frozen=True)
 class EntryLayout:
-    """Where an entry sits in the concatenated ``state`` or ``action`` vector."""
+    """Where an entry sits in the concatenated ``state`` or ``action`` vector.
+
+    ``mode`` is what the numbers of an action mean beyond its type: ``"delta"`` (a joint_position action
+    added to the observation), ``"binary"`` (a gripper action: 0 = open, 1 = closed), ``""`` otherwise
+    (absolute values). Two layouts that differ only in it hold different numbers, so it is compared too."""
 
     name: str
     type: str
@@ -301,6 +330,7 @@ class EntryLayout:
     stop: int
     dim_names: tuple[str, ...]
     normalization: str
+    mode: str = ""
 
     @property
     def slice(self) -> slice:
@@ -336,12 +366,24 @@ class Layout:
     def to_dict(self) -> dict:
         def rows(es):
             return [{"name": e.name, "type": e.type, "start": e.start, "stop": e.stop, "dims": list(e.dim_names),
-                     "normalization": e.normalization} for e in es]
+                     "normalization": e.normalization, "mode": e.mode} for e in es]
 
         return {"state": rows(self.state), "action": rows(self.action), "cameras": list(self.cameras)}
 
-    def first_difference(self, other: "Layout") -> Optional[str]:
-        """None when ``other`` has the same layout, else a sentence naming the first mismatching key."""
+    @classmethod
+    def from_dict(cls, d: dict) -> "Layout":
+        """The inverse of :meth:`to_dict` (``mode`` defaults to "" for layouts written before it existed)."""
+        def rows(rs):
+            return tuple(EntryLayout(str(r["name"]), str(r["type"]), int(r["start"]), int(r["stop"]),
+                                     tuple(str(x) for x in r["dims"]), str(r["normalization"]), str(r.get("mode", "")))
+                         for r in rs)
+
+        return cls(rows(d["state"]), rows(d["action"]), tuple(str(c) for c in d.get("cameras", [])))
+
+    def first_difference(self, other: "Layout", normalization: bool = True) -> Optional[str]:
+        """None when ``other`` has the same layout, else a sentence naming the first mismatching key.
+        ``normalization=False`` compares what the numbers are, not how a policy scales them (a dataset)."""
+        keys = ("name", "type", "dimensions", "mode") + (("normalization",) if normalization else ())
         for kind in ("state", "action"):
             mine, theirs = getattr(self, kind), getattr(other, kind)
             for i in range(max(len(mine), len(theirs))):
@@ -350,17 +392,17 @@ class Layout:
                 if a is None or b is None:
                     e = a or b
                     return f"{kind} entry {e.name!r} is only in one of them"
-                if (a.name, a.type, a.dim_names, a.normalization) != (b.name, b.type, b.dim_names, b.normalization):
-                    what = ("name" if a.name != b.name else "type" if a.type != b.type else
-                            "dimensions" if a.dim_names != b.dim_names else "normalization")
-                    return (f"{kind} entry {i} ({a.name!r}): {what} differ ({_show(a, what)} vs {_show(b, what)})")
+                what = next((k for k in keys if _show(a, k) != _show(b, k)), None)
+                if what is not None:
+                    return f"{kind} entry {i} ({a.name!r}): {what} differ ({_show(a, what)} vs {_show(b, what)})"
         if self.cameras != other.cameras:
             return f"cameras differ ({list(self.cameras)} vs {list(other.cameras)})"
         return None
 
 
 def _show(e: EntryLayout, what: str):
-    return {"name": e.name, "type": e.type, "dimensions": list(e.dim_names), "normalization": e.normalization}[what]
+    return {"name": e.name, "type": e.type, "dimensions": list(e.dim_names), "normalization": e.normalization,
+            "mode": e.mode or "absolute"}[what]
 
 
 def _find(entries, name: str, kind: str) -> EntryLayout:
@@ -380,7 +422,7 @@ def layout(observations: Sequence[ObservationEntry], actions: Sequence[ActionEnt
         start += o.dim
     act, start = [], 0
     for a in actions:
-        act.append(EntryLayout(a.name, a.type, start, start + a.dim, tuple(a.dim_names), a.norm))
+        act.append(EntryLayout(a.name, a.type, start, start + a.dim, tuple(a.dim_names), a.norm, a.value_mode))
         start += a.dim
     return Layout(tuple(state), tuple(act), tuple(o.name for o in observations if o.is_camera))
 
@@ -417,3 +459,49 @@ def legacy_entries(joint_names: Sequence[str], joint_states_topic: str, use_velo
         act = ActionEntry("joints", "joint_position", "", "", list(joint_names), source="next_observation",
                           observation="joints")
     return obs, [act]
+
+
+def entries_to_dict(observations: Sequence[ObservationEntry], actions: Sequence[ActionEntry]) -> dict:
+    """The entries as plain data (for meta.json of datasets and checkpoints)."""
+    return {"observations": [asdict(o) for o in observations], "actions": [asdict(a) for a in actions]}
+
+
+def entries_from_dict(d: dict, where: str = "schema",
+                      validate: bool = True) -> tuple[list[ObservationEntry], list[ActionEntry]]:
+    """The inverse of :func:`entries_to_dict`; SchemaError with ``where`` in the key. ``validate=False``
+    for a dataset's record, whose entries may lack what only recording and publishing need (topics)."""
+    out = []
+    for kind, cls in (("observations", ObservationEntry), ("actions", ActionEntry)):
+        rows = d.get(kind)
+        _req(isinstance(rows, list), f"{where}.{kind}", "missing or not a list")
+        known = {f.name for f in fields(cls)}
+        entries = []
+        for i, r in enumerate(rows):
+            _req(isinstance(r, dict), f"{where}.{kind}[{i}]", "not a mapping")
+            bad = sorted(set(r) - known)
+            _req(not bad, f"{where}.{kind}[{i}]", f"unknown key(s) {bad}")
+            entries.append(cls(**r))
+        out.append(entries)
+    obs, act = out
+    if not validate:
+        return obs, act
+    try:
+        validate_entries(obs, act)
+    except SchemaError as e:
+        raise SchemaError(f"{where}.{e.key}", e.msg) from None
+    return obs, act
+
+
+def recorded_topics(observations: Sequence[ObservationEntry], actions: Sequence[ActionEntry]) -> dict:
+    """``{topic: (message types it may carry, ...)}`` a recording of the task needs, in entry order: every
+    observation's topic and the command topic of every action with ``source: command`` (any of the type's
+    message kinds is read back; ``msg`` only says what the node publishes)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for o in observations:
+        types = (o.msgtype,)
+        out[o.resolved_topic] = tuple(dict.fromkeys(out.get(o.resolved_topic, ()) + types))
+    for a in actions:
+        if a.source == "command":
+            types = tuple(MSG_TYPES[m] for m in ACTION_MSGS[a.type])
+            out[a.topic] = tuple(dict.fromkeys(out.get(a.topic, ()) + types))
+    return out

@@ -87,8 +87,35 @@ def test_features_layout():
     np.testing.assert_allclose(amp.features(s, None, s2), amp.features(s, a, s2))
     assert gail.features(s, a, None).dtype == amp.features(s, None, s2).dtype == np.float32
     assert (gail.uses_action, gail.uses_next_state, amp.uses_action, amp.uses_next_state) == (True, False, False, True)
-    assert gail.describe() == {"algo": "gail", "features": "[s, a - q]"}
-    assert amp.describe() == {"algo": "amp", "features": "[s, s' - s]"}
+    pairs = {"state": [0, 1], "action": [0, 1]}
+    assert gail.describe() == {"algo": "gail", "features": "[s, a - q]", "joint_pairs": pairs}
+    assert amp.describe() == {"algo": "amp", "features": "[s, s' - s]", "joint_pairs": pairs}
+
+
+def test_gail_pairs_the_task_joints_by_name_and_falls_back_to_s_a():
+    from genil_ros.adversarial.algorithms import JointPairs
+    from genil_ros.schema import ActionEntry, ObservationEntry, layout
+
+    obs = [ObservationEntry("obj", "vector", "/obj", dims=["x"]),
+           ObservationEntry("arm", "joint_position", joints=["j0", "j1", "j2"]),
+           ObservationEntry("finger", "gripper", joints=["f"])]
+    act = [ActionEntry("grip", "gripper", "/g", joints=["f"]),
+           ActionEntry("arm", "joint_position", "/a", joints=["j2", "j0"])]
+    pairs = JointPairs.from_layout(layout(obs, act))
+    assert pairs == JointPairs(state=(3, 1), action=(1, 2))  # j2 -> state dim 3, j0 -> state dim 1
+    gail = make_adversary("gail", pairs=pairs)
+    s = np.array([[9.0, 1.0, 2.0, 3.0, 0.5]])  # obj, j0, j1, j2, finger
+    a = np.array([[0.4, 3.5, 1.25]])  # grip, j2, j0
+    np.testing.assert_allclose(gail.features(s, a), [[9, 1, 2, 3, 0.5, 0.4, 0.5, 0.25]])  # the gripper stays
+    # no absolute joint targets (a twist, a vector, delta joints): plain [s, a]
+    for other in ([ActionEntry("v", "twist", "/t")],
+                  [ActionEntry("d", "joint_position", "/d", joints=["j0"], mode="delta", observation="arm")]):
+        none = JointPairs.from_layout(layout(obs, other))
+        assert none is None
+        plain = make_adversary("gail", pairs=none)
+        assert plain.feature_layout == "[s, a]" and plain.describe()["joint_pairs"] is None
+        np.testing.assert_allclose(plain.features(s, a[:, :1]), [[9, 1, 2, 3, 0.5, 0.4]])
+    assert JointPairs.from_dict(pairs.to_dict()) == pairs
 
 
 def test_episode_features_from_datasets_and_logs():

@@ -173,3 +173,38 @@ def test_disc_goal_refuses_recorded_data(tmp_path, capsys):
     assert cli(["train-adversarial", "--config", str(cfg), "--expert", str(tmp_path / "ds"),
                 "--out", str(tmp_path / "run")]) == 2
     assert "disc_goal" in capsys.readouterr().err
+
+
+def test_expert_and_discriminator_from_bags_of_a_gripper_task(tmp_path):
+    """Bags of an arm + gripper task with a vector command: the expert's state / action are the task's
+    entries, GAIL pairs no joints (the arm command is a vector) and scores [s, a]; the checkpoint records it."""
+    from test_task_policy import pick_task
+
+    from genil_ros.adversarial.discriminators import DiscriminatorTrainer, LearnedReward
+    from genil_ros.adversarial.expert import load_expert
+    from genil_ros.config import config_from_dict
+    from genil_ros.data.build import build_dataset
+    from genil_ros.data.synthetic import write_task_bag
+
+    bags = tmp_path / "bags"
+    for i in range(2):
+        write_task_bag(bags / f"demo_{i}", start_s=1000.0 + 100 * i)
+    cfg = config_from_dict({"task": pick_task(), "adversarial": {"algo": "gail", "disc_hidden": [8],
+                                                                 "disc_batch_size": 16}})
+    ex = load_expert(bags, cfg)
+    store = build_dataset(cfg, [bags], tmp_path / "ds", progress=False)
+    assert ex.layout.first_difference(store.layout) is None and ex.joint_names == ["j0", "j1", "j2"]
+    np.testing.assert_array_equal(ex.episodes[1]["action"], store.episode(1)["action"])
+    np.testing.assert_array_equal(load_expert(tmp_path / "ds", cfg).episodes[0]["state"], store.episode(0)["state"])
+    tr = DiscriminatorTrainer.from_config(cfg, ex)
+    assert tr.adversary.feature_layout == "[s, a]" and tr.dim == 7 + 3
+    tr.update(tr.expert[:32] + 0.1, 2)
+    tr.save(tmp_path / "disc", "discriminator")
+    learned = LearnedReward.load(tmp_path / "disc")
+    s, a = ex.episodes[0]["state"][:5], ex.episodes[0]["action"][:5]
+    np.testing.assert_array_equal(learned(s, a), tr.reward(tr.adversary.features(s, a)))
+    # a dataset that lacks an entry of the task is refused naming it
+    other = pick_task()
+    other["observations"].append({"name": "ft", "type": "wrench", "topic": "/ft"})
+    with pytest.raises(DataError, match="the dataset has no observation 'ft'"):
+        load_expert(tmp_path / "ds", config_from_dict({"task": other}))

@@ -40,7 +40,10 @@ def test_roundtrip_and_meta(tmp_path, compression):
     store = EpisodeStore.open(tmp_path / "ds")
     assert store.num_episodes == 3
     assert store.meta["episode_lengths"] == [7, 12, 5]
-    assert store.meta["format_version"] == 1
+    assert store.meta["format_version"] == 2
+    # written without entries: the joint_names form's, joints a, b, c in and out
+    assert [(e.name, e.type) for e in store.layout.state] == [("joints", "joint_position")]
+    assert store.layout.cameras == ("front",) and list(store.entries) == ["obs.joints", "act.joints"]
     assert store.meta["cameras"] == CAMS
     assert store.meta["topics"] == {"state": "/joint_states"}
     for i, e in enumerate(eps):
@@ -167,3 +170,106 @@ def test_split_episodes():
     assert split_episodes(20, 0.1, seed=4) != (tr, va)
     assert split_episodes(1, 0.5) == ([0], [])
     assert split_episodes(3, 0.01)[1] and split_episodes(3, 0.0)[1] == []
+
+
+# --------------------------------------------------------------------------- named entries, format 1
+
+
+def _pick_entries():
+    from genil_ros.schema import ActionEntry, ObservationEntry
+
+    obs = [ObservationEntry("arm", "joint_position", joints=["a", "b"]),
+           ObservationEntry("obj", "vector", "/obj", dims=["x", "y", "z"]),
+           ObservationEntry("front", "camera", "/cam", height=8, width=10)]
+    act = [ActionEntry("arm", "joint_position", "/arm/cmd", joints=["a", "b"]),
+           ActionEntry("grip", "gripper", "/grip/cmd", joints=["f"], binary=True, open_position=0.04,
+                       closed_position=0.0)]
+    return obs, act
+
+
+def test_entries_are_named_arrays_with_their_own_statistics(tmp_path):
+    from genil_ros.schema import layout
+
+    obs, act = _pick_entries()
+    rng = np.random.default_rng(0)
+    w = EpisodeStore.create(tmp_path / "ds", observations=obs, actions=act, control_rate_hz=10.0)
+    eps = []
+    for n in (6, 9):
+        e = {"obs.arm": rng.normal(size=(n, 2)), "obs.obj": rng.normal(size=(n, 3)) + 5,
+             "act.arm": rng.normal(size=(n, 2)), "act.grip": rng.integers(0, 2, (n, 1)).astype(np.float32),
+             "timestamp": np.arange(n) * 0.1, "front": rng.integers(0, 255, (n, 8, 10, 3), dtype=np.uint8)}
+        w.add_episode(e)
+        eps.append(e)
+    store = EpisodeStore.open(w.finalize().path)
+    assert store.layout.first_difference(layout(obs, act)) is None
+    assert (tmp_path / "ds" / "episodes" / "000000" / "obs.obj.npy").is_file()
+    got = store.episode(1)
+    np.testing.assert_allclose(got["state"], np.concatenate([eps[1]["obs.arm"], eps[1]["obs.obj"]], 1), rtol=1e-6)
+    np.testing.assert_allclose(got["act.grip"], eps[1]["act.grip"])
+    st = store.stats()
+    allobj = np.concatenate([e["obs.obj"] for e in eps])
+    np.testing.assert_allclose(st["obs.obj"]["mean"], allobj.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(st["state"]["std"][2:], allobj.std(0), rtol=1e-4)
+    assert st["action"]["min"].shape == (3,)
+    # a training layout may take a subset of the entries, in its own order
+    sub = layout([obs[1]], [act[1], act[0]])
+    ds = SequenceDataset(store, 1, 2, layout=sub)
+    assert ds[0]["obs"]["state"].shape == (1, 3) and set(ds[0]["obs"]) == {"state"}
+    np.testing.assert_allclose(ds[0]["action"][0].numpy(), np.r_[eps[0]["act.grip"][0], eps[0]["act.arm"][0]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(store.stats(sub)["action"]["max"][0], 1.0)
+    # an entry the store does not have, or has with other dimensions, is named
+    from genil_ros.schema import ObservationEntry
+
+    with pytest.raises(DataError, match="no observation 'ft'"):
+        SequenceDataset(store, 1, 2, layout=layout([ObservationEntry("ft", "wrench", "/ft")], act))
+    with pytest.raises(DataError, match="observation 'obj': dimensions differ"):
+        store.check_layout(layout([ObservationEntry("obj", "vector", "/o", dims=["x", "y"])], act))
+
+
+def test_nonfinite_and_misshaped_entries_are_refused_by_name(tmp_path):
+    obs, act = _pick_entries()
+    w = EpisodeStore.create(tmp_path / "ds", observations=obs, actions=act, control_rate_hz=10.0)
+    n = 4
+    e = {"obs.arm": np.zeros((n, 2)), "obs.obj": np.zeros((n, 3)), "act.arm": np.zeros((n, 2)),
+         "act.grip": np.zeros((n, 1)), "timestamp": np.arange(n) * 0.1, "front": np.zeros((n, 8, 10, 3), np.uint8)}
+    e["obs.obj"][2, 1] = np.nan
+    with pytest.raises(DataError, match=r"observation 'obj' has 1 non-finite value\(s\), the first nan at step 2, "
+                                        r"dimension y"):
+        w.add_episode(e)
+    e["obs.obj"] = np.zeros((n, 2))
+    with pytest.raises(DataError, match="observation 'obj' has dimension 2, the store has 3"):
+        w.add_episode(e)
+    with pytest.raises(DataError, match="'obs.wrist' is not an entry"):
+        w.add_episode({**e, "obs.wrist": np.zeros((n, 1))})
+    w.abort()
+
+
+def _downgrade_to_format_1(path):
+    """Rewrite a legacy-form store the way format 1 kept it: state.npy / action.npy, no schema."""
+    meta = json.loads((path / "meta.json").read_text())
+    for d in sorted((path / "episodes").iterdir()):
+        for whole, part in (("state", "obs."), ("action", "act.")):
+            files = sorted(d.glob(part + "*.npy"), key=lambda f: f.name != part + "joints.npy")
+            np.save(d / f"{whole}.npy", np.concatenate([np.load(f) for f in files], 1))
+            for f in files:
+                f.unlink()
+    for k in ("schema", "entry_stats"):
+        meta.pop(k)
+    meta["format_version"] = 1
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_format_1_store_opens_with_the_joint_names_schema(tmp_path):
+    store, eps = _make(tmp_path / "ds")
+    want_item, want_stats = SequenceDataset(store, 2, 4)[3], store.stats()
+    _downgrade_to_format_1(tmp_path / "ds")
+    old = EpisodeStore.open(tmp_path / "ds")
+    assert old.format_version == 1 and old.meta["format_version"] == 1
+    assert old.layout.first_difference(store.layout) is None
+    np.testing.assert_array_equal(old.lowdim(1, "obs.joints"), eps[1]["state"])
+    np.testing.assert_array_equal(old.episode(2)["action"], eps[2]["action"])
+    np.testing.assert_allclose(old.stats()["act.joints"]["min"], want_stats["action"]["min"])
+    item = SequenceDataset(old, 2, 4, layout=store.layout)[3]
+    np.testing.assert_array_equal(item["action"].numpy(), want_item["action"].numpy())
+    np.testing.assert_array_equal(item["obs"]["front"].numpy(), want_item["obs"]["front"].numpy())

@@ -456,15 +456,17 @@ def test_real_arm_params_agree_with_the_task_and_are_safe():
 
     task = load_config(REAL_TASK).task
     p = node_params(REAL_POLICY, "policy_node")
-    n = len(task.joint_names)
+    arm = next(a for a in task.actions if a.type == "joint_position")  # the arm's joint targets (+ a gripper)
+    n = len(arm.joints)
     assert 6 <= n <= 7
     lower, upper = np.array(p["joint_lower_limits"], float), np.array(p["joint_upper_limits"], float)
     assert lower.shape == upper.shape == (n,), \
         f"{REAL_POLICY.name}: joint limits must have {n} entries (task.joint_names)"
     assert np.all(lower < upper), f"{REAL_POLICY.name}: lower >= upper for joints {np.nonzero(lower >= upper)[0]}"
     assert np.all(np.abs(lower) <= 2 * math.pi) and np.all(np.abs(upper) <= 2 * math.pi)
-    assert [c.topic for c in task.cameras] == p["camera_topics"], "camera topics differ from real_arm_task.yaml"
-    assert [c.compressed for c in task.cameras] == p["camera_compressed"]
+    cameras = task.camera_entries
+    assert [c.topic for c in cameras] == p["camera_topics"], "camera topics differ from real_arm_task.yaml"
+    assert [c.compressed for c in cameras] == p["camera_compressed"]
     assert p["control_rate_hz"] == task.control_rate_hz
     assert p["output_mode"] in ("trajectory", "position")
     assert 0 < p["max_step_rad"] <= 0.2 and 0 < p["max_staleness_s"] <= 1.0

@@ -238,7 +238,7 @@ def test_cli_train_errors_name_the_problem(tmp_path, capsys):
     cfg = write_cfg(tmp_path / "joints.yaml", joints=("a", "b", "elbow"))
     assert cli_main(base + ["--config", str(cfg), "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
-    assert "joint_names" in err and "elbow" in err and len(err.strip().splitlines()) == 1
+    assert "observation 'joints': dimensions differ" in err and "elbow" in err and len(err.strip().splitlines()) == 1
     cfg = write_cfg(tmp_path / "size.yaml", hw=(48, 48))
     assert cli_main(base + ["--config", str(cfg), "--out", str(tmp_path / "o2")]) == 2
     assert "front" in capsys.readouterr().err

@@ -1,9 +1,21 @@
 """The task schema: entry checks, the state/action layout, the legacy joint_names form."""
 
+import numpy as np
 import pytest
 
 from genil_ros.config import CameraConfig
-from genil_ros.schema import ActionEntry, ObservationEntry, SchemaError, layout, legacy_entries, validate_entries
+from genil_ros.schema import (
+    ActionEntry,
+    Layout,
+    ObservationEntry,
+    SchemaError,
+    entries_from_dict,
+    entries_to_dict,
+    layout,
+    legacy_entries,
+    recorded_topics,
+    validate_entries,
+)
 
 
 def _pick_task():
@@ -76,3 +88,37 @@ def test_legacy_form_means_what_it_meant():
     obs, act = legacy_entries(["j1", "j2"], "/joint_states", False, [], "command", "/fwd/commands")
     validate_entries(obs, act)
     assert act[0].source == "command" and act[0].topic == "/fwd/commands" and layout(obs, act).state_dim == 2
+
+
+def test_schema_round_trips_and_modes_are_part_of_the_layout():
+    obs, act = _pick_task()
+    lay = layout(obs, act)
+    assert Layout.from_dict(lay.to_dict()) == lay
+    o2, a2 = entries_from_dict(entries_to_dict(obs, act))
+    assert (o2, a2) == (obs, act)
+    with pytest.raises(SchemaError, match=r"schema.actions\[0\]: unknown key\(s\) \['bogus'\]"):
+        entries_from_dict({"observations": [], "actions": [{"name": "x", "bogus": 1}]})
+    # delta and binary actions hold other numbers than absolute ones: the layouts differ in "mode"
+    delta = [ActionEntry("arm", "joint_position", "/arm/commands", joints=["a", "b", "c"], mode="delta",
+                         observation="arm")] + act[1:]
+    assert "mode differ (absolute vs delta)" in lay.first_difference(layout(obs, delta))
+    plain = act[:1] + [ActionEntry("gripper", "gripper", "/gripper/commands", joints=["finger"],
+                                   normalization="none")] + act[2:]
+    assert "mode differ (binary vs absolute)" in lay.first_difference(layout(obs, plain))
+    # a dataset's numbers do not depend on how a policy scales them
+    meanstd = [ObservationEntry("arm", "joint_position", joints=["a", "b", "c"], normalization="meanstd")] + obs[1:]
+    assert "normalization" in lay.first_difference(layout(meanstd, act))
+    assert lay.first_difference(layout(meanstd, act), normalization=False) is None
+    g = act[1]
+    np.testing.assert_array_equal(g.to_binary([0.04, 0.03, 0.01, 0.0]), [0, 0, 1, 1])
+    np.testing.assert_array_equal(g.from_binary([0.2, 0.7]), [0.04, 0.0])
+
+
+def test_recorded_topics_of_a_task():
+    obs, act = _pick_task()
+    topics = recorded_topics(obs, act)
+    assert list(topics) == ["/joint_states", "/tcp_pose", "/ft", "/object", "/camera/image_raw", "/arm/commands",
+                            "/gripper/commands", "/servo/delta_twist_cmds"]
+    assert topics["/joint_states"] == ("sensor_msgs/msg/JointState",)
+    assert topics["/arm/commands"] == ("std_msgs/msg/Float64MultiArray", "trajectory_msgs/msg/JointTrajectory")
+    assert "control_msgs/msg/GripperCommand" in topics["/gripper/commands"]

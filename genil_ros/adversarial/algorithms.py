@@ -5,10 +5,15 @@ reward it gives. The algorithm's name ("gail" / "amp", ``adversarial.algo``) is 
 Features are built only from what a rosbag records, so that expert data from bags and policy rollouts
 from the sim (or a real arm) are comparable:
 
-- ``state``      : the dataset's low-dim state = joint positions in ``task.joint_names`` order
-                   (+ joint velocities when ``task.use_velocity``), exactly ``EpisodeStore`` ``"state"``;
-- ``action``     : absolute joint position targets (``EpisodeStore`` ``"action"``);
+- ``state``      : the dataset's low-dim state, the task's observation entries concatenated in layout
+                   order (``schema.layout``), exactly ``EpisodeStore`` ``"state"``;
+- ``action``     : the task's action entries concatenated (``EpisodeStore`` ``"action"``);
 - ``next_state`` : the state one control tick later.
+
+Where the action holds absolute joint targets of joints the state observes, GAIL scores the commanded
+step ``a - q`` instead of ``a`` (:class:`JointPairs`: the first joint_position observation and the
+absolute joint_position action, paired by joint name); a task without such a pair (a twist, a vector, delta
+commands) is scored on the plain ``[s, a]``.
 
 Sign convention, the same for both: the discriminator's raw output is **high for expert** samples and
 low for policy samples, with the decision boundary at 0 (:meth:`Adversary.judged_expert`). GAIL's output
@@ -16,8 +21,9 @@ is a logit (``D = sigmoid(output)`` = the probability of "expert"); AMP's is a l
 aims at +1 for expert and -1 for policy samples. Rewards are high where the output says "expert".
 
 GAIL (Ho & Ermon 2016) scores state-action pairs ``[s, a - q]`` (q = the joint positions in s: the
-commanded step carries the style of the motion and does not depend on where the arm is); loss: binary
-cross-entropy, expert -> 1, policy -> 0; reward ``-log(1 - D) = softplus(logit)``.
+commanded step carries the style of the motion and does not depend on where the arm is; ``[s, a]`` when
+the task pairs no joints); loss: binary cross-entropy, expert -> 1, policy -> 0; reward
+``-log(1 - D) = softplus(logit)``.
 
 AMP (Peng et al. 2021) scores state transitions ``[s, s' - s]``; loss: least squares, expert -> +1,
 policy -> -1 (halved, as in AMP's code); style reward ``max(0, 1 - 0.25 (score - 1)^2)``. The gradient
@@ -28,7 +34,8 @@ penalty on expert samples, the regularisers and the replay buffer are common to 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Optional, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,7 +43,43 @@ import torch.nn.functional as F
 
 from genil_ros.errors import DataError, GenilError
 
-__all__ = ["Adversary", "GAIL", "AMP", "ADVERSARIES", "make_adversary", "amp_features", "combine_rewards"]
+__all__ = ["Adversary", "GAIL", "AMP", "ADVERSARIES", "make_adversary", "amp_features", "combine_rewards",
+           "JointPairs"]
+
+
+@dataclass(frozen=True)
+class JointPairs:
+    """Which action dimensions are absolute targets of which state dimensions (the joint positions q):
+    GAIL scores ``a - q`` there. Indices into the concatenated ``state`` / ``action`` vectors."""
+
+    state: tuple[int, ...]
+    action: tuple[int, ...]
+
+    @classmethod
+    def first(cls, n: int) -> Optional["JointPairs"]:
+        """The first ``n`` dimensions of both (the ``joint_names`` form, the sim's arms); None for 0."""
+        return cls(tuple(range(n)), tuple(range(n))) if n > 0 else None
+
+    @classmethod
+    def from_layout(cls, lay) -> Optional["JointPairs"]:
+        """From a ``schema.Layout``: the first joint_position observation and the first absolute
+        joint_position action, their joints in common paired by name; None when there is no such pair."""
+        obs = next((e for e in lay.state if e.type == "joint_position"), None)
+        act = next((e for e in lay.action if e.type == "joint_position" and not e.mode), None)
+        if obs is None or act is None:
+            return None
+        common = [j for j in act.dim_names if j in obs.dim_names]
+        if not common:
+            return None
+        return cls(tuple(obs.start + obs.dim_names.index(j) for j in common),
+                   tuple(act.start + act.dim_names.index(j) for j in common))
+
+    def to_dict(self) -> dict:
+        return {"state": list(self.state), "action": list(self.action)}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> Optional["JointPairs"]:
+        return None if not d else cls(tuple(int(i) for i in d["state"]), tuple(int(i) for i in d["action"]))
 
 
 def amp_features(state: np.ndarray, next_state: np.ndarray) -> np.ndarray:
@@ -68,8 +111,10 @@ class Adversary(ABC):
     uses_action: ClassVar[bool]
     uses_next_state: ClassVar[bool]
 
-    def __init__(self, num_joints: int):
-        self.num_joints = int(num_joints)  # the first num_joints entries of a state are joint positions
+    def __init__(self, num_joints: int = 0, pairs: Optional[JointPairs] = None):
+        # GAIL's a - q: ``pairs`` (from the task's layout), or the first num_joints dimensions of both
+        self.pairs = pairs if pairs is not None else JointPairs.first(int(num_joints))
+        self.num_joints = len(self.pairs.state) if self.pairs else 0
 
     # ---- what D sees
     @abstractmethod
@@ -113,22 +158,28 @@ class Adversary(ABC):
 
     def describe(self) -> dict:
         """The checkpoint's record of the algorithm (meta.json)."""
-        return {"algo": self.name, "features": self.feature_layout}
+        return {"algo": self.name, "features": self.feature_layout,
+                "joint_pairs": self.pairs.to_dict() if self.pairs else None}
 
 
 class GAIL(Adversary):
     """GAIL: state-action pairs ``[s, a - q]``; the output is a logit, ``D = sigmoid(logit)``."""
 
     name = "gail"
-    feature_layout = "[s, a - q]"
     samples = "state-action pairs"
     uses_action = True
     uses_next_state = False
 
+    @property
+    def feature_layout(self) -> str:  # type: ignore[override]
+        return "[s, a - q]" if self.pairs else "[s, a]"
+
     def features(self, state, action, next_state=None) -> np.ndarray:
         state = np.asarray(state, dtype=np.float32)
-        action = np.asarray(action, dtype=np.float32)
-        return np.concatenate([state, action - state[..., :self.num_joints]], axis=-1).astype(np.float32)
+        action = np.array(action, dtype=np.float32)  # a copy: the paired dims become a - q
+        if self.pairs:
+            action[..., list(self.pairs.action)] -= state[..., list(self.pairs.state)]
+        return np.concatenate([state, action], axis=-1).astype(np.float32)
 
     def episode_features(self, episode: dict, where: str, index: int) -> np.ndarray:
         s = np.asarray(episode["state"], np.float32)
@@ -192,10 +243,12 @@ class AMP(Adversary):
 ADVERSARIES: dict[str, type[Adversary]] = {cls.name: cls for cls in (GAIL, AMP)}
 
 
-def make_adversary(algo: str, num_joints: int, where: str = "adversarial.algo") -> Adversary:
-    """The algorithm named ``algo`` for a robot with ``num_joints`` joints; GenilError naming ``where``."""
+def make_adversary(algo: str, num_joints: int = 0, where: str = "adversarial.algo",
+                   pairs: Union[JointPairs, None] = None) -> Adversary:
+    """The algorithm named ``algo``; GAIL's ``a - q`` over ``pairs`` (e.g. ``JointPairs.from_layout(task
+    layout)``), else over the first ``num_joints`` dimensions, else none. GenilError naming ``where``."""
     try:
         cls = ADVERSARIES[algo]
     except KeyError:
         raise GenilError(f"{where}: {algo!r} is not one of {', '.join(ADVERSARIES)}") from None
-    return cls(num_joints)
+    return cls(num_joints, pairs)

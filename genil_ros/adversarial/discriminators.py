@@ -183,14 +183,22 @@ class DiscriminatorTrainer:
     def from_config(cls, cfg, expert, *, algo: Optional[str] = None, seed: Optional[int] = None,
                     goal_in_state: bool = False) -> "DiscriminatorTrainer":
         """The trainer of ``cfg.adversarial`` (``algo`` overrides its ``algo``, ``seed`` its ``seed``) on an
-        expert set (``episodes``, ``joint_names``, ``source``; see ``expert.ExpertSet``).
+        expert set (``episodes``, ``joint_names``, ``source``, ``layout``; see ``expert.ExpertSet``).
+        GAIL's ``a - q`` pairs come from the expert's layout (data from a dataset or bags: the task's
+        entries), else the first ``len(joint_names)`` dimensions (the sim's arms).
         ``goal_in_state``: the states carry ``[goal, ee_pos - goal]`` (``adversarial.disc_goal``)."""
+        from genil_ros.adversarial.algorithms import JointPairs
+
         a = cfg.adversarial
-        adversary = make_adversary(algo or a.algo, len(expert.joint_names))
+        lay = getattr(expert, "layout", None)
+        pairs = JointPairs.from_layout(lay) if lay is not None else JointPairs.first(len(expert.joint_names))
+        adversary = make_adversary(algo or a.algo, pairs=pairs)
         features = adversary.episodes_features(expert.episodes, where=expert.source)
-        record = {"num_joints": len(expert.joint_names), "joint_names": list(expert.joint_names),
+        record = {"num_joints": adversary.num_joints, "joint_names": list(expert.joint_names),
                   "use_velocity": bool(cfg.task.use_velocity), "disc_goal": bool(goal_in_state),
                   "expert_source": expert.source}
+        if lay is not None:
+            record["layout"] = lay.to_dict()
         return cls(adversary, features, hidden=a.disc_hidden, lr=a.disc_lr, weight_decay=a.disc_weight_decay,
                    logit_reg=a.disc_logit_reg, grad_penalty=a.grad_penalty, batch_size=a.disc_batch_size,
                    replay_size=a.replay_buffer_size, seed=a.seed if seed is None else seed, record=record)
@@ -336,8 +344,11 @@ class LearnedReward:
         missing = [k for k in ("algo", "num_joints", "feature_dim", "disc_hidden") if k not in meta]
         if missing:
             raise CheckpointError(f"{mp}: no {missing[0]!r} (not a discriminator checkpoint?)")
-        try:
-            adversary = make_adversary(meta["algo"], int(meta["num_joints"]), where=f"{mp}: algo")
+        from genil_ros.adversarial.algorithms import JointPairs
+
+        try:  # joint_pairs since the task schema; before it, the first num_joints dimensions
+            pairs = JointPairs.from_dict(meta.get("joint_pairs"))
+            adversary = make_adversary(meta["algo"], int(meta["num_joints"]), where=f"{mp}: algo", pairs=pairs)
         except GenilError as e:
             raise CheckpointError(str(e)) from None
         net = Discriminator(int(meta["feature_dim"]), [int(h) for h in meta["disc_hidden"]])

@@ -2,10 +2,11 @@
 rosbags (through the dataset builder of ``genil_ros.data``), or straight from the scripted expert in the
 sim (quick experiments).
 
-An expert set is a list of episodes, each ``{"state": (N, S) float32, "action": (N, A) float32}`` with
-states/actions in ``joint_names`` order, exactly the dataset contract (episodes logged by
-:func:`run_episodes` also have ``"next_state"``). The discriminator's features are made from them by the
-algorithm, ``Adversary.episodes_features`` (``adversarial/algorithms.py``).
+An expert set is a list of episodes, each ``{"state": (N, S) float32, "action": (N, A) float32}``: the
+task's low-dim entries concatenated in layout order, exactly the dataset contract (episodes logged by
+:func:`run_episodes` also have ``"next_state"``). A set from a dataset or bags carries that ``layout``; a
+set rolled out in the sim carries ``joint_names`` (joint positions first). The discriminator's features are
+made from the episodes by the algorithm, ``Adversary.episodes_features`` (``adversarial/algorithms.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from genil_ros.data.bags import find_bags, is_bag
 from genil_ros.errors import DataError
+from genil_ros.schema import Layout
 
 __all__ = ["ExpertSet", "load_expert", "load_bags", "load_store", "run_episodes", "EpisodeLog"]
 
@@ -25,46 +27,44 @@ __all__ = ["ExpertSet", "load_expert", "load_bags", "load_store", "run_episodes"
 @dataclass
 class ExpertSet:
     episodes: list[dict]
-    joint_names: list[str]
+    joint_names: list[str]  # the observed joints (sim sets: the arm's joints, whose positions come first)
     source: str
     info: dict = field(default_factory=dict)
+    layout: Optional[Layout] = None  # the state / action layout (sets from datasets and bags)
 
     @property
     def num_steps(self) -> int:
         return int(sum(len(e["state"]) for e in self.episodes))
 
 
-def _check_names(names: Sequence[str], wanted: Sequence[str], where: str) -> None:
-    if list(names) != list(wanted):
-        missing = [j for j in wanted if j not in names]
-        extra = [j for j in names if j not in wanted]
-        raise DataError(f"{where}: joint names {list(names)} do not match the config's task.joint_names {list(wanted)}"
-                        + (f" (missing joint {missing[0]!r})" if missing else "")
-                        + (f" (unexpected joint {extra[0]!r})" if extra else ""))
+def lowdim_layout(task) -> Layout:
+    """The task's layout without its cameras: what a discriminator sees."""
+    lay = task.layout
+    return Layout(lay.state, lay.action, ())
 
 
-def load_store(path: Path, joint_names: Sequence[str], state_dim: int) -> ExpertSet:
+def load_store(path: Path, task) -> ExpertSet:
+    """The episodes of a dataset as the task's entries concatenate them (``task``: a validated TaskConfig);
+    DataError naming the entry the dataset lacks or holds otherwise."""
     from genil_ros.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
-    names = store.meta.get("joint_names") or []
-    _check_names(names, joint_names, str(path))
+    lay = lowdim_layout(task)
+    store.check_layout(lay, where=str(path))
     eps = []
     for i in range(store.num_episodes):
-        s = np.array(store.lowdim(i, "state"), np.float32)  # low-dim only (no image decoding), copied
-        if s.ndim != 2 or s.shape[1] != state_dim:
-            raise DataError(f"{path}: episode {i} 'state' has shape {s.shape}, expected (N, {state_dim}) "
-                            f"(task.use_velocity differs from the dataset?)")
-        eps.append({"state": s, "action": np.array(store.lowdim(i, "action"), np.float32)})
+        s, a = store.lowdim_for(i, lay)  # low-dim only (no image decoding)
+        eps.append({"state": np.array(s, np.float32), "action": np.array(a, np.float32)})
     if not eps:
         raise DataError(f"{path}: the dataset has no episodes")
-    return ExpertSet(eps, list(names), str(path))
+    joints = next((list(e.dim_names) for e in lay.state if e.type == "joint_position"), [])
+    return ExpertSet(eps, joints, str(path), layout=lay)
 
 
 def load_bags(paths: Sequence[Path], cfg, where: Optional[str] = None) -> ExpertSet:
-    """Bags -> episodes through the dataset builder (``genil_ros.data.build``: same topic roles, joint
-    reordering by name, control-rate synchronisation and errors as ``genil-ros dataset build``), without
-    cameras, into a temporary state-only store that is read back and deleted."""
+    """Bags -> episodes through the dataset builder (``genil_ros.data.build``: same topics and entries,
+    joint reordering by name, control-rate synchronisation and errors as ``genil-ros dataset build``),
+    without cameras, into a temporary state-only store that is read back and deleted."""
     import copy
     import tempfile
 
@@ -72,9 +72,10 @@ def load_bags(paths: Sequence[Path], cfg, where: Optional[str] = None) -> Expert
 
     c = copy.deepcopy(cfg)
     c.task.cameras = []  # state and action only: no image decoding
+    c.task.observations = [o for o in c.task.observations if not o.is_camera]
     with tempfile.TemporaryDirectory(prefix="genil_adv_bags_") as td:
         build_dataset(c, [str(p) for p in paths], Path(td) / "ds", progress=False)
-        es = load_store(Path(td) / "ds", cfg.task.joint_names, cfg.task.state_dim)
+        es = load_store(Path(td) / "ds", c.task)
     es.source = where or ", ".join(str(p) for p in paths)
     return es
 
@@ -86,7 +87,7 @@ def load_expert(path, cfg) -> ExpertSet:
     if not p.exists():
         raise DataError(f"{p}: expert data not found (give a dataset directory or rosbag2 files)")
     if p.is_dir() and (p / "meta.json").is_file():
-        return load_store(p, cfg.task.joint_names, cfg.task.state_dim)
+        return load_store(p, cfg.task)
     if is_bag(p):
         return load_bags([p], cfg)
     bags = find_bags(p) if p.is_dir() else []

@@ -17,6 +17,7 @@ import torch
 
 from genil_ros.data.store import EpisodeStore
 from genil_ros.errors import DataError
+from genil_ros.schema import Layout
 
 __all__ = ["SequenceDataset", "split_episodes"]
 
@@ -25,13 +26,15 @@ class SequenceDataset(torch.utils.data.Dataset):
     """Item: ``{"obs": {"state": (T_o, D) float32, <cam>: (T_o, 3, H, W) uint8}, "action": (T_p, A) float32}``.
 
     ``episodes``: which episodes of the store to use (default all); ``cameras``: which cameras (default
-    all of the store's). ``in_memory``: decompress the frames into RAM first (default: when they take at
-    most half of the free RAM); otherwise frames are read chunk by chunk with an LRU cache.
+    all of the store's, or the cameras of ``layout``). ``layout``: the task's ``schema.Layout``: ``state`` /
+    ``action`` are the concatenations of its entries in its order (it may take a subset of the store's
+    entries; default: the store's own layout). ``in_memory``: decompress the frames into RAM first (default:
+    when they take at most half of the free RAM); otherwise frames are read chunk by chunk with an LRU cache.
     """
 
     def __init__(self, store: EpisodeStore, n_obs_steps: int, horizon: int, episodes: Optional[Sequence[int]] = None,
                  cameras: Optional[Sequence[str]] = None, *, pad_before: Optional[int] = None,
-                 pad_after: Optional[int] = None, in_memory: Optional[bool] = None):
+                 pad_after: Optional[int] = None, in_memory: Optional[bool] = None, layout: Optional[Layout] = None):
         if isinstance(store, (str, bytes)) or hasattr(store, "__fspath__"):
             store = EpisodeStore.open(store)
         if not 1 <= n_obs_steps <= horizon:
@@ -49,7 +52,12 @@ class SequenceDataset(torch.utils.data.Dataset):
         for e in self.episodes:
             if not 0 <= e < n:
                 raise DataError(f"{store.path}: episode {e} out of range (the store has {n})")
-        self.cameras = list(store.camera_names if cameras is None else cameras)
+        if layout is not None:
+            store.check_layout(layout)
+        self.layout = layout if layout is not None else store.layout
+        if cameras is None:
+            cameras = store.camera_names if layout is None else list(layout.cameras)
+        self.cameras = list(cameras)
         for c in self.cameras:
             if c not in store.camera_names:
                 raise DataError(f"{store.path}: no camera {c!r} in the dataset (it has {store.camera_names})")
@@ -59,8 +67,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         self._ep_start, self._ep_len = [], []
         off = 0
         for k, e in enumerate(self.episodes):
-            s = np.asarray(store.lowdim(e, "state"), dtype=np.float32)
-            a = np.asarray(store.lowdim(e, "action"), dtype=np.float32)
+            s, a = store.lowdim_for(e, self.layout)
+            s, a = np.asarray(s, dtype=np.float32), np.asarray(a, dtype=np.float32)
             L = len(s)
             states.append(s)
             actions.append(a)

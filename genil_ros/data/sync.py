@@ -10,7 +10,7 @@ across. The action of tick ``t`` is the command in force just before the next ti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -66,30 +66,32 @@ class TimelinePlan:
 
 
 def plan_timeline(streams: dict, rate_hz: float, max_staleness_s: float, episode_gap_s: float,
-                  min_steps: int, reference: str, action: Optional[str] = None,
+                  min_steps: int, reference: str, action: Union[str, Sequence[str], None] = None,
                   next_state: bool = False, unusable: Optional[dict] = None) -> TimelinePlan:
     """Plan the ticks of one bag.
 
-    ``streams``: name -> sorted int64 stamps; ``reference`` names the joint-state stream (its gaps longer
-    than ``episode_gap_s`` always cut); ``action`` names the command stream (held until just before the
-    next tick). ``next_state``: the action is the next tick's state, so each span loses its last tick.
+    ``streams``: name -> sorted int64 stamps; ``reference`` names the stream whose gaps longer than
+    ``episode_gap_s`` always cut (the joint states, or the task's first observation); ``action`` names
+    the command stream(s) (each held until just before the next tick). ``next_state``: an action is the
+    next tick's observation, so each span loses its last tick.
     ``unusable``: name -> bool per message (e.g. non-finite values): a tick that would hold such a message
     is invalid, so the span is cut there as at a gap (the message is not skipped for an older one).
     """
+    commands = {action} if isinstance(action, str) else set(action or ())
     dt = int(round(1e9 / rate_hz))
     stale_ns = int(round(max_staleness_s * 1e9))
     firsts = []
     for name, st in streams.items():
         if not len(st):
             return TimelinePlan(np.zeros(0, np.int64), np.zeros(0, bool), [], [], {}, {name: -1})
-        firsts.append(int(st[0]) - (dt if name == action else 0))
+        firsts.append(int(st[0]) - (dt if name in commands else 0))
     ref = np.asarray(streams[reference], dtype=np.int64)
     t0, t_end = max(firsts), int(ref[-1])
     ticks = make_ticks(t0, t_end, rate_hz)
     valid = np.ones(len(ticks), dtype=bool)
     index, stale, bad_ticks = {}, {}, {}
     for name, st in streams.items():
-        if name == action:
+        if name in commands:
             idx, ok = zoh(st, ticks + dt, stale_ns, strict=True)
         else:
             idx, ok = zoh(st, ticks, stale_ns)

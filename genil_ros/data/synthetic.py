@@ -3,7 +3,9 @@
 :class:`BagFile` writes individual messages (JointState, Image, CompressedImage, JointTrajectory,
 Float64MultiArray) into a rosbag2 (mcap or sqlite3, optionally zstd-compressed) or a ROS 1 bag;
 :func:`write_demo_bag` writes a whole demonstration whose values are known functions of time:
-joint ``j`` is at ``joint_value(t, j)`` and camera frame ``k`` is filled with ``frame_colour(k)``.
+joint ``j`` is at ``joint_value(t, j)`` and camera frame ``k`` is filled with ``frame_colour(k)``;
+:func:`write_task_bag` one of an arm with a gripper, a perception vector and a vector command (PoseStamped,
+WrenchStamped, TwistStamped and GripperCommand writers are in :class:`BagFile`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["BagFile", "write_demo_bag", "joint_value", "frame_colour"]
+__all__ = ["BagFile", "write_demo_bag", "write_task_bag", "joint_value", "frame_colour", "gripper_value",
+           "object_value", "command_vector"]
 
 
 def joint_value(t: float, j: int) -> float:
@@ -130,6 +133,40 @@ class BagFile:
         L = self.ts.types["std_msgs/msg/MultiArrayLayout"]
         self.write(topic, MA(layout=L(dim=[], data_offset=0), data=np.asarray(values, np.float64)), t_ns)
 
+    def _vec3(self, v):
+        return self.ts.types["geometry_msgs/msg/Vector3"](x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+    def pose(self, topic: str, t_ns: int, stamp_ns: int, position, quat_xyzw, frame_id: str = ""):
+        """geometry_msgs/PoseStamped; ``quat_xyzw`` is written as given (not normalised)."""
+        T = self.ts.types
+        p = T["geometry_msgs/msg/Point"](x=float(position[0]), y=float(position[1]), z=float(position[2]))
+        x, y, z, w = (float(v) for v in quat_xyzw)
+        q = T["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
+        msg = T["geometry_msgs/msg/PoseStamped"](header=self.header(stamp_ns, frame_id),
+                                                 pose=T["geometry_msgs/msg/Pose"](position=p, orientation=q))
+        self.write(topic, msg, t_ns)
+
+    def wrench(self, topic: str, t_ns: int, stamp_ns: int, force, torque, frame_id: str = ""):
+        T = self.ts.types
+        w = T["geometry_msgs/msg/Wrench"](force=self._vec3(force), torque=self._vec3(torque))
+        self.write(topic, T["geometry_msgs/msg/WrenchStamped"](header=self.header(stamp_ns, frame_id), wrench=w), t_ns)
+
+    def twist(self, topic: str, t_ns: int, stamp_ns: int, linear, angular, frame_id: str = ""):
+        T = self.ts.types
+        tw = T["geometry_msgs/msg/Twist"](linear=self._vec3(linear), angular=self._vec3(angular))
+        self.write(topic, T["geometry_msgs/msg/TwistStamped"](header=self.header(stamp_ns, frame_id), twist=tw), t_ns)
+
+    def gripper_command(self, topic: str, t_ns: int, position: float, max_effort: float = 20.0):
+        """control_msgs/msg/GripperCommand (registered from its definition: no PyPI wheel has control_msgs;
+        the bag carries the definition, as ``ros2 bag record`` writes it)."""
+        name = "control_msgs/msg/GripperCommand"
+        if name not in self.ts.types:
+            from rosbags.typesys import get_types_from_msg
+
+            self.ts.register(get_types_from_msg("float64 position\nfloat64 max_effort\n", name))
+        GC = self.ts.types[name]
+        self.write(topic, GC(position=float(position), max_effort=float(max_effort)), t_ns)
+
 
 def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0", "j1", "j2"), duration_s: float = 3.0,
                    start_s: float = 1000.0, js_rate: float = 50.0, cam_rate: float = 20.0, image_size=(24, 32),
@@ -204,4 +241,60 @@ def write_demo_bag(path: Union[str, Path], *, joint_names: Sequence[str] = ("j0"
                     bag.trajectory(action_topic, recv, stamp, list(reversed(names)), list(reversed(vals)))
             if progress is not None:
                 progress.update(1)
+    return Path(path)
+
+
+def gripper_value(t: float) -> float:
+    """The finger joint's opening (m) at time ``t``: open 0.04, closing to 0.01 (an object) and back."""
+    return 0.04 if math.sin(1.3 * t) > 0 else 0.01
+
+
+def object_value(t: float) -> list[float]:
+    """The perceived object position (x, y, z) at time ``t``."""
+    return [0.5 + 0.05 * math.sin(t), -0.1 * math.cos(t), 0.02]
+
+
+def command_vector(t: float, n: int) -> list[float]:
+    """The ``n`` values of the vector command published at time ``t``."""
+    return [math.cos(0.7 * t + i) for i in range(n)]
+
+
+def write_task_bag(path: Union[str, Path], *, joints: Sequence[str] = ("j0", "j1", "j2"),
+                   finger: str = "finger_joint", duration_s: float = 3.0, start_s: float = 1000.0,
+                   js_rate: float = 50.0, obj_rate: float = 15.0, cmd_rate: float = 10.0, command_dims: int = 2,
+                   js_topic: str = "/joint_states", obj_topic: str = "/object/position",
+                   cmd_topic: str = "/arm/commands", gripper_topic: str = "/gripper/command",
+                   gripper_msg: str = "multiarray", open_position: float = 0.04, closed_position: float = 0.0,
+                   storage: str = "mcap", edit=None) -> Path:
+    """A demonstration of an arm with a gripper, without cameras: ``js_topic`` JointState with ``joints`` at
+    ``joint_value(t, j)`` and ``finger`` at ``gripper_value(t)``; ``obj_topic`` Float64MultiArray
+    ``object_value(t)`` (no header: stamped by receive time = header time); ``cmd_topic`` Float64MultiArray of
+    ``command_dims`` values ``command_vector(t)`` (a length other than the joints'); ``gripper_topic`` the
+    gripper command, ``closed_position`` while the finger closes else ``open_position``, as Float64MultiArray
+    (``gripper_msg="multiarray"``) or control_msgs/GripperCommand (``"gripper_command"``).
+    ``edit(bag, kind, k, t_ns)`` may write a message itself (return True) to inject bad input."""
+    names = list(joints) + [finger]
+    events = []
+    for kind, rate in (("js", js_rate), ("obj", obj_rate), ("cmd", cmd_rate), ("grip", cmd_rate)):
+        n = int(math.floor(duration_s * rate + 1e-9)) + 1
+        events += [(int(round((start_s + k / rate) * 1e9)), kind, k) for k in range(n)]
+    events.sort()
+    with BagFile(path, storage=storage) as bag:
+        for t_ns, kind, k in events:
+            t = t_ns / 1e9
+            if edit is not None and edit(bag, kind, k, t_ns):
+                continue
+            if kind == "js":
+                pos = [joint_value(t, j) for j in range(len(joints))] + [gripper_value(t)]
+                bag.joint_state(js_topic, t_ns, t_ns, names[::-1], pos[::-1], [0.0] * len(names))
+            elif kind == "obj":
+                bag.multiarray(obj_topic, t_ns, object_value(t))
+            elif kind == "cmd":
+                bag.multiarray(cmd_topic, t_ns, command_vector(t, command_dims))
+            else:
+                g = closed_position if gripper_value(t + 0.1) < 0.02 else open_position
+                if gripper_msg == "gripper_command":
+                    bag.gripper_command(gripper_topic, t_ns, g)
+                else:
+                    bag.multiarray(gripper_topic, t_ns, [g])
     return Path(path)

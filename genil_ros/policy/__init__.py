@@ -1,5 +1,6 @@
 """Diffusion policy (Chi et al. 2023): conditional 1-D U-Net with FiLM, ResNet-18/GroupNorm vision encoder,
-min-max normalizer, diffusers schedulers, safetensors checkpoints and the `genil-ros train` command.
+per-entry normalizer (min-max, mean/std, none), diffusers schedulers, safetensors checkpoints and the
+`genil-ros train` command.
 
 Plain PyTorch, no rclpy. Heavy modules load on first use::
 

@@ -3,9 +3,10 @@
 ```
 <dir>/model.safetensors    the trained weights
 <dir>/ema.safetensors      the EMA weights (what load_policy uses by default)
-<dir>/config.yaml          the full ExperimentConfig it was trained with
-<dir>/normalizer.json      per-dimension min/max of state and action
-<dir>/meta.json            format_version, shapes, created, git commit, extra (epoch, step, losses...)
+<dir>/config.yaml          the full ExperimentConfig it was trained with (task entries included)
+<dir>/normalizer.json      per-entry normalisation and per-dimension statistics of state and action
+<dir>/meta.json            format_version, shapes, the task schema (entries + layout), created, git
+                           commit, extra (epoch, step, losses...)
 <dir>/training_state.pt    optional: optimiser / LR schedule / EMA state for --resume (torch.save;
                            read back only with weights_only=True)
 ```
@@ -15,6 +16,11 @@ The whole directory is written by :func:`genil_ros.fileio.write_dir_atomically`:
 after the rename succeeded, so a kill mid-save never leaves a half-written ``<dir>``: only a finished name
 is a checkpoint, whatever files a temp directory holds. A leftover ``<dir>.old-<pid>`` (killed between the
 two renames) is picked up by :func:`load_policy` when ``<dir>`` itself is missing.
+
+Format versions: 2 records the task schema in meta.json (``schema``: ``observations``, ``actions``,
+``layout``) and writes a per-entry normalizer.json. Format 1 checkpoints (config.yaml in the
+``joint_names`` form, a min-max normalizer.json with ``state`` / ``action``) are migrated on load: their
+config expands to the same entries, their normalizer is one min-max entry per field - what it meant.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from genil_ros.errors import CheckpointError
 from genil_ros.fileio import atomic_write_json, write_dir_atomically
 
 __all__ = ["FORMAT_VERSION", "FILES", "save_checkpoint", "load_policy", "export_checkpoint", "read_meta",
-           "resolve_checkpoint_dir", "check_task_compatible", "resolve_device", "load_training_state"]
+           "resolve_checkpoint_dir", "check_task_compatible", "task_difference", "resolve_device",
+           "load_training_state"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILES = ("model.safetensors", "ema.safetensors", "config.yaml", "normalizer.json", "meta.json")
 TRAINING_STATE = "training_state.pt"
 
@@ -73,10 +80,16 @@ def _shapes(policy) -> dict:
         "n_action_steps": policy.n_action_steps,
         "joint_names": list(cfg.task.joint_names),
         "use_velocity": bool(cfg.task.use_velocity),
-        "cameras": [{"name": c.name, "height": c.height, "width": c.width} for c in cfg.task.cameras],
+        "cameras": [{"name": c.name, "height": c.height, "width": c.width} for c in cfg.task.camera_entries],
         "obs_feature_dim": policy.obs_encoder.feature_dim,
         "num_parameters": sum(p.numel() for p in policy.parameters()),
     }
+
+
+def _schema(task) -> dict:
+    from genil_ros.schema import entries_to_dict
+
+    return {**entries_to_dict(task.observations, task.actions), "layout": task.layout.to_dict()}
 
 
 def _state_for_file(sd: Mapping[str, torch.Tensor]) -> dict:
@@ -113,6 +126,7 @@ def save_checkpoint(dir: PathLike, policy, ema_state: Optional[Mapping[str, torc
             "git_commit": _git_commit(),
             "torch_version": torch.__version__,
             "shapes": _shapes(policy),
+            "schema": _schema(cfg.task),
             "extra": dict(extra or {}),
         }
         atomic_write_json(tmp / "meta.json", meta)
@@ -158,32 +172,38 @@ def read_meta(dir: PathLike) -> dict:
     return meta
 
 
+def task_difference(trained, task) -> Optional[str]:
+    """None when ``task`` (a validated TaskConfig) observes and commands exactly what ``trained`` does, else
+    the first difference: an entry (``Layout.first_difference``: name, type, dimensions, mode,
+    normalisation), a camera size, or the observation / prediction horizons."""
+    why = trained.layout.first_difference(task.layout)
+    if why is not None:
+        return why
+    c0 = [(c.name, c.height, c.width) for c in trained.camera_entries]
+    c1 = [(c.name, c.height, c.width) for c in task.camera_entries]
+    if c0 != c1:
+        return f"cameras (name, height, width) {c1} != the checkpoint's {c0}"
+    h0, h1 = trained.horizon, task.horizon
+    if (h1.n_obs_steps, h1.horizon) != (h0.n_obs_steps, h0.horizon):
+        return (f"horizon (n_obs_steps, horizon) {(h1.n_obs_steps, h1.horizon)} != the checkpoint's "
+                f"{(h0.n_obs_steps, h0.horizon)}")
+    return None
+
+
 def check_task_compatible(policy, task, where: str = "task") -> None:
     """Raise CheckpointError unless ``task`` (a TaskConfig, e.g. a node's config override) observes and
-    commands exactly what ``policy`` was trained on."""
-    t0 = policy.cfg.task
-    problems = []
-    if list(task.joint_names) != list(t0.joint_names):
-        problems.append(f"joint_names {list(task.joint_names)} != checkpoint's {list(t0.joint_names)}")
-    if bool(task.use_velocity) != bool(t0.use_velocity):
-        problems.append(f"use_velocity {task.use_velocity} != checkpoint's {t0.use_velocity}")
-    c0 = [(c.name, c.height, c.width) for c in t0.cameras]
-    c1 = [(c.name, c.height, c.width) for c in task.cameras]
-    if c0 != c1:
-        problems.append(f"cameras (name, height, width) {c1} != checkpoint's {c0}")
-    h0, h1 = t0.horizon, task.horizon
-    if (h1.n_obs_steps, h1.horizon) != (h0.n_obs_steps, h0.horizon):
-        problems.append(f"horizon (n_obs_steps, horizon) {(h1.n_obs_steps, h1.horizon)} != checkpoint's "
-                        f"{(h0.n_obs_steps, h0.horizon)}")
-    if problems:
-        raise CheckpointError(f"{where}: does not match the checkpoint: " + "; ".join(problems))
+    commands exactly what ``policy`` was trained on, naming the first mismatching key."""
+    why = task_difference(policy.cfg.task, task)
+    if why is not None:
+        raise CheckpointError(f"{where}: does not match the checkpoint: {why}")
 
 
 def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_ema: bool = True, task=None):
     """Load a checkpoint directory -> DiffusionPolicy in eval mode on ``device``.
 
-    ``task`` (optional TaskConfig) is checked against the checkpoint's task (CheckpointError if it
-    differs in joints, cameras or horizons)."""
+    ``task`` (optional TaskConfig) is checked against the checkpoint's task (CheckpointError naming the
+    first mismatching entry key, camera or horizon). The policy's task is ``policy.cfg.task`` (entries
+    filled, ``policy.layout``); a format-1 checkpoint is migrated in memory (see the module docstring)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -212,13 +232,20 @@ def load_policy(dir: PathLike, device: Union[str, torch.device] = "auto", use_em
         raise CheckpointError(f"{p / 'normalizer.json'}: unreadable ({type(e).__name__}: {e})") from None
     normalizer = Normalizer.from_dict(norm_data, where=str(p / "normalizer.json"))
     dev = resolve_device(device)
+    recorded = meta.get("schema")
+    if recorded is not None:  # format 2: the schema in meta.json is the one config.yaml describes
+        from genil_ros.schema import Layout
+
+        try:
+            why = Layout.from_dict(recorded["layout"]).first_difference(cfg.task.layout)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{p / 'meta.json'}: schema.layout is malformed ({type(e).__name__}: {e})") from None
+        if why is not None:
+            raise CheckpointError(f"{p}: meta.json's schema and config.yaml's task differ: {why}")
     policy = DiffusionPolicy(cfg)
-    for key, dim in (("state", policy.state_dim), ("action", policy.action_dim)):
-        if key not in normalizer:
-            raise CheckpointError(f"{p / 'normalizer.json'}: no statistics for {key!r}")
-        if normalizer.dim(key) != dim:
-            raise CheckpointError(f"{p / 'normalizer.json'}: {key} has {normalizer.dim(key)} dimensions, "
-                                  f"config.yaml says {dim}")
+    why = normalizer.first_difference(policy.layout)
+    if why is not None:
+        raise CheckpointError(f"{p / 'normalizer.json'}: does not fit config.yaml's task: {why}")
     policy.normalizer.load_from(normalizer)
     wfile = p / ("ema.safetensors" if use_ema else "model.safetensors")
     try:

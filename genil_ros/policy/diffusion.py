@@ -35,15 +35,16 @@ SCHEDULERS = ("ddpm", "ddim", "dpmsolver")
 
 
 def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str = "squaredcos_cap_v2",
-                   prediction_type: str = "epsilon"):
-    """A diffusers scheduler over the training noise schedule."""
+                   prediction_type: str = "epsilon", clip_sample: bool = True):
+    """A diffusers scheduler over the training noise schedule. ``clip_sample``: DDPM / DDIM clip their
+    predicted clean sample to [-1, 1] (only right when every action dimension is normalised into it)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type)
     if kind == "ddpm":
-        return DDPMScheduler(**common, clip_sample=True, variance_type="fixed_small")
+        return DDPMScheduler(**common, clip_sample=clip_sample, variance_type="fixed_small")
     if kind == "ddim":
-        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=True, steps_offset=0)
+        return DDIMScheduler(**common, clip_sample=clip_sample, set_alpha_to_one=True, steps_offset=0)
     if kind == "dpmsolver":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            lower_order_final=True)
@@ -53,22 +54,30 @@ def make_scheduler(kind: str, num_train_timesteps: int = 100, beta_schedule: str
 class DiffusionPolicy(nn.Module):
     """Diffusion Policy for one task (``cfg.task``), network ``cfg.policy``.
 
-    ``normalizer`` must be fitted (``policy.normalizer.fit_stats(store.stats())``) before training;
-    a loaded checkpoint brings its own.
+    ``normalizer`` must be fitted (:meth:`fit_normalizer` with ``store.stats(layout)``) before training; a
+    loaded checkpoint brings its own. ``cfg.task`` (validated: its ``observations`` / ``actions`` filled)
+    is the task the policy serves; ``layout`` says where each entry sits in ``state`` and ``action``.
     """
 
     def __init__(self, cfg: ExperimentConfig):
         super().__init__()
         self.cfg = copy.deepcopy(cfg)
         task, pc = self.cfg.task, self.cfg.policy
+        if not task.actions:
+            raise ValueError("the config's task has no entries: validate it first (config_from_dict / load_config)")
+        self.layout = task.layout
         self.state_dim = task.state_dim
         self.action_dim = task.action_dim
         self.n_obs_steps = task.horizon.n_obs_steps
         self.horizon = task.horizon.horizon
         self.n_action_steps = task.horizon.n_action_steps
-        self.camera_names = [c.name for c in task.cameras]
+        cameras = task.camera_entries
+        self.camera_names = [c.name for c in cameras]
+        # DDPM / DDIM clip the predicted clean chunk to [-1, 1]: right only when every action entry is
+        # normalised into it (minmax, or a binary gripper's 0 / 1); the final chunk is clamped per entry anyway
+        self.clip_sample = all(a.norm == "minmax" or (a.binary and a.norm == "none") for a in task.actions)
         self.normalizer = Normalizer()
-        self.obs_encoder = ObsEncoder(self.state_dim, task.cameras, pc.vision, self.n_obs_steps)
+        self.obs_encoder = ObsEncoder(self.state_dim, cameras, pc.vision, self.n_obs_steps)
         self.model = ConditionalUnet1D(
             input_dim=self.action_dim, global_cond_dim=self.obs_encoder.output_dim,
             diffusion_step_embed_dim=pc.diffusion_step_embed_dim, down_dims=pc.down_dims,
@@ -92,7 +101,8 @@ class DiffusionPolicy(nn.Module):
         if not isinstance(steps, int) or not 1 <= steps <= n:
             raise ValueError(f"num_inference_steps {steps!r} must be an int in 1..num_train_timesteps = {n}")
         pc = self.cfg.policy
-        self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type)
+        self.inference_scheduler = make_scheduler(scheduler, n, pc.beta_schedule, pc.prediction_type,
+                                                  clip_sample=self.clip_sample)
         self.inference_scheduler_name = scheduler
         self.num_inference_steps = steps
         self._step_takes_generator = "generator" in inspect.signature(self.inference_scheduler.step).parameters
@@ -109,6 +119,11 @@ class DiffusionPolicy(nn.Module):
         The scheduler arithmetic stays in float32."""
         table = {None: None, "fp32": None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
         self.inference_dtype = table[dtype] if not isinstance(dtype, torch.dtype) else dtype
+
+    def fit_normalizer(self, stats) -> None:
+        """Fit the normalizer per entry of the task's layout from ``{"state": {"min", "max", "mean", "std"},
+        "action": {...}}`` (``EpisodeStore.stats(layout)``)."""
+        self.normalizer.fit_stats(stats, layout=self.layout)
 
     # ----------------------------------------------------------------- observation
     def _check_obs(self, obs: dict) -> int:
@@ -194,7 +209,8 @@ class DiffusionPolicy(nn.Module):
             cond = cond.repeat_interleave(K, dim=0)
         if self.objective == "mse":  # regression baseline: the same chunk for every sample
             zeros = torch.zeros(B * K, self.horizon, self.action_dim, device=dev)
-            x = self._net(zeros, torch.zeros(B * K, dtype=torch.long, device=dev), cond).float().clamp(-1.0, 1.0)
+            x = self.normalizer.clamp("action", self._net(zeros, torch.zeros(B * K, dtype=torch.long, device=dev),
+                                                          cond).float())
             return self.normalizer.unnormalize("action", x).reshape(B, K, self.horizon, self.action_dim)
         shape = (B * K, self.horizon, self.action_dim)
         if warm_start is not None or steps is not None:
@@ -208,7 +224,8 @@ class DiffusionPolicy(nn.Module):
                 if tuple(warm_start.shape) != (B, self.horizon, self.action_dim):
                     raise ValueError(f"warm_start must be (B={B}, T_p={self.horizon}, {self.action_dim}), "
                                      f"got {tuple(warm_start.shape)}")
-                init = self.normalizer.normalize("action", warm_start.to(dev, torch.float32)).clamp(-1.0, 1.0)
+                init = self.normalizer.clamp("action", self.normalizer.normalize("action",
+                                                                                 warm_start.to(dev, torch.float32)))
                 if K > 1:
                     init = init.repeat_interleave(K, dim=0)
                 x, first = self._fast.warm_start(init, x, self.num_inference_steps, steps or self.num_inference_steps)
@@ -218,7 +235,7 @@ class DiffusionPolicy(nn.Module):
             x = self._fast.denoise(self._net, x, cond, self.num_inference_steps, first)
         else:
             x = self._sample_diffusers(shape, cond, generator)
-        x = x.clamp(-1.0, 1.0)
+        x = self.normalizer.clamp("action", x)  # minmax entries to [-1, 1], others to their range + margin
         act = self.normalizer.unnormalize("action", x)
         return act.reshape(B, K, self.horizon, self.action_dim)
 

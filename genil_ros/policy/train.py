@@ -110,12 +110,11 @@ def run(args) -> int:
         print(f"episodes: {len(train_idx)} for training, {len(val_idx)} held out for validation "
               f"(train.val_fraction = {t.val_fraction:g} of {store.num_episodes}): {[int(i) for i in val_idx]}",
               flush=True)
-    horizon = cfg.task.horizon
-    cams = [c.name for c in cfg.task.cameras]
-    train_set = SequenceDataset(store, horizon.n_obs_steps, horizon.horizon, episodes=list(train_idx), cameras=cams)
-    val_set = (SequenceDataset(store, horizon.n_obs_steps, horizon.horizon, episodes=list(val_idx), cameras=cams)
+    horizon, lay = cfg.task.horizon, cfg.task.layout  # state / action: the config's entries, in its order
+    train_set = SequenceDataset(store, horizon.n_obs_steps, horizon.horizon, episodes=list(train_idx), layout=lay)
+    val_set = (SequenceDataset(store, horizon.n_obs_steps, horizon.horizon, episodes=list(val_idx), layout=lay)
                if len(val_idx) else None)
-    final = train_policy(cfg, train_set, val_set, store.stats(), args.out, device=args.device, resume=args.resume,
+    final = train_policy(cfg, train_set, val_set, store.stats(lay), args.out, device=args.device, resume=args.resume,
                          progress=not args.no_progress, keep=args.keep,
                          time_limit_s=args.time_limit_min * 60 if args.time_limit_min else None,
                          dataset_info={"path": str(Path(args.dataset).resolve()), "num_episodes": store.num_episodes,
@@ -127,29 +126,15 @@ def run(args) -> int:
 
 
 def check_store_matches(store, cfg, where) -> None:
-    """The dataset must record the joints and cameras the config asks for (DataError naming what differs)."""
-    meta = getattr(store, "meta", {}) or {}
-    joints = meta.get("joint_names")
-    if joints is not None and list(joints) != list(cfg.task.joint_names):
-        raise DataError(f"{where}: dataset joint_names {list(joints)} differ from task.joint_names "
-                        f"{list(cfg.task.joint_names)} in the config")
-    have = {c.get("name"): c for c in meta.get("cameras", []) or []}
-    for cam in cfg.task.cameras:
-        if cam.name not in have:
-            raise DataError(f"{where}: the dataset has no camera {cam.name!r} "
-                            f"(task.cameras; dataset has {sorted(have)})")
+    """Every entry and camera of the config's task must be in the dataset with the same type, dimensions
+    and meaning (it may hold more); DataError naming the entry or camera."""
+    store.check_layout(cfg.task.layout, where=str(where))
+    have = {c.get("name"): c for c in store.meta.get("cameras", []) or []}
+    for cam in cfg.task.camera_entries:
         h, w = have[cam.name].get("height"), have[cam.name].get("width")
         if (h, w) != (cam.height, cam.width) and h is not None:
             raise DataError(f"{where}: camera {cam.name!r} is {w}x{h} in the dataset, the config wants "
                             f"{cam.width}x{cam.height}")
-    stats = store.stats()
-    for key, dim in (("state", cfg.task.state_dim), ("action", cfg.task.action_dim)):
-        if key not in stats:
-            raise DataError(f"{where}: the dataset has no statistics for {key!r}")
-        got = len(stats[key]["min"])
-        if got != dim:
-            hint = " (task.use_velocity?)" if key == "state" else ""
-            raise DataError(f"{where}: dataset {key} has {got} dimensions, the config expects {dim}{hint}")
 
 
 # --------------------------------------------------------------------------- checkpoints of a run

@@ -25,22 +25,21 @@ __all__ = ["dataset_stats", "build_policy", "Loaders", "build_loaders", "Optimis
 
 
 def dataset_stats(dataset, keys=("state", "action"), max_items: Optional[int] = None) -> dict:
-    """min/max per dimension of ``obs.state`` and ``action`` over a dataset of samples (for datasets
-    without an EpisodeStore; the CLI uses ``store.stats()``)."""
+    """min / max / mean / std per dimension of ``obs.state`` and ``action`` over a dataset of samples (for
+    datasets without an EpisodeStore; the CLI uses ``store.stats(layout)``; padded windows count twice)."""
+    import numpy as np
     import torch
 
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
+    from genil_ros.data.store_writer import RunningStats
+
+    acc: dict[str, Any] = {k: RunningStats() for k in keys}
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
     for i in range(n):
         item = dataset[i]
         for k in keys:
             x = item["obs"]["state"] if k == "state" else item[k]
-            x = torch.as_tensor(x).reshape(-1, x.shape[-1]).float()
-            lo, hi = x.min(0).values, x.max(0).values
-            mins[k] = lo if k not in mins else torch.minimum(mins[k], lo)
-            maxs[k] = hi if k not in maxs else torch.maximum(maxs[k], hi)
-    return {k: {"min": mins[k].numpy(), "max": maxs[k].numpy()} for k in keys}
+            acc[k].add(torch.as_tensor(x).reshape(-1, x.shape[-1]).double().numpy())
+    return {k: {s: np.asarray(v, np.float32) for s, v in acc[k].result().items()} for k in keys}
 
 
 def seed_all(seed: int) -> None:
@@ -148,14 +147,14 @@ def build_policy(cfg, train_set, stats: Optional[Mapping], ckpt: Optional[Path])
     policy = DiffusionPolicy(cfg)
     if stats is None:
         stats = dataset_stats(train_set)
+    for key, dim in (("state", policy.state_dim), ("action", policy.action_dim)):
+        got = len(stats[key]["min"]) if key in stats else None
+        if got != dim:
+            raise DataError(f"dataset statistics: {key} has {got} dimensions, the config expects {dim}")
     try:
-        policy.normalizer.fit_stats(stats)
+        policy.fit_normalizer(stats)  # per entry of the task's layout
     except ValueError as e:
         raise DataError(f"dataset statistics: {e}") from None
-    for key, dim in (("state", policy.state_dim), ("action", policy.action_dim)):
-        if policy.normalizer.dim(key) != dim:
-            raise DataError(f"dataset statistics: {key} has {policy.normalizer.dim(key)} dimensions, "
-                            f"the config expects {dim}")
     return policy, None
 
 

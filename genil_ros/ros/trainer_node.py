@@ -6,13 +6,16 @@ same topics, joint reordering and control-rate sync as ``genil-ros dataset build
 discriminator steps on expert vs rollout transitions. After each bag it writes the discriminator
 checkpoint atomically (``adversarial/checkpoint.py`` layout) and publishes metrics. For live transitions
 it publishes the learned reward: every control tick, from the last two ``/joint_states`` (AMP: (s, s'))
-or the last state and command (GAIL: (s, a)). When the watched policy checkpoint changes it calls the
-policy node's reload service.
+or the last state and command (GAIL: (s, a)). The live state is the task's low-dim state read from one
+JointState topic, so a live reward needs a task whose observations are all joint entries (positions,
+velocities, efforts, gripper) on one topic; for other tasks (poses, wrenches, vectors) only rollout bags
+are used, and the node says so. When the watched policy checkpoint changes it calls the policy node's
+reload service.
 
 Parameters: :class:`TrainerSettings` (defaults in ``config/trainer_node.yaml``).
 Publishes: ``~/reward`` (std_msgs/Float64), ``~/metrics`` (std_msgs/String, JSON; transient local),
 ``/diagnostics``. Subscribes: joint states (sensor_msgs/JointState, reordered by name) and commands
-(std_msgs/Float64MultiArray). Calls: ``reload_service`` (std_srvs/Trigger).
+(std_msgs/Float64MultiArray of the task's action_dim values). Calls: ``reload_service`` (std_srvs/Trigger).
 
 A bag that cannot be used (corrupt, missing topics, other joints) is logged with the reason and the file,
 counted in the metrics (``bags_failed``, ``last_error``) and skipped; the node keeps running.
@@ -46,10 +49,11 @@ from genil_ros.adversarial.checkpoint import save_checkpoint_dir
 from genil_ros.adversarial.discriminators import DiscriminatorTrainer
 from genil_ros.adversarial.expert import load_bags, load_expert
 from genil_ros.config import dump_config, load_config
+from genil_ros.data.entries import joint_state_vector
 from genil_ros.errors import GenilError
 from genil_ros.paths import config_path
-from genil_ros.ros.conversions import joint_state_to_array
 from genil_ros.ros.params import NodeSettings, declare_parameters, param, read_settings
+from genil_ros.schema import JOINT_OBS
 
 NODE_NAME = "trainer_node"
 
@@ -73,9 +77,10 @@ class TrainerSettings(NodeSettings):
     policy_checkpoint: str = param("", "policy checkpoint to watch; when it changes, reload_service is called; "
                                    "empty: off")
     reload_service: str = param("/policy_node/reload", "std_srvs/Trigger of the policy node")
-    joint_states_topic: str = param("", "live reward input; empty: the config's task.joint_states_topic")
-    command_topic: str = param("", "std_msgs/Float64MultiArray commands (GAIL's action); empty: the config's "
-                               "dataset.action_topic")
+    joint_states_topic: str = param("", "live reward input; empty: the topic of the task's joint entries "
+                                    "(task.joint_states_topic)")
+    command_topic: str = param("", "std_msgs/Float64MultiArray commands with the task's action_dim values (GAIL's "
+                               "action); empty: the config's dataset.action_topic, or the task's only action topic")
     reward_rate_hz: float = param(0.0, "live reward rate; 0: the config's task.control_rate_hz", minimum=0.0)
     seed: int = param(0, "seed of the discriminator's initial weights and minibatches")
 
@@ -99,7 +104,11 @@ class TrainerNode(Node):
 
         self.cfg = load_config(config_path(s.config))
         self.cfg.adversarial.algo = s.algo or self.cfg.adversarial.algo  # so the checkpoint's config says it
-        self.joint_names = list(self.cfg.task.joint_names)
+        task = self.cfg.task
+        low = [o for o in task.observations if not o.is_camera]
+        js_topics = {o.resolved_topic for o in low}
+        # the live state: every low-dim observation read from one JointState topic, or no live reward
+        self.state_entries = low if all(o.type in JOINT_OBS for o in low) and len(js_topics) == 1 else None
         self.rollout_dir = Path(s.rollout_dir)
         self.rollout_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = Path(s.checkpoint_dir or self.rollout_dir / "_discriminator")
@@ -135,16 +144,25 @@ class TrainerNode(Node):
         self.reward_pub = self.create_publisher(Float64, "~/reward", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.js_topic = s.joint_states_topic or self.cfg.task.joint_states_topic
-        cmd_topic = s.command_topic or self.cfg.dataset.action_topic or "/forward_position_controller/commands"
+        self.js_topic = s.joint_states_topic or (next(iter(js_topics)) if self.state_entries else "")
+        only = task.actions[0].topic if len(task.actions) == 1 else ""
+        cmd_topic = s.command_topic or self.cfg.dataset.action_topic or only or (
+            "/forward_position_controller/commands" if task.joint_names else "")
         self.latest_state: Optional[np.ndarray] = None
         self.latest_state_t = 0.0
         self.latest_cmd: Optional[np.ndarray] = None
         self.prev: Optional[tuple] = None  # (state, command) at the previous tick
         self._bad_js_logged = False
-        self.create_subscription(JointState, self.js_topic, self._on_joint_state, qos_profile_sensor_data)
-        self.create_subscription(Float64MultiArray, cmd_topic, self._on_command, 10)
-        self.create_timer(1.0 / (s.reward_rate_hz or self.cfg.task.control_rate_hz), self._on_tick)
+        live = self.state_entries is not None and (cmd_topic or not self.adversary.uses_action)
+        if live:
+            self.create_subscription(JointState, self.js_topic, self._on_joint_state, qos_profile_sensor_data)
+            if cmd_topic:
+                self.create_subscription(Float64MultiArray, cmd_topic, self._on_command, 10)
+            self.create_timer(1.0 / (s.reward_rate_hz or task.control_rate_hz), self._on_tick)
+        else:
+            why = ("its observations are not all joint entries of one JointState topic"
+                   if self.state_entries is None else "GAIL needs a command_topic for a task with several actions")
+            self.get_logger().warning(f"no live reward: {why}; training on rollout bags only")
         self.create_timer(max(0.1, s.poll_period_s), self._check_policy)
         self.create_timer(2.0, self._publish_metrics)
 
@@ -215,8 +233,8 @@ class TrainerNode(Node):
     # ------------------------------------------------------------------ live reward
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            self.latest_state = joint_state_to_array(msg, self.joint_names, where=self.js_topic,
-                                                     use_velocity=self.cfg.task.use_velocity)
+            self.latest_state = joint_state_vector(self.state_entries, msg.name, msg.position, msg.velocity,
+                                                   msg.effort, where=self.js_topic)
             self.latest_state_t = time.monotonic()
         except GenilError as e:
             if not self._bad_js_logged:
@@ -225,7 +243,7 @@ class TrainerNode(Node):
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         data = np.asarray(msg.data, np.float32)
-        if data.shape == (len(self.joint_names),):
+        if data.shape == (self.cfg.task.action_dim,) and np.all(np.isfinite(data)):
             self.latest_cmd = data
 
     def _on_tick(self) -> None:
