@@ -110,7 +110,8 @@ def training_windows(cfg, dataset: Path, episodes) -> tuple[np.ndarray, np.ndarr
     from genil_ros.data.store import EpisodeStore
 
     h = cfg.task.horizon
-    ds = SequenceDataset(EpisodeStore.open(dataset), h.n_obs_steps, h.horizon, episodes=episodes, cameras=[])
+    ds = SequenceDataset(EpisodeStore.open(dataset), h.n_obs_steps, h.horizon, episodes=episodes, cameras=[],
+                         layout=cfg.task.layout)
     obs = np.stack([ds[i]["obs"]["state"].numpy() for i in range(len(ds))])
     act = np.stack([ds[i]["action"].numpy() for i in range(len(ds))])
     return obs, act

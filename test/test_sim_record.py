@@ -86,6 +86,20 @@ def test_record_pick_place_demos(spawn, ros_env, tmp_path):
     assert obj.shape[1] == 3 and np.allclose(obj[0, :2], kept[0]["object_xy"], atol=0.01)
     assert abs(abs(obj[-1, 1]) - 0.20) < 0.06  # ends in a bin (y = +-0.20)
 
+    # the typed task turns them into a dataset: state = arm (4) + gripper (1) + object (3), action = arm + gripper
+    from genil_ros.data.build import build_dataset
+
+    cfg = load_config(config_path("pick_place_task.yaml"))
+    store = build_dataset(cfg, [str(out / e["bag"]) for e in kept], tmp_path / "ds", progress=False)
+    assert store.num_episodes == 2
+    ep = store.episode(0)
+    n = len(ep["state"])
+    assert n >= 40 and ep["state"].shape == (n, 8) and ep["action"].shape == (n, 5)
+    assert np.allclose(ep["obs.object"][0, :2], kept[0]["object_xy"], atol=0.01)
+    g = ep["act.gripper"][:, 0]
+    assert g[0] > 0.035 and g.min() < 0.005 and g[-1] > 0.035  # open, closed on the object, open over the bin
+    assert np.max(np.abs(ep["state"][-1, :4] - ep["action"][-1, :4])) < 0.05  # the arm follows its commands
+
 
 def test_record_demos_refuses_a_sim_of_another_variant(spawn, ros_env, tmp_path):
     _, env = ros_env
