@@ -147,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="episode i uses seed + i")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each side")
     ap.add_argument("--retrain", action="store_true", help="train LeRobot again even if cached")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train (and cache) LeRobot's side, then stop: e.g. from a periodic checkpoint of the genil "
+                         "run (same dataset and split) with --steps, while that run is still training")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -198,7 +201,9 @@ def main(argv=None) -> int:
             notes["lerobot_training"] = tr
         tr = notes["lerobot_training"]
         print(f"LeRobot trained: final loss {tr['final_loss']:.4f}, {tr['samples_per_s']:.0f} samples/s, "
-              f"{tr['seconds'] / 60:.1f} min", flush=True)
+              f"{tr['seconds'] / 60:.1f} min ({saved})", flush=True)
+        if args.train_only:
+            return 0
 
         kw = {"episodes": args.episodes, "seed": args.seed, "progress": False}
         with tempfile.TemporaryDirectory() as tmp:
