@@ -2,6 +2,11 @@
 
 Two separate processes talk over real DDS, exactly as on a robot: ``sim_node`` (the arm: /joint_states,
 /camera/image_raw, /clock) and ``policy_node`` (lifecycle node, use_sim_time, JointTrajectory commands).
+
+``--task`` picks the sim task: ``obstacle`` (default; the shipped ``sim_obstacle_dp``: reach the red target
+around either side of a post, from the camera) or ``pick_place`` (the shipped ``sim_pick_place_dp``, a
+low-dim policy: the arm with a gripper puts a cylinder into either of two bins; the policy reads the joint
+states and the object position vector, and commands the arm and, on its own topic, the gripper).
 This process only orchestrates: it resets episodes through the nodes' services, watches the sim's
 ``~/status``, and at the end prints the success rate and the policy's latency figures, and writes
 
@@ -29,29 +34,40 @@ from typing import Optional
 from genil_ros.errors import GenilError
 from genil_ros.fileio import atomic_path, atomic_write_json
 
-DEFAULT_MODEL = "sim_obstacle_dp"
+# per task: shipped model, experiment config (--retrain), sim seconds per episode
+TASKS = {
+    "obstacle": {"model": "sim_obstacle_dp", "config": "sim_task.yaml", "episode_timeout": 10.0},
+    "pick_place": {"model": "sim_pick_place_dp", "config": "pick_place_task.yaml", "episode_timeout": 12.0},
+}
+DEFAULT_TASK = "obstacle"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--checkpoint", default=DEFAULT_MODEL,
-                        help=f"policy checkpoint directory or shipped model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--task", choices=list(TASKS), default=DEFAULT_TASK,
+                        help="sim task (default obstacle; pick_place: gripper, object, two bins)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="policy checkpoint directory or shipped model name (default: the task's shipped "
+                             "model, " + ", ".join(f"{t}: {v['model']}" for t, v in TASKS.items()) + ")")
     parser.add_argument("--episodes", type=int, default=10, help="closed-loop episodes over ROS 2 (default 10)")
     parser.add_argument("--real-time-factor", type=float, default=1.0,
                         help="sim speed (1 = real time; the policy node follows /clock)")
     parser.add_argument("--device", default="auto", help="policy device: auto | cpu | cuda")
-    parser.add_argument("--output-mode", default="trajectory", choices=["trajectory", "position"],
-                        help="JointTrajectory (joint_trajectory_controller) or Float64MultiArray commands")
+    parser.add_argument("--output-mode", default=None, choices=["trajectory", "position"],
+                        help="arm commands as JointTrajectory (joint_trajectory_controller) or Float64MultiArray "
+                             "(default: trajectory for obstacle; the task's own entries for pick_place)")
     parser.add_argument("--seed", type=int, default=5000, help="seed of the first episode's scene")
     parser.add_argument("--out", default="out/demo", help="where the GIF, plot and summary go (default out/demo)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID to run on (default: a free one of its own, localhost only)")
-    parser.add_argument("--episode-timeout", type=float, default=10.0, help="sim seconds per episode (default 10)")
+    parser.add_argument("--episode-timeout", type=float, default=None,
+                        help="sim seconds per episode (default 10 for obstacle, 12 for pick_place)")
     parser.add_argument("--policy-param", "-p", action="append", default=[], metavar="NAME:=VALUE",
                         help="a policy_node parameter, e.g. -p handover:=inpaint -p inject_delay_ms:=300")
     rt = parser.add_argument_group("retrain from scratch: record -> dataset -> train -> evaluate")
     rt.add_argument("--retrain", action="store_true", help="make a new policy end to end before the demo")
     rt.add_argument("--demos", type=int, default=150, help="expert demonstrations to record (default 150)")
-    rt.add_argument("--config", default="sim_task.yaml", help="experiment config for dataset and training")
+    rt.add_argument("--config", default=None, help="experiment config for dataset and training (default: the "
+                    "task's, " + ", ".join(f"{t}: {v['config']}" for t, v in TASKS.items()) + ")")
     rt.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: the config's)")
     rt.add_argument("--eval-episodes", type=int, default=50, help="direct (no ROS) evaluation episodes")
 
@@ -72,7 +88,8 @@ def retrain(args, out: Path) -> Path:
     work = out / "retrain"
     bags, dataset, run_dir = work / "bags", work / "dataset", work / "train"
     _stage("1/4 record expert demonstrations over ROS 2 (rosbag2, mcap)",
-           ["record-demos", "--episodes", str(args.demos), "--out", str(bags), "--real-time-factor", "2"])
+           ["record-demos", "--variant", args.task, "--episodes", str(args.demos), "--out", str(bags),
+            "--real-time-factor", "2"])
     _stage("2/4 build the dataset from the bags",
            ["dataset", "build", "--config", args.config, str(bags), "-o", str(dataset), "--overwrite"])
     train = ["train", "--config", args.config, "--dataset", str(dataset), "--out", str(run_dir),
@@ -146,12 +163,13 @@ class _Watcher:
 
     def _on_joints(self, msg):
         if self.recording:
-            self.joints.append((self._t(msg.header.stamp), list(msg.position)))
+            self.joints.append((self._t(msg.header.stamp), dict(zip(msg.name, msg.position))))
 
     def _on_chunk(self, msg):
         if self.recording:
             t0 = self._t(msg.header.stamp)
-            pts = [(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points]
+            pts = [(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, dict(zip(msg.joint_names, p.positions)))
+                   for p in msg.points]
             self.chunks.append((t0, pts))
 
     def transition(self, label: str, timeout: float = 30.0) -> None:
@@ -207,10 +225,11 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
         env.setdefault("MUJOCO_GL", "egl")
         logs = out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        sim = ManagedProcess([py, "-m", "genil_ros.cli", "sim", "--real-time-factor", str(args.real_time_factor),
-                              "--seed", str(args.seed)], env, str(logs / "sim_node.log"))
+        sim = ManagedProcess([py, "-m", "genil_ros.cli", "sim", "--variant", args.task, "--real-time-factor",
+                              str(args.real_time_factor), "--seed", str(args.seed)], env, str(logs / "sim_node.log"))
+        mode = ["--output-mode", args.output_mode] if args.output_mode else []
         pol = ManagedProcess([py, "-m", "genil_ros.cli", "policy", "--checkpoint", str(ckpt), "--device", args.device,
-                              "--output-mode", args.output_mode, "--use-sim-time"]
+                              *mode, "--use-sim-time"]
                              + [x for p in getattr(args, "policy_param", []) for x in ("-p", p)],
                              env, str(logs / "policy_node.log"))
         procs = [("sim_node", sim), ("policy_node", pol)]
@@ -252,7 +271,7 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
                 end_wall = time.monotonic() + args.episode_timeout / max(args.real_time_factor, 0.05) * 3 + 30
                 while True:
                     st = current() or {}
-                    if st.get("success") or st.get("episode_time", 0.0) >= args.episode_timeout:
+                    if st.get("success") or st.get("dropped") or st.get("episode_time", 0.0) >= args.episode_timeout:
                         break
                     if time.monotonic() > end_wall:
                         raise GenilError("the sim's clock stopped advancing (see logs/sim_node.log)")
@@ -261,9 +280,13 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
                             raise GenilError(f"{name} exited during episode {k}:\n{p.output()[-3000:]}")
                     time.sleep(0.05)
                 watcher.recording = False
-                episodes.append({"episode": k, "seed": info.get("seed"), "success": bool(st.get("success")),
-                                 "collided": bool(st.get("collided")), "time_s": st.get("episode_time"),
-                                 "final_distance_m": st.get("distance")})
+                ep = {"episode": k, "seed": info.get("seed"), "success": bool(st.get("success")),
+                      "time_s": st.get("episode_time"), "final_distance_m": st.get("distance")}
+                if args.task == "pick_place":  # a drop ends the episode as a failure; the bin is the mode
+                    ep.update(dropped=bool(st.get("dropped")), bin=st.get("bin"))
+                else:
+                    ep["collided"] = bool(st.get("collided"))
+                episodes.append(ep)
                 bar.set_postfix(success=f"{np.mean([e['success'] for e in episodes]):.2f}")
             bar.close()
             diag = dict(watcher.diag)
@@ -286,8 +309,9 @@ def _write_gif(path: Path, frames: list, fps: int = 20) -> None:
         imageio.mimsave(tmp, big, duration=1.0 / fps, loop=0)
 
 
-def _plot_chunk(path: Path, joints: list, chunks: list, joint_names: list) -> bool:
-    """One predicted chunk (dashed) against what the arm did in the same time window (solid)."""
+def _plot_chunk(path: Path, joints: list, chunks: list) -> bool:
+    """One predicted chunk (dashed) against what the robot did in the same time window (solid), for every
+    joint both name (matched by name: the chunk's joint_names, /joint_states' names)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,10 +321,13 @@ def _plot_chunk(path: Path, joints: list, chunks: list, joint_names: list) -> bo
     if not joints or not chunks:
         return False
     t0, pts = chunks[min(1, len(chunks) - 1)]  # the second chunk: mid-motion, after the first re-plan
+    joint_names = [j for j in pts[0][1] if j in joints[-1][1]] if pts else []
+    if not joint_names:
+        return False
     tj = np.array([t for t, _ in joints])
-    qj = np.array([q for _, q in joints])
+    qj = np.array([[q.get(j, np.nan) for j in joint_names] for _, q in joints])
     tp = np.array([t0 + dt for dt, _ in pts])
-    qp = np.array([q for _, q in pts])
+    qp = np.array([[q[j] for j in joint_names] for _, q in pts])
     fig, axes = plt.subplots(len(joint_names), 1, figsize=(7, 1.8 * len(joint_names)), sharex=True)
     for i, ax in enumerate(np.atleast_1d(axes)):
         win = (tj >= tp[0] - 0.5) & (tj <= tp[-1] + 0.5)
@@ -326,6 +353,12 @@ def run(args) -> int:
 
     if args.episodes < 1:
         raise GenilError(f"--episodes {args.episodes} must be >= 1")
+    task = TASKS[args.task]
+    args.checkpoint = args.checkpoint or task["model"]
+    args.config = args.config or task["config"]
+    args.episode_timeout = args.episode_timeout or task["episode_timeout"]
+    if args.output_mode is None and args.task == "obstacle":
+        args.output_mode = "trajectory"
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,15 +373,13 @@ def run(args) -> int:
     res = closed_loop(args, ckpt, out)
     eps, diag = res["episodes"], res["diagnostics"]
     succ = float(np.mean([e["success"] for e in eps]))
-    summary = {"checkpoint": str(ckpt), "episodes": eps, "success_rate": succ,
+    summary = {"task": args.task, "checkpoint": str(ckpt), "episodes": eps, "success_rate": succ,
                "real_time_factor": args.real_time_factor, "policy_diagnostics": diag}
     files = []
     if res["frames"]:
         _write_gif(out / "episode0.gif", res["frames"])
         files.append(out / "episode0.gif")
-    from genil_ros.sim.env import JOINT_NAMES
-
-    if _plot_chunk(out / "chunk_vs_executed.png", res["joints"], res["chunks"], JOINT_NAMES):
+    if _plot_chunk(out / "chunk_vs_executed.png", res["joints"], res["chunks"]):
         files.append(out / "chunk_vs_executed.png")
     atomic_write_json(out / "summary.json", summary, indent=1)
     files.append(out / "summary.json")
@@ -357,6 +388,9 @@ def run(args) -> int:
         return diag.get(key, "n/a")
 
     print(f"\nsuccess rate: {succ:.2f} ({sum(e['success'] for e in eps)}/{len(eps)} episodes, over ROS 2)")
+    if args.task == "pick_place":
+        bins = {b: sum(e["success"] and e["bin"] == b for e in eps) for b in ("left", "right")}
+        print(f"object dropped in {sum(e['dropped'] for e in eps)} episode(s); bins of the successes {bins}")
     print(f"policy on {d('device')}: inference latency median {d('inference_latency_median_ms')} ms, "
           f"p99 {d('inference_latency_p99_ms')} ms; observation-to-command median "
           f"{d('obs_to_command_latency_median_ms')} ms; control rate {d('measured_control_rate_hz')} Hz "

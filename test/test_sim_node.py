@@ -19,6 +19,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from genil_ros.ros.conversions import duration_msg, stamp_to_ns  # noqa: E402
 from genil_ros.sim.env import JOINT_NAMES  # noqa: E402
+from genil_ros.sim.pick_place import GRIPPER_JOINT, GRIPPER_OPEN  # noqa: E402
 
 SIM = [sys.executable, "-m", "genil_ros.ros.sim_node", "--ros-args", "-p", "seed:=5"]
 
@@ -144,3 +145,76 @@ def test_reset_and_bad_trajectory(spawn, client):
     c.spin_until(lambda: len(c.js) > n0 + 50, 30, "joint states after a bad trajectory")
     assert proc.alive()
     assert "gripper_joint" in proc.output()
+
+
+class PickPlaceClient(Client):
+    """The client, plus the pick-and-place topics: object position, gripper commands, status."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.objects, self.status = [], []
+        n = self.node
+        n.create_subscription(Float64MultiArray, "/object/position", self.objects.append, 50)
+        n.create_subscription(String, "/sim_node/status", lambda m: self.status.append(json.loads(m.data)), 10)
+        self.pub_grip = n.create_publisher(Float64MultiArray, "/gripper_controller/commands", 10)
+        self.pub_grip_traj = n.create_publisher(JointTrajectory, "/gripper_controller/joint_trajectory", 10)
+
+    def gripper(self):
+        m = self.js[-1]
+        return m.position[list(m.name).index(GRIPPER_JOINT)]
+
+    def wait_gripper(self, target, tol=0.003, timeout=30.0, what="the gripper to reach its target"):
+        self.spin_until(lambda: self.js and abs(self.gripper() - target) < tol, timeout, what)
+
+
+def test_pick_place_variant(spawn, ros_context):
+    """variant pick_place: the gripper joint in /joint_states, the object position as a Float64MultiArray
+    (a perception node's output), gripper commands on their own topics, the task's status."""
+    proc = spawn(SIM + ["-p", "variant:=pick_place", "-p", "real_time_factor:=2.0"], name="sim")
+    c = PickPlaceClient(ros_context)
+    try:
+        c.spin_until(lambda: len(c.js) >= 20 and len(c.objects) >= 3 and c.episodes and c.status and c.images,
+                     60, "joint_states, object position, status, images and episode info")
+        m = c.js[-1]
+        assert list(m.name) == JOINT_NAMES + [GRIPPER_JOINT]
+        assert len(m.position) == len(m.velocity) == len(m.effort) == 5
+        assert abs(c.gripper() - GRIPPER_OPEN) < 0.002  # every episode starts open
+        ep = c.episodes[-1]
+        assert ep["variant"] == "pick_place" and set(ep["bins"]) == {"left", "right"}
+        obj = np.array(c.objects[-1].data)
+        assert obj.shape == (3,) and np.allclose(obj[:2], ep["object_xy"], atol=1e-3) and 0.0 < obj[2] < 0.05
+        st = c.status[-1]
+        assert st["variant"] == "pick_place" and st["success"] is False and st["dropped"] is False
+        assert {"grasped", "bin", "released", "distance"} <= set(st)
+
+        # the gripper on its own topic: one value in metres, applied at once (the arm holds)
+        arm = c.position()
+        c.pub_grip.publish(Float64MultiArray(data=[0.01]))
+        c.wait_gripper(0.01)
+        assert np.max(np.abs(c.position() - arm)) < 0.02
+        # a wrong-sized or NaN gripper command is ignored, with a message naming the topic
+        c.pub_grip.publish(Float64MultiArray(data=[0.03, 0.03]))
+        c.pub_grip.publish(Float64MultiArray(data=[float("nan")]))
+        n0 = len(c.js)
+        c.spin_until(lambda: len(c.js) > n0 + 30, 30, "joint states after bad gripper commands")
+        assert abs(c.gripper() - 0.01) < 0.003 and proc.alive()
+        assert "/gripper_controller/commands" in proc.output()
+
+        # JointTrajectory for the gripper joint, interpolated in sim time
+        traj = JointTrajectory(joint_names=[GRIPPER_JOINT])
+        traj.points = [JointTrajectoryPoint(positions=[GRIPPER_OPEN], time_from_start=duration_msg(1.0))]
+        t_sent = c.sim_time()
+        c.pub_grip_traj.publish(traj)
+        c.spin_until(lambda: c.sim_time() > t_sent + 0.4, 30, "sim time to pass")
+        assert 0.013 < c.gripper() < GRIPPER_OPEN - 0.005  # on its way
+        c.wait_gripper(GRIPPER_OPEN)
+
+        # the arm's trajectory topic takes the gripper joint too (one controller for all five joints)
+        goal = arm + np.array([0.2, 0.0, 0.0, 0.0])
+        both = JointTrajectory(joint_names=[GRIPPER_JOINT, JOINT_NAMES[0]])
+        both.points = [JointTrajectoryPoint(positions=[0.02, goal[0]], time_from_start=duration_msg(0.5))]
+        c.pub_traj.publish(both)
+        c.wait_position(goal, 0.03, what="the arm joint of a mixed trajectory")
+        c.wait_gripper(0.02)
+    finally:
+        c.close()

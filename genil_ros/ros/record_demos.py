@@ -1,14 +1,21 @@
 """Record scripted-expert demonstrations over ROS 2 topics, one rosbag2 (mcap) per episode.
 
 This is exactly the path a user with a real arm follows, with the scripted expert in place of a teleoperator:
-the expert is a ROS node that reads ``/joint_states``, gets the goal from the sim's ``/sim_node/episode``
-topic (privileged information, for the expert only) and publishes ``std_msgs/Float64MultiArray`` joint
-targets on ``/forward_position_controller/commands`` at the control rate (10 Hz, sim time). The dataset
-issue's recorder (``genil_ros.ros.recorder_node.BagRecorder``) writes the joint states, camera images and
-commands it receives into ``OUT/episode_NNNN/`` (rosbag2, mcap); ``genil-ros dataset build`` then makes the
-training set with ``config/sim_task.yaml`` (action_source: command).
+the expert is a ROS node that reads ``/joint_states`` and publishes ``std_msgs/Float64MultiArray`` commands
+at the control rate (10 Hz, sim time); the recorder (``genil_ros.ros.recorder_node.BagRecorder``) writes
+what it receives into ``OUT/episode_NNNN/`` (rosbag2, mcap); ``genil-ros dataset build`` then makes the
+training set. Per variant:
 
-    python -m genil_ros.ros.record_demos --episodes 100 --out demos/ [--real-time-factor 3] [--seed 0]
+- ``obstacle`` / ``reach``: the expert gets the goal from the sim's ``/sim_node/episode`` topic (privileged,
+  for the expert only) and sends joint targets on ``/forward_position_controller/commands``; recorded:
+  joint states, camera, commands (``config/sim_task.yaml``).
+- ``pick_place``: the expert reads the object position a perception node would publish (``/object/position``,
+  Float64MultiArray), sends the arm's joint targets on ``/forward_position_controller/commands`` and the
+  gripper's position target (metres) on ``/gripper_controller/commands``; recorded: joint states (arm and
+  gripper joint), object position, both command topics (``config/pick_place_task.yaml``; add
+  ``/camera/image_raw`` with ``--topics`` for a vision policy). An episode the object is dropped in ends there.
+
+    python -m genil_ros.ros.record_demos --episodes 100 --out demos/ [--variant pick_place] [--seed 0]
 
 By default it starts ``sim_node`` itself (a separate process on the same ROS domain); ``--no-spawn-sim``
 uses one that is already running. Failed episodes are dropped unless ``--keep-failed``. ``OUT/demos.json``
@@ -32,11 +39,18 @@ import numpy as np
 
 from genil_ros.fileio import atomic_write_json
 
-DEFAULT_TOPICS = ["/joint_states", "/camera/image_raw", "/forward_position_controller/commands"]
+ARM_TOPIC = "/forward_position_controller/commands"
+GRIPPER_TOPIC = "/gripper_controller/commands"
+OBJECT_TOPIC = "/object/position"
+DEFAULT_TOPICS = ["/joint_states", "/camera/image_raw", ARM_TOPIC]
+VARIANT_TOPICS = {"obstacle": DEFAULT_TOPICS, "reach": DEFAULT_TOPICS,
+                  "pick_place": ["/joint_states", OBJECT_TOPIC, ARM_TOPIC, GRIPPER_TOPIC]}
 KNOWN_TYPES = {  # given to the recorder so that it subscribes at once, without waiting for discovery
     "/joint_states": "sensor_msgs/msg/JointState",
     "/camera/image_raw": "sensor_msgs/msg/Image",
-    "/forward_position_controller/commands": "std_msgs/msg/Float64MultiArray",
+    ARM_TOPIC: "std_msgs/msg/Float64MultiArray",
+    GRIPPER_TOPIC: "std_msgs/msg/Float64MultiArray",
+    OBJECT_TOPIC: "std_msgs/msg/Float64MultiArray",
     "/sim_node/success": "std_msgs/msg/Bool",
     "/clock": "rosgraph_msgs/msg/Clock",
 }
@@ -45,14 +59,19 @@ KNOWN_TYPES = {  # given to the recorder so that it subscribes at once, without 
 def add_arguments(parser) -> None:
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes to record (successful ones)")
     parser.add_argument("--out", required=True, help="output directory; one bag per episode in it")
-    parser.add_argument("--variant", choices=["obstacle", "reach"], default="obstacle")
+    parser.add_argument("--variant", choices=["obstacle", "reach", "pick_place"], default="obstacle",
+                        help="the sim task (pick_place: gripper, object and two bins)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sim's episodes and of the expert's modes")
     parser.add_argument("--real-time-factor", type=float, default=2.0,
                         help="sim speed while recording (0 = as fast as possible)")
     parser.add_argument("--control-rate-hz", type=float, default=10.0, help="rate of the expert's commands (sim time)")
-    parser.add_argument("--max-steps", type=int, default=80, help="give up on an episode after this many control steps")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="give up on an episode after this many control steps (default: the task's limit, "
+                             "80 for obstacle/reach, 120 for pick_place)")
     parser.add_argument("--hold-steps", type=int, default=5, help="control steps recorded after success")
-    parser.add_argument("--topics", nargs="+", default=DEFAULT_TOPICS, help="topics to record")
+    parser.add_argument("--topics", nargs="+", default=None,
+                        help="topics to record (default: " + "; ".join(f"{v}: {' '.join(t)}" for v, t in
+                                                                      VARIANT_TOPICS.items()) + ")")
     parser.add_argument("--max-command-gap", type=float, default=0.2,
                         help="re-record an episode whose recorded commands are further apart than this (sim s); "
                              "keep it below the dataset's max_staleness_s (a loaded CPU can delay the expert)")
@@ -101,8 +120,8 @@ class DemoRecorder:
         from std_msgs.msg import Float64MultiArray, String
         from std_srvs.srv import Trigger
 
-        from genil_ros.sim.env import JOINT_NAMES, ArmEnv
-        from genil_ros.sim.expert import ScriptedExpert
+        from genil_ros.sim.binding import make_env
+        from genil_ros.sim.env import JOINT_NAMES
 
         self.args = args
         self.rclpy = rclpy
@@ -111,7 +130,9 @@ class DemoRecorder:
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.joint_names = list(JOINT_NAMES)
+        self.pick_place = args.variant == "pick_place"
         self.latest_js = None
+        self.latest_object: Optional[tuple] = None  # (receive time in sim seconds, xyz)
         self.episode_msgs: dict[int, dict] = {}
         self.status: Optional[dict] = None
         sim = args.sim_node.rstrip("/")
@@ -120,17 +141,33 @@ class DemoRecorder:
         self.node.create_subscription(JointState, "/joint_states", self._on_js, 10)
         self.node.create_subscription(String, f"{sim}/episode", self._on_episode, latched)
         self.node.create_subscription(String, f"{sim}/status", self._on_status, 10)
-        self.pub = self.node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 10)
+        # (publisher, slice of the expert's action): arm joint targets, and the gripper target in pick_place
+        self.outputs = [(self.node.create_publisher(Float64MultiArray, ARM_TOPIC, 10), slice(0, 4), ARM_TOPIC)]
+        if self.pick_place:
+            self.node.create_subscription(Float64MultiArray, OBJECT_TOPIC, self._on_object, 10)
+            self.outputs.append((self.node.create_publisher(Float64MultiArray, GRIPPER_TOPIC, 10), slice(4, 5),
+                                 GRIPPER_TOPIC))
         self.reset_cli = self.node.create_client(Trigger, f"{sim}/reset")
         self._Float64MultiArray, self._Trigger = Float64MultiArray, Trigger
         # the expert's kinematic model: the same MJCF, no renderer, never stepped
-        self.model = ArmEnv(variant=args.variant, render=False, control_rate_hz=args.control_rate_hz)
-        self.expert = ScriptedExpert(self.model, seed=args.seed)
+        self.model = make_env(args.variant, render=False, control_rate_hz=args.control_rate_hz)
+        if self.pick_place:
+            from genil_ros.sim.pick_place_expert import PickPlaceExpert
+
+            self.expert = PickPlaceExpert(self.model, seed=args.seed)
+        else:
+            from genil_ros.sim.expert import ScriptedExpert
+
+            self.expert = ScriptedExpert(self.model, seed=args.seed)
+        self.max_steps = int(args.max_steps or self.model.max_episode_steps)
         self.sim_name = sim
 
     # ------------------------------------------------------------------ callbacks
     def _on_js(self, msg) -> None:
         self.latest_js = msg
+
+    def _on_object(self, msg) -> None:
+        self.latest_object = (self.node.get_clock().now().nanoseconds * 1e-9, np.asarray(msg.data, np.float64))
 
     def _on_episode(self, msg) -> None:
         info = json.loads(msg.data)
@@ -170,10 +207,33 @@ class DemoRecorder:
         # the expert's goal comes from the episode topic (as any other subscriber would get it)
         self.spin_until(lambda: index in self.episode_msgs, self.args.timeout, f"{self.sim_name}/episode {index}")
         info = self.episode_msgs[index]
+        if info.get("variant") != self.args.variant:
+            from genil_ros.errors import GenilError
+
+            raise GenilError(f"record_demos: {self.sim_name} runs the '{info.get('variant')}' task, not "
+                             f"'{self.args.variant}' (start it with -p variant:={self.args.variant}, or pass "
+                             f"--variant {info.get('variant')})")
         start = float(info["start_time"])
         self.spin_until(lambda: self.latest_js is not None and self.js_time() >= start, self.args.timeout,
                         "/joint_states of the new episode")
+        if self.pick_place:  # an object position of this episode: received after its start, where it was put
+            xy = np.asarray(info["object_xy"])
+
+            def fresh() -> bool:
+                o = self.latest_object
+                return o is not None and o[0] > start and o[1].shape == (3,) and np.allclose(o[1][:2], xy, atol=0.01)
+
+            self.spin_until(fresh, self.args.timeout, f"{OBJECT_TOPIC} of the new episode")
         return info
+
+    def observation(self, info: dict) -> dict:
+        """What the expert sees: the arm's joint positions, and the goal (privileged) or the perceived object."""
+        obs = {"joint_pos": self.joint_pos()}
+        if self.pick_place:
+            obs["object_pos"] = self.latest_object[1]
+        else:
+            obs["goal"] = np.asarray(info["goal"], dtype=np.float64)
+        return obs
 
     # ------------------------------------------------------------------ one episode
     def record_episode(self, bag_path: Path) -> dict:
@@ -181,25 +241,28 @@ class DemoRecorder:
 
         args = self.args
         info = self.reset_sim()
-        goal = np.asarray(info["goal"], dtype=np.float64)
         self.expert.reset()
         period = 1.0 / args.control_rate_hz
         topics = list(args.topics)
         if all(t in KNOWN_TYPES for t in topics):
             topics = {t: KNOWN_TYPES[t] for t in topics}
         recorder = BagRecorder(self.node, str(bag_path), topics)
-        success, steps, after = False, 0, 0
+        success, dropped, steps, after = False, False, 0, 0
         try:
             t_next = self.js_time() + period  # one tick of the initial state before the first command
-            while steps < args.max_steps:
+            while steps < self.max_steps:
                 self.spin_until(lambda: self.js_time() >= t_next, args.timeout, "sim time to advance (/joint_states)")
                 t_next += period
-                action = self.expert.act({"joint_pos": self.joint_pos(), "goal": goal})
-                self.pub.publish(self._Float64MultiArray(data=[float(v) for v in action]))
+                action = np.asarray(self.expert.act(self.observation(info)), dtype=np.float64)
+                for pub, part, _ in self.outputs:
+                    pub.publish(self._Float64MultiArray(data=[float(v) for v in action[part]]))
                 steps += 1
                 st = self.status
-                if st is not None and st.get("episode") == info["episode"] and st.get("success"):
-                    success = True
+                if st is not None and st.get("episode") == info["episode"]:
+                    success = success or bool(st.get("success"))
+                    dropped = bool(st.get("dropped", False))
+                if dropped:
+                    break
                 if success and self.expert.done:
                     after += 1
                     if after > args.hold_steps:
@@ -209,9 +272,11 @@ class DemoRecorder:
             self.spin_until(lambda: self.js_time() >= t_end, args.timeout, "the last tick")
         finally:
             recorder.stop()
-        gap = command_gap(bag_path, "/forward_position_controller/commands")
-        return {"episode": info["episode"], "seed": info.get("seed"), "goal": info["goal"],
-                "mode": self.expert.mode, "success": success, "steps": steps,
+        gaps = [g for g in (command_gap(bag_path, topic) for _, _, topic in self.outputs) if g is not None]
+        gap = max(gaps) if gaps else None
+        scene = {"goal": info["goal"]} if "goal" in info else {"object_xy": info["object_xy"]}
+        return {"episode": info["episode"], "seed": info.get("seed"), **scene,
+                "mode": self.expert.mode, "success": success and not dropped, "dropped": dropped, "steps": steps,
                 "max_command_gap_s": gap, "late": gap is not None and gap > args.max_command_gap}
 
     def close(self) -> None:
@@ -240,6 +305,8 @@ def record(args) -> dict:
 
     if args.episodes < 1:
         raise GenilError(f"record_demos: --episodes {args.episodes} must be >= 1")
+    if args.topics is None:
+        args.topics = list(VARIANT_TOPICS[args.variant])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sim = _spawn_sim(args) if args.spawn_sim else None
@@ -288,6 +355,7 @@ def record(args) -> dict:
         "attempted": len(episodes),
         "success_rate": float(np.mean([e["success"] for e in episodes])),
         "late": int(sum(e["late"] for e in episodes)),
+        "dropped": int(sum(e.get("dropped", False) for e in episodes)),
         "modes": {m: sum(e["mode"] == m for e in episodes if e["bag"]) for m in ("left", "right")},
         "topics": list(args.topics),
     }
@@ -309,7 +377,8 @@ def _merge_summary(path: Path, new: dict) -> dict:
 def run(args) -> int:
     s = record(args)
     print(f"recorded {sum(1 for e in s['episodes'] if e['bag'])} bags in {args.out}: expert success "
-          f"{s['success_rate']:.2f} over {s['attempted']} episodes, modes {s['modes']}, "
+          f"{s['success_rate']:.2f} over {s['attempted']} episodes ({s['dropped']} dropped the object), "
+          f"modes {s['modes']}, "
           f"{s['late']} re-recorded for late commands")
     return 0
 

@@ -133,6 +133,12 @@ class ArmBase:
         except Exception:
             pass
 
+    # ------------------------------------------------------------------ episode state
+
+    def info(self) -> dict:
+        """The task's ``info`` dict for the current state (what ``step`` returns), e.g. for a ROS node's status."""
+        return self._info()
+
     # ------------------------------------------------------------------ kinematics
 
     def forward_kinematics(self, q) -> np.ndarray:
@@ -321,6 +327,13 @@ class ArmEnv(ArmBase):
 
     def is_success(self) -> bool:
         return bool(self.distance() < SUCCESS_RADIUS and not self.collided)
+
+    def joint_state(self) -> tuple:
+        """``(names, position, velocity, effort)`` of the four joints, as a ``sensor_msgs/JointState`` carries
+        them (effort = the actuator's torque)."""
+        d = self.data
+        return (list(JOINT_NAMES), d.qpos[self._qadr].copy(), d.qvel[self._dadr].copy(),
+                d.actuator_force[self._act].copy())
 
     def distance(self) -> float:
         return float(np.linalg.norm(self.data.site_xpos[self._ee_site] - self.goal))

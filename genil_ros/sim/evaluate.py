@@ -1,12 +1,15 @@
-"""`genil-ros eval`: run a policy checkpoint on the bundled arm task directly (no ROS) and print its success.
+"""`genil-ros eval`: run a policy checkpoint on the bundled sim directly (no ROS) and print its success.
 
     genil-ros eval --checkpoint models/sim_obstacle_dp --episodes 50 [--variant obstacle] [--video ep.gif]
+    genil-ros eval --checkpoint models/sim_pick_place_dp --episodes 100     # variant from the task: pick_place
 
-The policy sees exactly what it sees over ROS: the last T_o joint positions (+ velocities if the task uses
-them) and ``front`` camera frames at the configured size; it predicts a chunk of T_p joint targets, of
-which entries T_o-1 .. T_o-1+T_a-1 are executed (receding horizon, as the policy node does). Several
-episodes run in lockstep so the policy is called on a batch. The path each episode took around the post
-(left / right) is reported too: a multimodal policy uses both.
+The policy sees exactly what it sees over ROS: its task's observation entries read from the sim the way
+``sim_node`` publishes them (``sim/binding.py``: joints by name from the joint state, the object position
+vector, the ``front`` camera at the entry's size), a window of the last T_o of them; it predicts a chunk of
+T_p actions, of which entries T_o-1 .. T_o-1+T_a-1 are executed (receding horizon, as the policy node does),
+each row split into the sim's commands by the task's action entries (arm joint targets, gripper target).
+Several episodes run in lockstep so the policy is called on a batch. The mode of each success is reported
+too -- the side of the post (obstacle) or the bin (pick_place): a multimodal policy uses both.
 
 ``evaluate_policy(policy, ...)`` accepts any object with ``predict_action(obs) -> (B, T_p, A)`` and the
 attributes ``n_obs_steps``, ``n_action_steps``, ``cfg`` (an ExperimentConfig), so baselines can be compared
@@ -37,40 +40,53 @@ def _side(ee_xy: np.ndarray) -> Optional[str]:
     return "left" if y > 0 else "right"
 
 
-def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed: int = 1000, batch_size: int = 10,
-                    max_steps: Optional[int] = None, video_path: Optional[str] = None, progress: bool = True,
-                    generator_seed: int = 0, video_size: Optional[tuple] = (288, 288)) -> dict:
-    """Success rate and paths of ``policy`` over ``episodes`` episodes of the sim (episode i: seed + i)."""
+def _episode_result(variant: str, seed: int, info: dict, steps: int, ee_xy: list) -> dict:
+    r = {"seed": seed, "success": bool(info["success"]), "steps": steps,
+         "final_distance": float(info["distance"])}
+    if variant == "pick_place":
+        r.update(dropped=bool(info["dropped"]), bin=info["bin"], mode=info["bin"] if info["success"] else None)
+    else:
+        side = _side(np.array(ee_xy)) if variant == "obstacle" else None
+        r.update(collided=bool(info["collided"]), side=side, mode=side)
+    return r
+
+
+def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, seed: int = 1000,
+                    batch_size: int = 10, max_steps: Optional[int] = None, video_path: Optional[str] = None,
+                    progress: bool = True, generator_seed: int = 0, video_size: Optional[tuple] = (288, 288)) -> dict:
+    """Success rate and modes of ``policy`` over ``episodes`` episodes of the sim (episode i: seed + i).
+
+    ``variant`` None = from the task (``pick_place`` when it has the gripper joint, else ``obstacle``);
+    ``max_steps`` None = the task's own episode limit."""
     import torch
     from tqdm import tqdm
 
-    from genil_ros.sim.env import JOINT_NAMES, MAX_EPISODE_STEPS, ArmEnv
+    from genil_ros.sim.binding import SimBinding, make_env, variant_for_task
 
     task = policy.cfg.task
-    if list(task.joint_names) != JOINT_NAMES:
-        raise GenilError(f"checkpoint: task.joint_names {list(task.joint_names)} are not the sim's {JOINT_NAMES}")
-    if len(task.cameras) != 1:
-        raise GenilError(f"checkpoint: the bundled sim has one camera ('front'), the policy wants "
-                         f"{len(task.cameras)} ({[c.name for c in task.cameras]})")
-    cam = task.cameras[0]
+    variant = variant or variant_for_task(task)
+    cams = task.camera_entries
+    size = (cams[0].height, cams[0].width) if cams else (96, 96)
     T_o, T_a = int(policy.n_obs_steps), int(policy.n_action_steps)
-    max_steps = int(max_steps or MAX_EPISODE_STEPS)
     dev = getattr(policy, "device", torch.device("cpu"))
     gen = torch.Generator(device=dev).manual_seed(generator_seed)
     results: list[dict] = []
     frames: list[np.ndarray] = []
     latencies: list[float] = []
-    envs = [ArmEnv(variant=variant, image_size=(cam.height, cam.width), render=True,
-                   control_rate_hz=task.control_rate_hz, max_episode_steps=max_steps)
-            for _ in range(min(batch_size, episodes))]
+    n_envs = min(batch_size, episodes)
+    envs = [make_env(variant, image_size=size, render=bool(cams) or (video_path is not None and k == 0),
+                     control_rate_hz=task.control_rate_hz, max_episode_steps=max_steps) for k in range(n_envs)]
     bar = tqdm(total=episodes, desc="evaluating", unit="ep", disable=not progress)
     try:
+        binding = SimBinding(task, envs[0])
         for start in range(0, episodes, len(envs)):
             n = min(len(envs), episodes - start)
             obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
-            hist = [[o] * T_o for o in obs]  # observation windows, padded with the first obs
+            if hasattr(policy, "start_episodes"):  # a stateful policy (e.g. ScriptedPolicy) starts afresh
+                policy.start_episodes(n)
+            hist = [[binding.observe(envs[i], obs[i])] * T_o for i in range(n)]  # windows, padded with the first
             done = [False] * n
-            info = [{"success": False, "collided": False, "distance": float("nan")} for _ in range(n)]
+            info = [envs[i].info() for i in range(n)]
             steps = [0] * n
             ee = [[o["ee_pos"][:2].copy()] for o in obs]
             record = video_path is not None and start == 0
@@ -78,17 +94,16 @@ def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed:
                 frames.append(envs[0].render(video_size))
             while not all(done):
                 live = [i for i in range(n) if not done[i]]
-                state = np.stack([np.stack([_state(h, task.use_velocity) for h in hist[i]]) for i in live])
-                imgs = np.stack([np.stack([h["image"].transpose(2, 0, 1) for h in hist[i]]) for i in live])
-                batch = {"state": torch.from_numpy(state), cam.name: torch.from_numpy(np.ascontiguousarray(imgs))}
+                batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in hist[i]]) for i in live]))
+                         for k in hist[live[0]][0]}
                 t0 = time.perf_counter()
                 chunk = policy.predict_action(batch, generator=gen)
                 chunk = chunk.detach().float().cpu().numpy()
                 latencies.append((time.perf_counter() - t0) / len(live))
                 for j, i in enumerate(live):
-                    for a in chunk[j, T_o - 1:T_o - 1 + T_a]:
-                        o, _, term, trunc, inf = envs[i].step(a)
-                        hist[i] = hist[i][1:] + [o]
+                    for row in chunk[j, T_o - 1:T_o - 1 + T_a]:
+                        o, _, term, trunc, inf = envs[i].step(binding.command(row, envs[i]))
+                        hist[i] = hist[i][1:] + [binding.observe(envs[i], o)]
                         ee[i].append(o["ee_pos"][:2].copy())
                         steps[i] += 1
                         info[i] = inf
@@ -98,10 +113,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed:
                             done[i] = True
                             break
             for i in range(n):
-                results.append({"seed": seed + start + i, "success": bool(info[i]["success"]),
-                                "collided": bool(info[i]["collided"]), "steps": steps[i],
-                                "final_distance": float(info[i]["distance"]),
-                                "side": _side(np.array(ee[i])) if variant == "obstacle" else None})
+                results.append(_episode_result(variant, seed + start + i, info[i], steps[i], ee[i]))
             bar.update(n)
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
     finally:
@@ -111,21 +123,85 @@ def evaluate_policy(policy, episodes: int = 50, variant: str = "obstacle", seed:
     if video_path and frames:
         _write_video(video_path, frames)
     ok = [r for r in results if r["success"]]
-    return {
+    modes = ("left", "right")
+    out = {
         "episodes": len(results),
         "success_rate": float(np.mean([r["success"] for r in results])),
-        "collision_rate": float(np.mean([r["collided"] for r in results])),
         "mean_steps_success": float(np.mean([r["steps"] for r in ok])) if ok else None,
-        "sides_of_successes": {s: sum(r["side"] == s for r in ok) for s in ("left", "right")},
+        "modes_of_successes": {m: sum(r["mode"] == m for r in ok) for m in modes},
         "inference_ms_per_chunk_median": float(np.median(latencies) * 1e3) if latencies else None,
         "variant": variant,
         "seed": seed,
         "results": results,
     }
+    if variant == "pick_place":
+        out["drop_rate"] = float(np.mean([r["dropped"] for r in results]))
+        out["bins_of_successes"] = out["modes_of_successes"]
+    else:
+        out["collision_rate"] = float(np.mean([r["collided"] for r in results]))
+        out["sides_of_successes"] = out["modes_of_successes"]
+    return out
 
 
-def _state(o: dict, use_velocity: bool) -> np.ndarray:
-    return np.concatenate([o["joint_pos"], o["joint_vel"]]) if use_velocity else o["joint_pos"]
+def summary_line(res: dict) -> str:
+    """One line: success, failures (collisions / drops) and the modes of the successes."""
+    if res["variant"] == "pick_place":
+        what = f"dropped {res['drop_rate']:.2f}; bins of successes {res['bins_of_successes']}"
+    else:
+        what = f"collisions {res['collision_rate']:.2f}; sides of successes {res['sides_of_successes']}"
+    return f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({res['variant']}); {what}"
+
+
+class ScriptedPolicy:
+    """The pick-and-place scripted expert behind the policy interface, so that it runs through exactly the
+    evaluation path of a trained policy -- its task's observation entries in (the arm joints and the object
+    position are read back out of ``state`` by their dimension names), action rows out (placed by joint
+    name) -- on the same seeds: the expert's row of a results table. Batch 1 (``batch_size=1``)."""
+
+    def __init__(self, cfg, seed: int = 0):
+        import torch
+
+        from genil_ros.sim.pick_place import OBJECT_POS_NAMES, PickPlaceEnv
+        from genil_ros.sim.pick_place_expert import PickPlaceExpert
+
+        self.cfg = cfg
+        task = cfg.task
+        self.n_obs_steps, self.horizon = task.horizon.n_obs_steps, task.horizon.horizon
+        self.n_action_steps = task.horizon.n_action_steps
+        self.device = torch.device("cpu")
+        lay = task.layout
+        state_col = {n: e.start + k for e in lay.state if e.type in ("joint_position", "gripper")
+                     for k, n in enumerate(e.dim_names)}
+        vectors = [e for e in lay.state if e.type == "vector" and e.dim == 3]
+        self.model = PickPlaceEnv(render=False, control_rate_hz=task.control_rate_hz)
+        try:
+            self._arm = [state_col[j] for j in self.model.joint_names]
+            self._object = vectors[0].slice
+            cols = {n: e.start + k for e in lay.action for k, n in enumerate(e.dim_names)}
+            self._act = [cols[j] for j in self.model.action_names]
+        except (KeyError, IndexError):
+            raise GenilError(f"ScriptedPolicy: the task must observe {self.model.joint_names} and a 3-dim object "
+                             f"vector ({OBJECT_POS_NAMES}) and command {self.model.action_names}") from None
+        self.action_dim = lay.action_dim
+        self.expert = PickPlaceExpert(self.model, seed=seed)
+
+    def start_episodes(self, n: int) -> None:
+        if n != 1:
+            raise GenilError("ScriptedPolicy runs one episode at a time (batch_size=1)")
+        self.expert.reset()
+
+    def predict_action(self, obs: dict, generator=None):
+        import torch
+
+        last = obs["state"][0, -1].double().numpy()
+        seen = {"joint_pos": last[self._arm], "object_pos": last[self._object]}
+        chunk = np.zeros((1, self.horizon, self.action_dim), np.float32)
+        first = self.n_obs_steps - 1
+        for t in range(first, first + self.n_action_steps):
+            chunk[0, t, self._act] = self.expert.act(seen)
+        chunk[0, :first] = chunk[0, first]
+        chunk[0, first + self.n_action_steps:] = chunk[0, first + self.n_action_steps - 1]
+        return torch.from_numpy(chunk)
 
 
 def _write_video(path: str, frames: list, fps: int = 10) -> None:
@@ -142,11 +218,17 @@ def _write_video(path: str, frames: list, fps: int = 10) -> None:
 
 
 def add_arguments(parser) -> None:
+    from genil_ros.sim.binding import VARIANTS
+
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (or a shipped model's name)")
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--variant", choices=["obstacle", "reach"], default="obstacle")
+    parser.add_argument("--variant", choices=list(VARIANTS), default=None,
+                        help="sim task (default: from the checkpoint's task: pick_place when it has the gripper "
+                             "joint, else obstacle)")
     parser.add_argument("--seed", type=int, default=1000, help="episode i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=10, help="episodes run in lockstep (one policy batch)")
+    parser.add_argument("--max-steps", type=int, default=None, help="episode limit in control steps "
+                        "(default: the task's, 80 for obstacle/reach, 120 for pick_place)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--scheduler", choices=["ddim", "ddpm", "dpmsolver", "consistency"],
                         help="inference scheduler override (consistency: a policy made by `genil-ros distill`)")
@@ -194,11 +276,10 @@ def run(args) -> int:
         if args.json:
             atomic_write_json(args.json, res, indent=1)
         return 0
-    res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, video_path=args.video,
-                          video_size=tuple(args.video_size))
-    print(f"success {res['success_rate']:.2f} over {res['episodes']} episodes ({args.variant}); "
-          f"collisions {res['collision_rate']:.2f}; sides of successes {res['sides_of_successes']}; "
-          f"inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk (median, {policy.device}, {backend.name})")
+    res = evaluate_policy(policy, args.episodes, args.variant, args.seed, args.batch_size, max_steps=args.max_steps,
+                          video_path=args.video, video_size=tuple(args.video_size))
+    print(f"{summary_line(res)}; inference {res['inference_ms_per_chunk_median']:.1f} ms/chunk "
+          f"(median, {policy.device}, {backend.name})")
     if args.json:
         atomic_write_json(args.json, res, indent=1)
     return 0
