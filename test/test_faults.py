@@ -415,7 +415,8 @@ def test_bad_reloads_keep_the_running_model(spawn, ros_context, tmp_path):
         running = model_in_diagnostics(0)
         assert str(ck) in running
         for bad, why in [(tmp_path / "missing", "missing: checkpoint directory not found"),
-                         (corrupt, "ema.safetensors: unreadable"), (other, "joint_names")]:
+                         (corrupt, "ema.safetensors: unreadable"),
+                         (other, "does not fit the running task: state entry 0")]:
             assert tester.set_param("checkpoint", str(bad))
             resp = tester.trigger("reload")
             assert not resp.success and why in resp.message and "\n" not in resp.message, resp.message

@@ -280,21 +280,29 @@ def make_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_d
     raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKENDS)}")
 
 
+FALLBACK_WARNING = "ONNX export not used: "  # in the reason of an auto choice that the user should look at
+
+
 def choose_backend(name: str, policy, threads: Optional[ThreadPlan] = None, onnx_dir: Optional[Path] = None,
                    batch_size: int = 1) -> tuple[InferenceBackend, str]:
     """``make_backend`` for one of BACKEND_CHOICES, resolving ``auto``; returns (backend, a note on the
     choice). An explicit name that cannot run raises (GenilError / CheckpointError naming the reason);
-    ``auto`` falls back to torch and says why."""
+    ``auto`` falls back to torch and says why (with ``FALLBACK_WARNING`` when an export exists but cannot
+    be used: stale or corrupt; no export at all, or no onnxruntime, is the normal case)."""
     if name not in BACKEND_CHOICES:
         raise GenilError(f"inference backend {name!r}: expected one of {', '.join(BACKEND_CHOICES)}")
     if name != "auto":
         return make_backend(name, policy, threads, onnx_dir, batch_size=batch_size), f"{name} (as asked)"
     if policy.device.type == "cuda":
         return make_backend("cuda_graph", policy, threads, batch_size=batch_size), "auto: cuda_graph (CUDA device)"
+    from genil_ros.policy.onnx_export import NoExport
+
     try:
         return make_backend("onnxruntime", policy, threads, onnx_dir), "auto: onnxruntime (valid ONNX export)"
     except ImportError:
         why = "onnxruntime is not installed"
-    except GenilError as e:
+    except NoExport as e:
         why = str(e)
+    except GenilError as e:  # an export that is there but cannot be used (stale, corrupt): worth a warning
+        why = f"{FALLBACK_WARNING}{e}"
     return make_backend("torch", policy, threads), f"auto: torch ({why})"

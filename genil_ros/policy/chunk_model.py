@@ -121,7 +121,7 @@ class DiffusionChunkModel(ChunkModel):
         import torch
 
         from genil_ros.paths import model_path
-        from genil_ros.policy.backends import BACKEND_CHOICES, choose_backend
+        from genil_ros.policy.backends import BACKEND_CHOICES, FALLBACK_WARNING, choose_backend
         from genil_ros.policy.threads import ThreadPlan
 
         try:
@@ -170,7 +170,7 @@ class DiffusionChunkModel(ChunkModel):
         policy.set_backend(chosen)
         if policy.camera_names:  # each frame is encoded once, not once per window (see prefetch)
             policy.enable_frame_cache()
-        if why.startswith("auto: torch"):
+        if FALLBACK_WARNING in why:  # an export is there but stale or corrupt (no export at all is normal)
             log(f"backend {why}")
         self.cuda_graph = chosen.name == "cuda_graph"
         self.backend = chosen.engine()

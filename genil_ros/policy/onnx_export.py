@@ -41,10 +41,14 @@ from torch import nn
 
 from genil_ros.errors import CheckpointError
 
-__all__ = ["EXPORT_FORMAT", "FILM", "UNET", "META", "OnnxExport", "camera_file", "network_files", "export_onnx",
-           "read_onnx_export", "weights_digest", "default_onnx_dir", "add_arguments", "run", "main"]
+__all__ = ["EXPORT_FORMAT", "NoExport", "FILM", "UNET", "META", "OnnxExport", "camera_file", "network_files",
+           "export_onnx", "read_onnx_export", "weights_digest", "default_onnx_dir", "add_arguments", "run", "main"]
 
 EXPORT_FORMAT = 2
+
+
+class NoExport(CheckpointError):
+    """The checkpoint has no ONNX export (the usual case until ``genil-ros export`` is run: not a fault)."""
 FILM, UNET, META, SUMS = "film.onnx", "unet.onnx", "export.json", "SHA256SUMS"
 
 
@@ -255,7 +259,7 @@ def read_onnx_export(policy, onnx_dir: Optional[PathLike] = None) -> OnnxExport:
     d = Path(onnx_dir)
     mf = d / META
     if not mf.is_file():
-        raise CheckpointError(f"{d}: no ONNX export here (no {META}; make one with "
+        raise NoExport(f"{d}: no ONNX export here (no {META}; make one with "
                               f"`genil-ros export --format onnx --checkpoint CHECKPOINT --out {d}`)")
     try:
         meta = json.loads(mf.read_text(encoding="utf-8"))
