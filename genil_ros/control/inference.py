@@ -26,8 +26,8 @@ class InferenceJob:
     obs_stamp_ns: int  # the oldest input stamp in the window's last sample
     obs: dict
     model: ChunkModel
-    prefetch: bool = False  # model.prefetch(obs) instead of an inference; no result
     prefix: Optional[Prefix] = None  # the committed first entries, for a prefix-aware handover strategy
+    prefetch: bool = False  # model.prefetch(obs) instead of an inference; no result
 
 
 @dataclass

@@ -416,7 +416,7 @@ class PolicyNode(LifecycleNode):
             last = self._window.last()
             prefix = self._handover.prefix(self._plan, j, lead, self._spec.n_obs_steps, self._spec.horizon)
             self._worker.submit(InferenceJob(self._gen, j, now_ns, last.oldest_stamp_ns, self._window.as_obs(),
-                                             self._model, prefix))
+                                             self._model, prefix=prefix))
         elif self._model.spec.cameras and self._handover.wants_next(self._plan, j + 1, lead):  # encode this frame now:
             self._worker.submit(InferenceJob(self._gen, j, now_ns, 0, self._window.as_obs(), self._model,
                                              prefetch=True))  # it is the older one of the next window
