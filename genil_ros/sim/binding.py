@@ -34,7 +34,7 @@ import numpy as np
 from genil_ros.errors import GenilError
 
 __all__ = ["VARIANTS", "OBJECT_TOPIC", "GOAL_TOPIC", "GOAL_DIMS", "make_env", "env_joints", "variant_for_task",
-           "SimBinding"]
+           "EpisodeBatches", "SimBinding"]
 
 VARIANTS = ("obstacle", "reach", "pick_place")
 OBJECT_TOPIC = "/object/position"  # where sim_node publishes the object position (pick_place)
@@ -75,6 +75,36 @@ def env_joints(variant: str) -> list[str]:
     from genil_ros.sim.env import JOINT_NAMES
 
     return list(JOINT_NAMES)
+
+
+class EpisodeBatches:
+    """Episodes ``seed``, ``seed + 1``, ... run in lockstep batches of ``len(envs)`` (the last one smaller), as
+    both sim evaluators run them. Iterating yields ``(start, seeds, first observations)`` per batch, each env
+    reset with its episode's seed; a progress bar counts the episodes (``show_success(rate)`` after a batch).
+    Use it as a context manager: it closes the bar and the envs, also on an error."""
+
+    def __init__(self, envs: list, episodes: int, seed: int, desc: str, progress: bool = True):
+        from tqdm import tqdm
+
+        self.envs, self.episodes, self.seed = envs, episodes, seed
+        self.bar = tqdm(total=episodes, desc=desc, unit="ep", disable=not progress)
+
+    def __enter__(self) -> "EpisodeBatches":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        for env in self.envs:
+            env.close()
+
+    def __iter__(self):
+        for start in range(0, self.episodes, len(self.envs)):
+            seeds = [self.seed + start + i for i in range(min(len(self.envs), self.episodes - start))]
+            yield start, seeds, [env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)]
+            self.bar.update(len(seeds))
+
+    def show_success(self, rate: float) -> None:
+        self.bar.set_postfix(success=f"{rate:.2f}")
 
 
 def variant_for_task(task) -> str:

@@ -59,9 +59,8 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
     ``variant`` None = from the task (``pick_place`` when it has the gripper joint, else ``obstacle``);
     ``max_steps`` None = the task's own episode limit."""
     import torch
-    from tqdm import tqdm
 
-    from genil_ros.sim.binding import SimBinding, make_env, variant_for_task
+    from genil_ros.sim.binding import EpisodeBatches, SimBinding, make_env, variant_for_task
 
     task = policy.cfg.task
     variant = variant or variant_for_task(task)
@@ -76,12 +75,10 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
     n_envs = min(batch_size, episodes)
     envs = [make_env(variant, image_size=size, render=bool(cams) or (video_path is not None and k == 0),
                      control_rate_hz=task.control_rate_hz, max_episode_steps=max_steps) for k in range(n_envs)]
-    bar = tqdm(total=episodes, desc="evaluating", unit="ep", disable=not progress)
-    try:
+    with EpisodeBatches(envs, episodes, seed, "evaluating", progress) as batches:
         binding = SimBinding(task, envs[0])
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
+        for start, seeds, obs in batches:
+            n = len(seeds)
             if hasattr(policy, "start_episodes"):  # a stateful policy (e.g. ScriptedPolicy) starts afresh
                 policy.start_episodes(n)
             hist = [[binding.observe(envs[i], obs[i])] * T_o for i in range(n)]  # windows, padded with the first
@@ -113,13 +110,8 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
                             done[i] = True
                             break
             for i in range(n):
-                results.append(_episode_result(variant, seed + start + i, info[i], steps[i], ee[i]))
-            bar.update(n)
-            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
-    finally:
-        bar.close()
-        for e in envs:
-            e.close()
+                results.append(_episode_result(variant, seeds[i], info[i], steps[i], ee[i]))
+            batches.show_success(np.mean([r["success"] for r in results]))
     if video_path and frames:
         _write_video(video_path, frames)
     ok = [r for r in results if r["success"]]

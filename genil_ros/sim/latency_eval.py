@@ -128,9 +128,9 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     ``trace_episodes`` episodes keep their trajectories and chunks (``"traces"``); ``max_steps`` overrides
     the task's episode length."""
     import torch
-    from tqdm import tqdm
 
     from genil_ros.policy.prefix import PrefixBatch
+    from genil_ros.sim.binding import EpisodeBatches
 
     if delay < 0:
         raise GenilError(f"delay {delay} ticks must be >= 0")
@@ -143,7 +143,6 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     gen = torch.Generator(device=getattr(policy, "device", "cpu")).manual_seed(generator_seed)
     envs = [adapter.make_env() for _ in range(min(batch_size, episodes))]
     done_eps: list[_Episode] = []
-    bar = tqdm(total=episodes, desc=f"{strategy.name} d={delay}", unit="ep", disable=not progress)
 
     def infer(eps: list[_Episode], tick: int) -> None:
         obs = {"state": torch.from_numpy(np.stack([np.stack([adapter.state(o) for o in e.hist]) for e in eps]))}
@@ -158,13 +157,9 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
             first = e.plan is None and not e.counts["chunks"]
             e.job = _Job(tick, tick if first else tick + delay, c)
 
-    try:
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            eps = []
-            for i in range(n):
-                o = envs[i].reset(seed=seed + start + i)[0]
-                eps.append(_Episode(envs[i], seed + start + i, [o] * T_o))
+    with EpisodeBatches(envs, episodes, seed, f"{strategy.name} d={delay}", progress) as batches:
+        for start, seeds, obs in batches:
+            eps = [_Episode(env, s, [o] * T_o) for env, s, o in zip(envs, seeds, obs)]
             tick = 0
             while not all(e.done for e in eps):
                 live = [e for e in eps if not e.done]
@@ -179,12 +174,7 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
                     _command(e, adapter, tick)
                 tick += 1
             done_eps.extend(eps)
-            bar.update(n)
-            bar.set_postfix(success=f"{np.mean([bool(e.info.get('success')) for e in done_eps]):.2f}")
-    finally:
-        bar.close()
-        for env in envs:
-            env.close()
+            batches.show_success(np.mean([bool(e.info.get("success")) for e in done_eps]))
     return _results(done_eps, strategy, delay, adapter, policy, trace_episodes)
 
 
