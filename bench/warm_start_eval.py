@@ -57,31 +57,29 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
     import torch
 
     from genil_ros.policy.sampler import shift_chunk
-    from genil_ros.sim.env import MAX_EPISODE_STEPS, ArmEnv
-    from genil_ros.sim.evaluate import _side, _state
+    from genil_ros.sim.binding import EpisodeBatches, SimBinding, make_env
+    from genil_ros.sim.evaluate import _side
 
     kind, k, level = sampler
     task = policy.cfg.task
-    cam = task.cameras[0]
+    cam = task.camera_entries[0]
     T_o, T_a = policy.n_obs_steps, policy.n_action_steps
     gen = torch.Generator().manual_seed(0)
-    envs = [ArmEnv(variant="obstacle", image_size=(cam.height, cam.width), render=True,
-                   control_rate_hz=task.control_rate_hz, max_episode_steps=MAX_EPISODE_STEPS)
+    envs = [make_env("obstacle", image_size=(cam.height, cam.width), control_rate_hz=task.control_rate_hz)
             for _ in range(min(batch_size, episodes))]
     results = []
-    try:
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
-            hist = [[o] * T_o for o in obs]
+    with EpisodeBatches(envs, episodes, seed, label(sampler), progress=False) as batches:
+        binding = SimBinding(task, envs[0])  # the policy's inputs and the env's commands, as `genil-ros eval`
+        for _, seeds, obs in batches:
+            n = len(seeds)
+            hist = [[binding.observe(envs[i], o)] * T_o for i, o in enumerate(obs)]
             done, info, steps = [False] * n, [{} for _ in range(n)], [0] * n
             ee = [[o["ee_pos"][:2].copy()] for o in obs]
             prev = None  # (n, T_p, A) previous chunks of all n episodes (lockstep: all have one or none)
             while not all(done):
                 live = [i for i in range(n) if not done[i]]
-                state = np.stack([np.stack([_state(h, task.use_velocity) for h in hist[i]]) for i in live])
-                imgs = np.stack([np.stack([h["image"].transpose(2, 0, 1) for h in hist[i]]) for i in live])
-                batch = {"state": torch.from_numpy(state), cam.name: torch.from_numpy(np.ascontiguousarray(imgs))}
+                batch = {key: torch.from_numpy(np.stack([np.stack([h[key] for h in hist[i]]) for i in live]))
+                         for key in hist[live[0]][0]}
                 if len(record_obs) < 400:
                     record_obs.append((batch, None if prev is None else prev[live]))
                 if kind == "warm" and prev is not None:
@@ -95,8 +93,8 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
                 chunk = chunk.numpy()
                 for j, i in enumerate(live):
                     for a in chunk[j, T_o - 1:T_o - 1 + T_a]:
-                        o, _, term, trunc, inf = envs[i].step(a)
-                        hist[i] = hist[i][1:] + [o]
+                        o, _, term, trunc, inf = envs[i].step(binding.command(a, envs[i]))
+                        hist[i] = hist[i][1:] + [binding.observe(envs[i], o)]
                         ee[i].append(o["ee_pos"][:2].copy())
                         steps[i] += 1
                         info[i] = inf
@@ -104,12 +102,9 @@ def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
                             done[i] = True
                             break
             for i in range(n):
-                results.append({"seed": seed + start + i, "success": bool(info[i]["success"]),
+                results.append({"seed": seeds[i], "success": bool(info[i]["success"]),
                                 "collided": bool(info[i]["collided"]), "steps": steps[i],
                                 "side": _side(np.array(ee[i]))})
-    finally:
-        for e in envs:
-            e.close()
     return results
 
 
