@@ -35,7 +35,7 @@ from genil_ros.control.plan import ActionPlan
 from genil_ros.control.smoothness import boundary_metrics, summarize
 from genil_ros.control.timing import DelayTicks
 from genil_ros.errors import GenilError
-from genil_ros.sim.binding import SimBinding
+from genil_ros.sim.binding import EpisodeBatches, SimBinding, make_env, variant_for_task
 
 __all__ = ["TaskAdapter", "task_adapter", "evaluate_with_delay", "delay_ticks"]
 
@@ -71,7 +71,6 @@ class TaskAdapter:
 def task_adapter(cfg, variant: Optional[str] = None, max_steps: Optional[int] = None) -> TaskAdapter:
     """The adapter for a checkpoint config ``cfg``: the sim variant ``variant`` (default: the task's,
     pick-and-place when it has the gripper joint, else obstacle). GenilError naming what does not fit."""
-    from genil_ros.sim.binding import make_env, variant_for_task
     from genil_ros.sim.env import JOINT_NAMES
 
     task = cfg.task
@@ -130,7 +129,6 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     import torch
 
     from genil_ros.policy.prefix import PrefixBatch
-    from genil_ros.sim.binding import EpisodeBatches
 
     if delay < 0:
         raise GenilError(f"delay {delay} ticks must be >= 0")
