@@ -13,7 +13,9 @@ too -- the side of the post (obstacle) or the bin (pick_place): a multimodal pol
 
 ``evaluate_policy(policy, ...)`` accepts any object with ``predict_action(obs) -> (B, T_p, A)`` and the
 attributes ``n_obs_steps``, ``n_action_steps``, ``cfg`` (an ExperimentConfig), so baselines can be compared
-on the same episodes (episode ``i`` uses seed ``seed + i``).
+on the same episodes (episode ``i`` uses seed ``seed + i``). A stateful one (with ``start_episodes(n)``) is
+told when a batch of ``n`` episodes starts, and which of them the batch of each call holds
+(``predict_action(obs, generator=, live=[episode index in the batch, ...])``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
         binding = SimBinding(task, envs[0])
         for start, seeds, obs in batches:
             n = len(seeds)
-            if hasattr(policy, "start_episodes"):  # a stateful policy (e.g. ScriptedPolicy) starts afresh
+            stateful = hasattr(policy, "start_episodes")  # e.g. ScriptedPolicy: starts afresh, told who is live
+            if stateful:
                 policy.start_episodes(n)
             hist = [[binding.observe(envs[i], obs[i])] * T_o for i in range(n)]  # windows, padded with the first
             done = [False] * n
@@ -94,7 +97,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
                 batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in hist[i]]) for i in live]))
                          for k in hist[live[0]][0]}
                 t0 = time.perf_counter()
-                chunk = policy.predict_action(batch, generator=gen)
+                chunk = policy.predict_action(batch, generator=gen, **({"live": live} if stateful else {}))
                 chunk = chunk.detach().float().cpu().numpy()
                 latencies.append((time.perf_counter() - t0) / len(live))
                 for j, i in enumerate(live):
@@ -182,7 +185,7 @@ class ScriptedPolicy:
             raise GenilError("ScriptedPolicy runs one episode at a time (batch_size=1)")
         self.expert.reset()
 
-    def predict_action(self, obs: dict, generator=None):
+    def predict_action(self, obs: dict, generator=None, live=None):
         import torch
 
         last = obs["state"][0, -1].double().numpy()
