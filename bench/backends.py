@@ -288,13 +288,10 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 rows += gpu_rows(policy, obs, steps, args.runs, f"{size} {nparams:.1f}M", config)
             del policy
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print("latency of one chunk in ms (batch 1)")
-    print(fmt.format(*head))
-    print(fmt.format(*["-" * w for w in widths]))
-    for r in rows:
-        print(fmt.format(*r))
+    from benchlib import print_table
+
+    print_table(head, rows)
     return 0
 
 

@@ -219,12 +219,9 @@ def main(argv=None) -> int:
             label = {"lowdim": "low-dim", "camera": "1 cam 96x96"}[cname]
             bench_config(label, cname == "camera", dev, schedules, args, rows)
     head = ("config", "params", "device", "sampler", "variant", "median ms", "p90 ms", "max|diff|", "note")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(fmt.format(*head))
-    print(fmt.format(*["-" * w for w in widths]))
-    for r in rows:
-        print(fmt.format(*r))
+    from benchlib import print_table
+
+    print_table(head, rows)
     return 0
 
 

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,40 +41,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import JsonLineChild  # noqa: E402
+
 CACHE = ROOT / ".bench" / "lerobot_pick_place"
 
 
-class LeRobotChild:
-    """The LeRobot process: one JSON request per line, one JSON answer per line."""
+class LeRobotChild(JsonLineChild):
+    """bench/lerobot_pick_place_child.py in the LeRobot venv: one JSON request per line, one JSON answer per line."""
 
     def __init__(self, threads: int):
         from lerobot_side import lerobot_python  # the venv maker (makes .bench/lerobot-venv once)
 
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   OMP_WAIT_POLICY="PASSIVE")
-        env.pop("PYTHONPATH", None)
-        self.p = subprocess.Popen([str(lerobot_python()), str(ROOT / "bench" / "lerobot_pick_place_child.py")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd="/")
-
-    def ask(self, **cmd) -> dict:
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the LeRobot child process exited (code {self.p.wait()})")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"LeRobot child: {reply['error']}")
-        return reply
-
-    def close(self) -> None:
-        try:
-            if self.p.poll() is None:
-                self.p.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.p.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.p.wait(timeout=60)
+        super().__init__(lerobot_python(), ROOT / "bench" / "lerobot_pick_place_child.py", threads, "LeRobot",
+                         env={"OMP_WAIT_POLICY": "PASSIVE"})
 
 
 class LeRobotPolicy:

@@ -19,7 +19,6 @@ step, low-dim and camera configs, median iteration).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import JsonLineChild  # noqa: E402
 
 from genil_ros.policy.threads import ThreadPlan, set_process_env  # noqa: E402
 
@@ -50,28 +51,11 @@ def lerobot_python() -> Path:
     return py
 
 
-class LeRobot:
+class LeRobot(JsonLineChild):
+    """bench/lerobot_child.py in the LeRobot venv."""
+
     def __init__(self, threads: int):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env.pop("PYTHONPATH", None)
-        self.p = subprocess.Popen([str(lerobot_python()), str(ROOT / "bench" / "lerobot_child.py")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd="/")
-        self.threads = threads
-
-    def ask(self, **cmd) -> dict:
-        self.p.stdin.write(json.dumps(cmd) + "\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the LeRobot child process exited (code {self.p.wait()})")
-        return json.loads(line)
-
-    def close(self):
-        try:
-            self.ask(op="quit") if self.p.poll() is None else None
-        except (BrokenPipeError, RuntimeError):
-            pass
-        self.p.wait(timeout=30)
+        super().__init__(lerobot_python(), ROOT / "bench" / "lerobot_child.py", threads, "LeRobot")
 
 
 def genil_side(size_dims, camera: bool, threads: int, batch: int):

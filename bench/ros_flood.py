@@ -25,7 +25,6 @@ the same machine load. Figures are only comparable within one invocation.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -38,18 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 NODES = REPO / "test" / "nodes"
 JOINTS = ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_joint"]
-
-
-def read(path) -> list[dict]:
-    out = []
-    if Path(path).exists():
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-    return out
 
 
 def counter(diag: dict, key: str) -> float:
@@ -68,6 +55,8 @@ def cpu_seconds(pid: int) -> float:
 
 def run_once(tree: Path, extra: list, args, env: dict, work: Path, tag: str) -> dict:
     """One flood run of the node found in ``tree``; the figures of the measured window."""
+    from benchlib import read_jsonl, wait_first_command
+
     from genil_ros.testing import ManagedProcess
 
     rec = work / f"{tag}.jsonl"
@@ -81,21 +70,13 @@ def run_once(tree: Path, extra: list, args, env: dict, work: Path, tag: str) -> 
     procs = [ManagedProcess(robot, dict(env, PYTHONPATH=str(REPO)), str(work / f"{tag}_robot.log")),
              ManagedProcess(node, node_env, str(work / f"{tag}_node.log"))]
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if not all(p.alive() for p in procs):
-                raise RuntimeError("a process died:\n" + "\n".join(p.output()[-2000:] for p in procs))
-            if any(r["kind"] == "traj" for r in read(rec)):
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("no command within 180 s:\n" + procs[1].output()[-2000:])
+        wait_first_command(rec, procs, 180)
         time.sleep(1.0)  # settle
         t0, c0 = time.time_ns(), cpu_seconds(procs[1].proc.pid)
         time.sleep(args.seconds)
         t1, c1 = time.time_ns(), cpu_seconds(procs[1].proc.pid)
         time.sleep(1.2)  # the diagnostics message after the window
-        r = read(rec)
+        r = read_jsonl(rec)
     finally:
         for p in procs:
             p.stop()

@@ -25,7 +25,6 @@ of the quiet median, and 0 missed ticks at 10 Hz.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -76,17 +75,6 @@ def make_checkpoint(path: Path, camera: bool, steps: int) -> tuple[Path, list[st
     return path, list(cfg.task.joint_names), size
 
 
-def read(path) -> list[dict]:
-    out = []
-    if Path(path).exists():
-        for line in open(path):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
 def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float) -> dict:
     cmds = [r for r in rec if r["kind"] == "traj" and r["wall_ns"] >= t0_ns and len(r["points"]) > 0]
     chunks = [r for r in rec if r["kind"] == "chunk"]
@@ -128,6 +116,8 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
 
 def run_once(ck: Path, camera: bool, device: str, backend: str, seconds: float, env: dict, work: Path,
              tag: str) -> dict:
+    from benchlib import read_jsonl, wait_first_command
+
     from genil_ros.testing import ManagedProcess
 
     rec = work / f"{tag}.jsonl"
@@ -140,20 +130,12 @@ def run_once(ck: Path, camera: bool, device: str, backend: str, seconds: float, 
     procs = [ManagedProcess(robot, env, str(work / f"{tag}_robot.log")),
              ManagedProcess(node, env, str(work / f"{tag}_node.log"))]
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if not all(p.alive() for p in procs):
-                raise RuntimeError("a process died:\n" + "\n".join(p.output()[-2000:] for p in procs))
-            if any(r["kind"] == "traj" for r in read(rec)):
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("no command within 120 s:\n" + procs[1].output()[-2000:])
+        wait_first_command(rec, procs, 120)
         time.sleep(1.0)  # settle
         t0 = time.time_ns()
         time.sleep(seconds)
         time.sleep(1.2)  # one more diagnostics message
-        return analyse(read(rec), 0.1, camera, t0, 0.05)
+        return analyse(read_jsonl(rec), 0.1, camera, t0, 0.05)
     finally:
         for p in procs:
             p.stop()

@@ -44,6 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from genil_ros.testing import call_service, change_state, wait_until  # noqa: E402
+
 COUNTERS = ("holds", "missed_ticks", "late_chunks", "stale_ticks", "chunks", "skipped_actions", "model_errors",
             "nonfinite_chunks")
 
@@ -118,27 +120,8 @@ class Probe:
             with self.lock:
                 self.spans.append(round((self.clock_ns - stamp) / self.period_ns))
 
-    def call(self, client, request=None, timeout=60.0) -> str:
-        from std_srvs.srv import Trigger
-
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{client.srv_name}: not available")
-        fut = client.call_async(request if request is not None else Trigger.Request())
-        end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        if not fut.done() or not fut.result().success:
-            raise RuntimeError(f"{client.srv_name}: failed ({fut.result() if fut.done() else 'no answer'})")
-        return getattr(fut.result(), "message", "")
-
     def transition(self, label: str) -> None:
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        req = ChangeState.Request()
-        req.transition.id = {"activate": Transition.TRANSITION_ACTIVATE,
-                             "deactivate": Transition.TRANSITION_DEACTIVATE}[label]
-        self.call(self.lifecycle, req)
+        change_state(self.lifecycle, label, timeout=60.0)
 
     def last_diag(self, since: float = -1.0, state: str = "") -> dict:
         with self.lock:
@@ -148,25 +131,13 @@ class Probe:
         return {}
 
 
-def wait(pred, timeout: float, what: str, procs) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        for name, p in procs:
-            if not p.alive():
-                raise RuntimeError(f"{name} exited while waiting for {what}:\n{p.output()[-3000:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def run_episode(probe: Probe, timeout_s: float, procs) -> dict:
     """One episode as `genil-ros demo` runs it; returns its success and the node's counters."""
-    info = json.loads(probe.call(probe.sim_reset) or "{}")
-    probe.call(probe.policy_reset)
+    info = json.loads(call_service(probe.sim_reset, "reset the sim", 60.0) or "{}")
+    call_service(probe.policy_reset, "reset the policy", 60.0)
     probe.transition("activate")
     index = info.get("episode")
-    wait(lambda: probe.status.get("episode") == index, 30, "the sim's status for the new episode", procs)
+    wait_until(lambda: probe.status.get("episode") == index, 30, "the sim's status for the new episode", procs)
     end = time.monotonic() + timeout_s * 3 + 30
     while not (probe.status.get("success") or probe.status.get("episode_time", 0.0) >= timeout_s):
         if time.monotonic() > end:
@@ -179,7 +150,7 @@ def run_episode(probe: Probe, timeout_s: float, procs) -> dict:
     before = probe.last_diag()
     probe.transition("deactivate")
     t_off = time.monotonic()
-    wait(lambda: probe.last_diag(t_off, "inactive"), 10, "diagnostics after deactivation", procs)
+    wait_until(lambda: probe.last_diag(t_off, "inactive"), 10, "diagnostics after deactivation", procs)
     d = probe.last_diag(t_off, "inactive")
     counts = {k: int(d.get(k, 0)) for k in COUNTERS}
     counts["holds"] -= int(before.get("commanding") == "true")  # the hold of the deactivation itself
@@ -224,7 +195,7 @@ def soak(args) -> dict:
         stop = threading.Event()
         episodes: list[dict] = []
         try:
-            wait(lambda: probe.last_diag().get("state") == "active", 300, "the policy node to activate", procs)
+            wait_until(lambda: probe.last_diag().get("state") == "active", 300, "the policy node to activate", procs)
             probe.transition("deactivate")
             n_load = os.cpu_count() if args.load < 0 else args.load
             load = busy_load(n_load)

@@ -1,8 +1,8 @@
 """Success and latency of the few-step samplers against DDIM 10, on the bundled obstacle task.
 
-Runs the direct (no ROS) evaluation loop of ``genil-ros eval`` (sim/evaluate.py: the same observation
-windows, T_a actions executed per chunk, episode i with seed 1000 + i, episodes in lockstep batches) with
-one change: each chunk after an episode's first may start from the previous chunk shifted by the T_a
+Runs the direct (no ROS) evaluation of ``genil-ros eval`` (sim/evaluate.py ``evaluate_policy``: the same
+observation windows, T_a actions executed per chunk, episode i with seed 1000 + i, episodes in lockstep
+batches) with one change: each chunk after an episode's first may start from the previous chunk shifted by the T_a
 ticks that passed (``predict_action(obs, warm_start=shift_chunk(prev, T_a), steps=k, warm_noise=l)``).
 Samplers:
 
@@ -51,66 +51,47 @@ def label(sampler) -> str:
     return f"{kind}:{k}" + (f"@{level:g}" if level is not None else "")
 
 
+class SamplerPolicy:
+    """``policy`` with ``sampler`` behind the interface ``evaluate_policy`` drives: a stateful policy that keeps
+    each episode's last chunk (to warm-start the next) and records the observation windows it is given."""
+
+    def __init__(self, policy, sampler, record_obs: list):
+        self.policy, self.sampler, self.record_obs = policy, sampler, record_obs
+        self.cfg, self.device = policy.cfg, policy.device
+        self.n_obs_steps, self.n_action_steps = policy.n_obs_steps, policy.n_action_steps
+        self.n, self.prev = 0, None
+
+    def start_episodes(self, n: int) -> None:
+        self.n, self.prev = n, None  # (n, T_p, A) previous chunks (lockstep: all episodes have one or none)
+
+    def predict_action(self, batch, generator=None, live=None):
+        import torch
+
+        from genil_ros.policy.sampler import shift_chunk
+
+        kind, k, level = self.sampler
+        prev = None if self.prev is None else self.prev[live]
+        if len(self.record_obs) < 400:
+            self.record_obs.append((batch, prev))
+        if kind == "warm" and prev is not None:
+            chunk = self.policy.predict_action(batch, generator=generator, steps=k, warm_noise=level,
+                                               warm_start=shift_chunk(prev, self.n_action_steps))
+        else:
+            chunk = self.policy.predict_action(batch, generator=generator)
+        if self.prev is None:
+            self.prev = torch.zeros(self.n, *chunk.shape[1:])
+        self.prev[live] = chunk
+        return chunk
+
+
 def evaluate(policy, sampler, episodes, seed, batch_size, record_obs):
-    """Success over ``episodes`` with ``sampler``; observation windows are appended to ``record_obs``."""
-    import numpy as np
-    import torch
+    """Success over ``episodes`` with ``sampler`` (genil-ros eval's loop on the obstacle task); observation
+    windows are appended to ``record_obs``. Per-episode results: seed, success, collided, steps, side."""
+    from genil_ros.sim.evaluate import evaluate_policy
 
-    from genil_ros.policy.sampler import shift_chunk
-    from genil_ros.sim.env import MAX_EPISODE_STEPS, ArmEnv
-    from genil_ros.sim.evaluate import _side, _state
-
-    kind, k, level = sampler
-    task = policy.cfg.task
-    cam = task.cameras[0]
-    T_o, T_a = policy.n_obs_steps, policy.n_action_steps
-    gen = torch.Generator().manual_seed(0)
-    envs = [ArmEnv(variant="obstacle", image_size=(cam.height, cam.width), render=True,
-                   control_rate_hz=task.control_rate_hz, max_episode_steps=MAX_EPISODE_STEPS)
-            for _ in range(min(batch_size, episodes))]
-    results = []
-    try:
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
-            hist = [[o] * T_o for o in obs]
-            done, info, steps = [False] * n, [{} for _ in range(n)], [0] * n
-            ee = [[o["ee_pos"][:2].copy()] for o in obs]
-            prev = None  # (n, T_p, A) previous chunks of all n episodes (lockstep: all have one or none)
-            while not all(done):
-                live = [i for i in range(n) if not done[i]]
-                state = np.stack([np.stack([_state(h, task.use_velocity) for h in hist[i]]) for i in live])
-                imgs = np.stack([np.stack([h["image"].transpose(2, 0, 1) for h in hist[i]]) for i in live])
-                batch = {"state": torch.from_numpy(state), cam.name: torch.from_numpy(np.ascontiguousarray(imgs))}
-                if len(record_obs) < 400:
-                    record_obs.append((batch, None if prev is None else prev[live]))
-                if kind == "warm" and prev is not None:
-                    chunk = policy.predict_action(batch, generator=gen, warm_start=shift_chunk(prev[live], T_a),
-                                                  steps=k, warm_noise=level)
-                else:
-                    chunk = policy.predict_action(batch, generator=gen)
-                if prev is None:
-                    prev = torch.zeros(n, *chunk.shape[1:])
-                prev[live] = chunk
-                chunk = chunk.numpy()
-                for j, i in enumerate(live):
-                    for a in chunk[j, T_o - 1:T_o - 1 + T_a]:
-                        o, _, term, trunc, inf = envs[i].step(a)
-                        hist[i] = hist[i][1:] + [o]
-                        ee[i].append(o["ee_pos"][:2].copy())
-                        steps[i] += 1
-                        info[i] = inf
-                        if term or trunc:
-                            done[i] = True
-                            break
-            for i in range(n):
-                results.append({"seed": seed + start + i, "success": bool(info[i]["success"]),
-                                "collided": bool(info[i]["collided"]), "steps": steps[i],
-                                "side": _side(np.array(ee[i]))})
-    finally:
-        for e in envs:
-            e.close()
-    return results
+    res = evaluate_policy(SamplerPolicy(policy, sampler, record_obs), episodes, "obstacle", seed, batch_size,
+                          progress=False)
+    return res["results"]
 
 
 def batch1_latency(policy, sampler, windows, T_a, prefetch: bool = True):

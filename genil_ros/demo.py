@@ -172,43 +172,6 @@ class _Watcher:
                    for p in msg.points]
             self.chunks.append((t0, pts))
 
-    def transition(self, label: str, timeout: float = 30.0) -> None:
-        """A lifecycle transition of the policy node ('activate' / 'deactivate') through its service."""
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        req = ChangeState.Request()
-        req.transition.id = {"activate": Transition.TRANSITION_ACTIVATE,
-                             "deactivate": Transition.TRANSITION_DEACTIVATE}[label]
-        self.call(self.policy_lifecycle, label, timeout, request=req)
-
-    def call(self, client, what: str, timeout: float = 30.0, request=None) -> str:
-        from std_srvs.srv import Trigger
-
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise GenilError(f"{client.srv_name}: service not available after {timeout:.0f} s ({what})")
-        fut = client.call_async(request if request is not None else Trigger.Request())
-        end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        if not fut.done():
-            raise GenilError(f"{client.srv_name}: no answer within {timeout:.0f} s ({what})")
-        res = fut.result()
-        if not res.success:
-            raise GenilError(f"{client.srv_name}: {what} failed: {getattr(res, 'message', '')}")
-        return getattr(res, "message", "")
-
-
-def _wait(pred, timeout: float, what: str, procs=()) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        for name, p in procs:
-            if not p.alive():
-                raise GenilError(f"{name} exited while waiting for {what}:\n{p.output()[-3000:]}")
-        time.sleep(0.05)
-    raise GenilError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def closed_loop(args, ckpt: Path, out: Path) -> dict:
@@ -216,7 +179,7 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from genil_ros.testing import ManagedProcess, isolated_ros_env, ros_domain
+    from genil_ros.testing import ManagedProcess, call_service, change_state, isolated_ros_env, ros_domain, wait_until
 
     py = sys.executable
     with ros_domain() as free_dom:
@@ -246,18 +209,19 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
         episodes = []
         try:
             print(f"demo: sim_node + policy_node on ROS_DOMAIN_ID={dom} (logs in {logs})", flush=True)
-            _wait(lambda: watcher.diag.get("state") == "active", 180, "the policy node to load and activate", procs)
+            wait_until(lambda: watcher.diag.get("state") == "active", 180, "the policy node to load and activate",
+                       procs)
             from tqdm import tqdm
 
             bar = tqdm(range(args.episodes), desc="closed-loop episodes", unit="ep")
             for k in bar:
                 # Between episodes the policy is deactivated (it holds), so that no command planned in the
                 # old scene reaches the new one; it starts afresh on the new episode's observations.
-                watcher.transition("deactivate")
-                info = json.loads(watcher.call(watcher.sim_reset, "reset the sim") or "{}")
-                watcher.call(watcher.policy_reset, "clear the policy's observation buffer and plan")
+                change_state(watcher.policy_lifecycle, "deactivate")
+                info = json.loads(call_service(watcher.sim_reset, "reset the sim") or "{}")
+                call_service(watcher.policy_reset, "clear the policy's observation buffer and plan")
                 watcher.recording = k == 0
-                watcher.transition("activate")
+                change_state(watcher.policy_lifecycle, "activate")
                 ep_index = info.get("index", info.get("episode"))
 
                 def current():
@@ -267,7 +231,7 @@ def closed_loop(args, ckpt: Path, out: Path) -> dict:
                         return None
                     return st
 
-                _wait(lambda: current() is not None, 30, "the sim's status for the new episode", procs)
+                wait_until(lambda: current() is not None, 30, "the sim's status for the new episode", procs)
                 end_wall = time.monotonic() + args.episode_timeout / max(args.real_time_factor, 0.05) * 3 + 30
                 while True:
                     st = current() or {}

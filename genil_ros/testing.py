@@ -1,6 +1,8 @@
 """Helpers for tests that touch DDS: each gets its own ROS_DOMAIN_ID and localhost-only discovery.
 
-Used by test/conftest.py; kept in the package so that downstream packages can test their nodes the same way.
+Used by test/conftest.py, `genil-ros demo` and the bench scripts that run nodes as processes; kept in the
+package so that downstream packages can test their nodes the same way. ``wait_until``, ``call_service``
+and ``change_state`` drive nodes from outside (a process of their own, the executor spinning in a thread).
 """
 
 from __future__ import annotations
@@ -110,3 +112,54 @@ class ManagedProcess:
 
 def python_module_cmd(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def wait_until(pred, timeout: float, what: str, procs=()) -> None:
+    """Poll ``pred()`` every 50 ms until it is true. GenilError naming ``what`` after ``timeout`` s, or at once
+    when a process of ``procs`` (``(name, ManagedProcess)`` pairs) has exited, with the tail of its output."""
+    from genil_ros.errors import GenilError
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        for name, p in procs:
+            if not p.alive():
+                raise GenilError(f"{name} exited while waiting for {what}:\n{p.output()[-3000:]}")
+        time.sleep(0.05)
+    raise GenilError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def call_service(client, what: str, timeout: float = 30.0, request=None) -> str:
+    """Call the service of ``client`` (a ``std_srvs/Trigger`` unless ``request`` is given) and wait up to
+    ``timeout`` s for the answer, which another thread's executor delivers; its ``message``. GenilError when
+    the service is not there, does not answer, or answers ``success: false``."""
+    from genil_ros.errors import GenilError
+
+    if request is None:
+        from std_srvs.srv import Trigger
+
+        request = Trigger.Request()
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise GenilError(f"{client.srv_name}: service not available after {timeout:.0f} s ({what})")
+    fut = client.call_async(request)
+    end = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < end:
+        time.sleep(0.01)
+    if not fut.done():
+        raise GenilError(f"{client.srv_name}: no answer within {timeout:.0f} s ({what})")
+    res = fut.result()
+    if not res.success:
+        raise GenilError(f"{client.srv_name}: {what} failed: {getattr(res, 'message', '')}")
+    return getattr(res, "message", "")
+
+
+def change_state(client, label: str, timeout: float = 30.0) -> None:
+    """A lifecycle node's transition ``label`` ('activate' / 'deactivate') through its ``ChangeState`` client."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    req = ChangeState.Request()
+    req.transition.id = {"activate": Transition.TRANSITION_ACTIVATE,
+                         "deactivate": Transition.TRANSITION_DEACTIVATE}[label]
+    call_service(client, label, timeout, request=req)

@@ -25,17 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from genil_ros.config import load_config  # noqa: E402
 from genil_ros.data.store import EpisodeStore  # noqa: E402
 from genil_ros.paths import config_path  # noqa: E402
+from genil_ros.sim.binding import SimBinding  # noqa: E402
 from genil_ros.sim.pick_place import PickPlaceEnv  # noqa: E402
 from genil_ros.sim.pick_place_expert import PickPlaceExpert  # noqa: E402
 
 
-def state_row(obs: dict) -> np.ndarray:
-    """The task's observation entries in layout order: arm (4), gripper (1), object (3)."""
-    return np.concatenate([obs["joint_pos"], obs["gripper_pos"], obs["object_pos"]])
-
-
-def record(env: PickPlaceEnv, expert: PickPlaceExpert, seed: int, hold_steps: int) -> tuple[dict, dict]:
-    """One episode: (arrays for the store, its info)."""
+def record(env: PickPlaceEnv, binding: SimBinding, expert: PickPlaceExpert, seed: int,
+           hold_steps: int) -> tuple[dict, dict]:
+    """One episode: (arrays for the store, its info). ``binding`` maps the sim onto the task's entries (the
+    state in layout order, the expert's command as the task's action row)."""
     obs, _ = env.reset(seed=seed)
     expert.reset()
     states, actions = [], []
@@ -43,14 +41,14 @@ def record(env: PickPlaceEnv, expert: PickPlaceExpert, seed: int, hold_steps: in
     done = False
     while not done:
         a = expert.act(obs)
-        states.append(state_row(obs))
-        actions.append(a)
+        states.append(binding.state(obs, env))
+        actions.append(binding.row_of(a))
         obs, _, term, trunc, info = env.step(a)
         done = term or trunc
     for _ in range(hold_steps):
         a = expert.act(obs)
-        states.append(state_row(obs))
-        actions.append(a)
+        states.append(binding.state(obs, env))
+        actions.append(binding.row_of(a))
         obs, *_ = env.step(a)
     n = len(states)
     arrays = {"state": np.asarray(states, np.float32), "action": np.asarray(actions, np.float32),
@@ -69,6 +67,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(config_path(args.config))
     env = PickPlaceEnv(render=False)
+    binding = SimBinding(cfg.task, env)
     expert = PickPlaceExpert(env, seed=args.expert_seed)
     writer = EpisodeStore.create(args.out, observations=cfg.task.observations, actions=cfg.task.actions,
                                  control_rate_hz=cfg.task.control_rate_hz, overwrite=True,
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
     ok = 0
     with writer:
         for i in range(args.episodes):
-            arrays, info = record(env, expert, args.seed + i, args.hold_steps)
+            arrays, info = record(env, binding, expert, args.seed + i, args.hold_steps)
             ok += info["success"]
             writer.add_episode(arrays)
         writer.finalize()

@@ -23,12 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def state_of(obs: dict) -> np.ndarray:
-    return np.concatenate([obs["joint_pos"], obs["gripper_pos"], obs["object_pos"]]).astype(np.float32)
-
-
 def main(argv=None) -> int:
+    from genil_ros.config import load_config
     from genil_ros.data.store import EpisodeStore
+    from genil_ros.paths import config_path
+    from genil_ros.sim.binding import SimBinding
     from genil_ros.sim.pick_place import PickPlaceEnv
     from genil_ros.sim.pick_place_expert import PickPlaceExpert
 
@@ -40,9 +39,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     env = PickPlaceEnv(render=False)
+    binding = SimBinding(load_config(config_path("handover_pick_place.yaml")).task, env)  # its state and actions
     expert = PickPlaceExpert(env, seed=args.seed)
     kept, modes = 0, {"left": 0, "right": 0}
-    with EpisodeStore.create(args.out, joint_names=[], control_rate_hz=10.0, state_dim=8, action_dim=5,
+    with EpisodeStore.create(args.out, joint_names=[], control_rate_hz=10.0, state_dim=binding.layout.state_dim,
+                             action_dim=binding.layout.action_dim,
                              overwrite=args.overwrite, extra={"source": "scripts/pick_place_store.py",
                                                               "expert_seed": args.seed}) as w:
         for i in range(args.episodes):
@@ -51,8 +52,8 @@ def main(argv=None) -> int:
             states, actions = [], []
             while True:
                 a = expert.act(obs)
-                states.append(state_of(obs))
-                actions.append(np.asarray(a, np.float32))
+                states.append(binding.state(obs, env))
+                actions.append(binding.row_of(a))
                 obs, _, term, trunc, info = env.step(a)
                 if term or trunc:
                     break

@@ -22,8 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["AdversarialTrainer", "make_env", "make_expert_actor", "scripted_expert_set", "algo_names", "add_arguments",
-           "run"]
+__all__ = ["AdversarialTrainer", "make_env", "make_expert_actor", "scripted_expert_set", "algo_names", "log_iteration",
+           "add_arguments", "run"]
 
 
 # --------------------------------------------------------------------------- environments
@@ -261,6 +261,16 @@ class AdversarialTrainer:
 # --------------------------------------------------------------------------- CLI
 
 
+def log_iteration(writer, stream, m: dict, step: int, skip=("iteration",)) -> None:
+    """One iteration's metrics ``m``: each value as a TensorBoard scalar at ``step`` (but the keys in ``skip``),
+    the whole dict as one JSON line of the open ``stream`` (metrics.jsonl), flushed."""
+    for k, v in m.items():
+        if k not in skip:
+            writer.add_scalar(k, v, step)
+    stream.write(json.dumps(m) + "\n")
+    stream.flush()
+
+
 def algo_names() -> tuple[str, ...]:
     """The names ``adversarial.algo`` accepts, read from the config (not importing torch: ``--help`` stays
     quick); ``algorithms.ADVERSARIES`` has one class per name (checked by the tests)."""
@@ -335,11 +345,7 @@ def run(args) -> int:
         with metrics_path.open("a", encoding="utf-8") as mf:
             while trainer.env_steps < total:
                 m = trainer.iterate()
-                for k, v in m.items():
-                    if k not in ("iteration", "env_steps"):
-                        writer.add_scalar(k, v, trainer.env_steps)
-                mf.write(json.dumps(m) + "\n")
-                mf.flush()
+                log_iteration(writer, mf, m, trainer.env_steps, skip=("iteration", "env_steps"))
                 bar.update(m["env_steps"] - bar.n)
                 bar.set_postfix(acc=f"{m['disc/accuracy']:.2f}", style=f"{m['reward/style']:.2f}",
                                 succ=f"{m.get('episode/success', float('nan')):.2f}")

@@ -118,6 +118,8 @@ def fit(run_, resume: bool = False, progress: bool = True):
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    from genil_ros.adversarial.train import log_iteration
+
     rl, f, out = run_.rl, run_.cfg.finetune, run_.out
     style = rl.adversary.name if rl.adversary is not None else "none"
     writer = SummaryWriter(str(out / "tb"), purge_step=rl.iteration if resume else None)
@@ -129,11 +131,7 @@ def fit(run_, resume: bool = False, progress: bool = True):
         with metrics.open("a", encoding="utf-8") as mf:
             while rl.iteration < f.iterations:
                 m = rl.iterate()
-                for k, v in m.items():
-                    if k not in ("iteration", "episodes"):
-                        writer.add_scalar(k, v, rl.iteration)
-                mf.write(json.dumps(m) + "\n")
-                mf.flush()
+                log_iteration(writer, mf, m, rl.iteration, skip=("iteration", "episodes"))
                 bar.update(1)
                 bar.set_postfix(succ=f"{m['episode/success']:.2f}", r=f"{m['reward/total']:.3f}",
                                 acc=f"{m.get('disc/accuracy_before', float('nan')):.2f}")

@@ -78,6 +78,13 @@ class EpisodeBatch:
         return [{"state": s[:-1], "action": a, "next_state": s[1:]} for s, a in zip(self.states, self.actions)]
 
 
+def _zeros(E: int, steps: int, D: int, A: int) -> tuple:
+    """An EpisodeBatch's arrays, zeroed: states (E, S + 1, D), actions (E, S, A), task rewards (E, S),
+    success (E,), arm_q (E, S + 1, 4)."""
+    return (np.zeros((E, steps + 1, D), np.float32), np.zeros((E, steps, A), np.float32),
+            np.zeros((E, steps), np.float32), np.zeros(E, bool), np.zeros((E, steps + 1, 4), np.float32))
+
+
 def _window(hist: list, T_o: int) -> list:
     return ([hist[0]] * (T_o - len(hist)) + hist)[-T_o:]
 
@@ -89,12 +96,7 @@ def run_batch(adapter, envs: Sequence, decide: Decide, seeds: Sequence[int], ste
     if len(envs) < E:
         raise ValueError(f"{E} episodes need {E} environments, got {len(envs)}")
     obs = [envs[i].reset(seed=int(seeds[i]))[0] for i in range(E)]
-    D, A = adapter.state_dim, adapter.action_dim
-    states = np.zeros((E, steps + 1, D), np.float32)
-    actions = np.zeros((E, steps, A), np.float32)
-    rewards = np.zeros((E, steps), np.float32)
-    arm_q = np.zeros((E, steps + 1, 4), np.float32)
-    success = np.zeros(E, bool)
+    states, actions, rewards, success, arm_q = _zeros(E, steps, adapter.state_dim, adapter.action_dim)
     hist_s = [[adapter.state(o)] for o in obs]
     hist_i = [[adapter.image(o)] for o in obs]
     for i, o in enumerate(obs):
@@ -129,12 +131,7 @@ def expert_batch(adapter, envs: Sequence, seeds: Sequence[int], steps: int, expe
     """The task's scripted expert for ``len(seeds)`` fixed-length episodes (its actions in the policy's
     order; it picks its mode per episode at random)."""
     E = len(seeds)
-    D, A = adapter.state_dim, adapter.action_dim
-    states = np.zeros((E, steps + 1, D), np.float32)
-    actions = np.zeros((E, steps, A), np.float32)
-    rewards = np.zeros((E, steps), np.float32)
-    arm_q = np.zeros((E, steps + 1, 4), np.float32)
-    success = np.zeros(E, bool)
+    states, actions, rewards, success, arm_q = _zeros(E, steps, adapter.state_dim, adapter.action_dim)
     infos = []
     for i in range(E):
         env = envs[i % len(envs)]

@@ -1,21 +1,16 @@
-"""The bundled sim tasks as fine-tuning environments: which env, which expert, and how a sim observation
-becomes the policy's ``state`` vector (and its action vector the env's action).
+"""The bundled sim tasks as fine-tuning environments: which env, which expert, which low-dim policy, and how
+that policy meets the sim (:class:`SimAdapter`, over the one mapping of ``genil_ros/sim/binding.py``).
 
-A policy names what it observes as typed entries (``task.observations``, ``genil_ros/schema.py``); the sim
-has a source for each kind it can provide:
+A policy names what it observes as typed entries (``task.observations``, ``genil_ros/schema.py``);
+:class:`~genil_ros.sim.binding.SimBinding` reads each from the sim: joints and the gripper by joint name,
+velocities, the pick-and-place object's centre (``OBJECT_POS_NAMES``) or the reach / obstacle target point
+(``GOAL_DIMS``: a perception vector for low-dim policies, where the camera policy reads the target from the
+image), one ``front`` camera. Anything else is a GenilError naming the entry. The fine-tuner also needs its
+actions to be absolute position targets (the expert's demonstrations map back into them).
 
-- ``joint_position`` / ``gripper`` entries: the arm joints (``JOINT_NAMES``) from ``obs["joint_pos"]``, the
-  gripper finger (pick-and-place) from ``obs["gripper_pos"]``, matched by joint name;
-- ``joint_velocity``: ``obs["joint_vel"]``;
-- ``vector`` entries, matched by their dimension names: the pick-and-place object's centre
-  (``OBJECT_POS_NAMES``, ``obs["object_pos"]``, what a perception node publishes) and, on the reach /
-  obstacle tasks, the target point (``GOAL_DIMS``, ``obs["goal"]``: a perception vector for low-dim
-  policies, where the camera policy reads the target from the image);
-- one ``camera`` entry: the ``front`` camera at the entry's size (rendered; slower).
-
-Anything else is a GenilError naming the entry. Episodes here never end early (no termination on success
-or on a drop): every episode has the same length, so a positive per-step reward (GAIL's ``-log(1 - D)``)
-gives no incentive to end or to prolong an episode; success is "at any tick" (``success_any``).
+Episodes here never end early (``make_env(..., fixed_length=True)``: no termination on success or on a
+drop): every episode has the same length, so a positive per-step reward (GAIL's ``-log(1 - D)``) gives no
+incentive to end or to prolong an episode; success is "at any tick" (``success_any``).
 """
 
 from __future__ import annotations
@@ -25,25 +20,30 @@ from typing import Optional
 import numpy as np
 
 from genil_ros.errors import GenilError
+from genil_ros.sim.binding import GOAL_DIMS, GOAL_TOPIC, OBJECT_TOPIC, SimBinding, env_joints, make_env
 
 __all__ = ["GOAL_DIMS", "SimTask", "ArmTask", "PickPlaceTask", "TASKS", "make_task", "SimAdapter"]
 
-GOAL_DIMS = ["target_x", "target_y", "target_z"]  # ArmEnv's goal point (3 cm above the target disc)
-GOAL_TOPIC = "/target/position"  # where a perception node would publish it (std_msgs/Float64MultiArray)
-OBJECT_TOPIC = "/object/position"
 COMMAND_TOPIC = "/forward_position_controller/commands"
 
 
 class SimTask:
-    """One bundled task: ``make_env``, ``expert``, its sources of observations and its action order."""
+    """One bundled task: its sim ``variant`` (``make_env``), ``expert``, low-dim policy and action order."""
 
     name: str
+    variant: str  # the sim variant (sim/binding.py VARIANTS)
     episode_steps: int  # the default episode length for fine-tuning and evaluation (control ticks)
     action_names: list[str]  # the env's action vector, in order
-    vectors: dict[tuple, str]  # dimension names of a vector entry -> obs key
+
+    def __init__(self, variant: str, episode_steps: int):
+        self.name = self.variant = variant
+        self.episode_steps = episode_steps
+        self.action_names = env_joints(variant)
 
     def make_env(self, seed: int, image_size: Optional[tuple] = None, control_rate_hz: float = 10.0):
-        raise NotImplementedError
+        """A fixed-length env (no early end), rendering only with an ``image_size``."""
+        return make_env(self.variant, image_size=image_size or (96, 96), render=image_size is not None, seed=seed,
+                        control_rate_hz=control_rate_hz, fixed_length=True)
 
     def expert(self, env, seed: int):
         """An actor with ``reset()`` and ``act(obs) -> env action``."""
@@ -66,23 +66,8 @@ class SimTask:
 class ArmTask(SimTask):
     """``ArmEnv`` ``reach`` (no post) or ``obstacle`` (around a post; touching it fails the episode)."""
 
-    action_names = None  # set in __init__
-
     def __init__(self, variant: str):
-        from genil_ros.sim.env import JOINT_NAMES
-
-        self.name = variant
-        self.variant = variant
-        self.episode_steps = 50
-        self.action_names = list(JOINT_NAMES)
-        self.vectors = {tuple(GOAL_DIMS): "goal"}
-
-    def make_env(self, seed: int, image_size: Optional[tuple] = None, control_rate_hz: float = 10.0):
-        from genil_ros.sim.env import ArmEnv
-
-        return ArmEnv(variant=self.variant, image_size=image_size or (96, 96), render=image_size is not None,
-                      seed=seed, control_rate_hz=control_rate_hz, max_episode_steps=10**9,
-                      terminate_on_success=False)
+        super().__init__(variant, episode_steps=50)
 
     def expert(self, env, seed: int):
         from genil_ros.sim.expert import ScriptedExpert
@@ -102,19 +87,7 @@ class PickPlaceTask(SimTask):
     """``PickPlaceEnv``: the cylinder into either bin (a drop fails the episode; episodes still run on)."""
 
     def __init__(self):
-        from genil_ros.sim.pick_place import ACTION_NAMES, OBJECT_POS_NAMES
-
-        self.name = "pick_place"
-        self.episode_steps = 120
-        self.action_names = list(ACTION_NAMES)
-        self.vectors = {tuple(OBJECT_POS_NAMES): "object_pos"}
-
-    def make_env(self, seed: int, image_size: Optional[tuple] = None, control_rate_hz: float = 10.0):
-        from genil_ros.sim.pick_place import PickPlaceEnv
-
-        return PickPlaceEnv(image_size=image_size or (96, 96), render=image_size is not None, seed=seed,
-                            control_rate_hz=control_rate_hz, max_episode_steps=10**9, terminate_on_success=False,
-                            terminate_on_drop=False)
+        super().__init__("pick_place", episode_steps=120)
 
     def expert(self, env, seed: int):
         from genil_ros.sim.pick_place_expert import PickPlaceExpert
@@ -145,7 +118,8 @@ def make_task(name: str, where: str = "finetune.task") -> SimTask:
 
 
 class SimAdapter:
-    """How one policy (its ``cfg.task``) sees one sim task: ``state(obs)``, ``image(obs)``, ``env_action(a)``.
+    """How one policy (its ``cfg.task``) sees one sim task: ``state(obs)``, ``image(obs)``, ``env_action(a)``,
+    through the task's :class:`~genil_ros.sim.binding.SimBinding` (``binding``).
 
     ``num_commanded`` is how many leading state dimensions the actions command (the Adversary's
     ``num_joints``: GAIL's ``a - q`` and the predicted transitions of a chunk use them)."""
@@ -153,70 +127,24 @@ class SimAdapter:
     def __init__(self, task: SimTask, policy_task, where: str = "checkpoint"):
         self.task = task
         self.where = where
-        env_joints = list(task.action_names)
-        n_arm = 4  # both tasks' arm: JOINT_NAMES; pick-and-place adds the gripper finger after it
-        pos = {f"pos:{j}": i for i, j in enumerate(env_joints[:n_arm])}
-        vel = {f"vel:{j}": n_arm + i for i, j in enumerate(env_joints[:n_arm])}
-        extra = {f"pos:{j}": 2 * n_arm + i for i, j in enumerate(env_joints[n_arm:])}  # the gripper finger
-        offset = 2 * n_arm + len(env_joints) - n_arm
-        vec = {}
-        self._vector_keys = []
-        for dims, key in task.vectors.items():
-            for i, d in enumerate(dims):
-                vec[f"vec:{d}"] = offset + i
-            offset += len(dims)
-            self._vector_keys.append(key)
-        table = {**pos, **vel, **extra, **vec}
-        idx: list[int] = []
-        self.camera: Optional[tuple[str, int, int]] = None
-        for o in policy_task.observations:
-            key = f"{where}: task.observations entry {o.name!r} ({o.type})"
-            if o.type == "camera":
-                if self.camera is not None:
-                    raise GenilError(f"{key}: the bundled sim has one camera ('front'); the policy wants more")
-                self.camera = (o.name, o.height, o.width)
-                continue
-            prefix = {"joint_position": "pos", "gripper": "pos", "joint_velocity": "vel", "vector": "vec"}.get(o.type)
-            if prefix is None:
-                raise GenilError(f"{key}: the {task.name} sim does not provide {o.type} observations")
-            for d in o.dim_names:
-                if f"{prefix}:{d}" not in table:
-                    raise GenilError(f"{key}: the {task.name} sim has no {d!r} "
-                                     f"(it has joints {env_joints}, vectors {[list(v) for v in task.vectors]})")
-                idx.append(table[f"{prefix}:{d}"])
-        self._idx = np.asarray(idx, dtype=np.int64)
-        act = []
-        for a in policy_task.actions:
-            key = f"{where}: task.actions entry {a.name!r} ({a.type})"
-            if a.type not in ("joint_position", "gripper") or getattr(a, "mode", "absolute") != "absolute" or \
-                    getattr(a, "binary", False):
-                raise GenilError(f"{key}: the {task.name} sim takes absolute joint / gripper position targets")
-            act += list(a.dim_names)
-        missing = [j for j in env_joints if j not in act]
-        unknown = [j for j in act if j not in env_joints]
-        if missing or unknown or len(set(act)) != len(act):
-            raise GenilError(f"{where}: task.actions command {act}; the {task.name} sim needs exactly "
-                             f"{env_joints}" + (f" (missing {missing})" if missing else "")
-                             + (f" (unknown {unknown})" if unknown else ""))
-        self._act_to_env = np.asarray([act.index(j) for j in env_joints], dtype=np.int64)
-        self.state_dim = len(idx)
-        self.action_dim = len(act)
-        state_names = [n for o in policy_task.observations if o.type != "camera" for n in o.dim_names]
+        self.binding = b = SimBinding(policy_task, variant=task.variant, where=where)
+        if not b.absolute:
+            raise GenilError(f"{where}: task.actions: the fine-tuner takes absolute joint / gripper position "
+                             f"targets (the expert's demonstrations map back into them), not delta or binary")
+        cam = b.cameras[0] if b.cameras else None
+        self.camera: Optional[tuple[str, int, int]] = None if cam is None else (cam.name, cam.height, cam.width)
+        self.state_dim = b.layout.state_dim
+        self.action_dim = b.layout.action_dim
+        act = [n for e in b.layout.action for n in e.dim_names]
+        state_names = [n for e in b.layout.state for n in e.dim_names]
         lead = 0
         while lead < min(len(act), len(state_names)) and state_names[lead] == act[lead]:
             lead += 1
         self.num_commanded = lead  # leading state dims that are the commanded joints (0: none)
 
-    def _source(self, obs: dict) -> np.ndarray:
-        parts = [obs["joint_pos"], obs["joint_vel"]]
-        if "gripper_pos" in obs and len(self.task.action_names) > 4:
-            parts.append(obs["gripper_pos"])
-        parts += [obs[k] for k in self._vector_keys]
-        return np.concatenate(parts).astype(np.float32)
-
     def state(self, obs: dict) -> np.ndarray:
         """The policy's ``state`` vector (D,) float32 for one sim observation."""
-        return self._source(obs)[self._idx]
+        return self.binding.state(obs)
 
     def arm_q(self, obs: dict) -> np.ndarray:
         """The arm's joint positions (4,) (the motion the metrics compare)."""
@@ -224,19 +152,16 @@ class SimAdapter:
 
     def image(self, obs: dict) -> Optional[np.ndarray]:
         """The camera frame channel-first (3, H, W) uint8, or None for a low-dim policy."""
-        return None if self.camera is None else np.ascontiguousarray(obs["image"].transpose(2, 0, 1))
+        return None if self.camera is None else self.binding.image(obs)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
         """The policy's action vector -> the env's action (its order)."""
-        return np.asarray(action, np.float64)[self._act_to_env]
+        return self.binding.command(action)
 
     def policy_action(self, env_action: np.ndarray) -> np.ndarray:
         """The env's action -> the policy's action vector (e.g. the scripted expert's, for demonstrations)."""
-        out = np.empty(self.action_dim, np.float32)
-        out[self._act_to_env] = np.asarray(env_action, np.float32)
-        return out
+        return self.binding.row_of(env_action)
 
     def make_envs(self, n: int, seed: int, control_rate_hz: float = 10.0) -> list:
         size = None if self.camera is None else (self.camera[1], self.camera[2])
         return [self.task.make_env(seed + i, size, control_rate_hz) for i in range(n)]
-

@@ -33,6 +33,7 @@ from std_msgs.msg import String
 
 from genil_ros.errors import GenilError
 from genil_ros.ros.params import NodeSettings, declare_parameters, param, read_settings
+from genil_ros.ros.runner import ignore_shutdown_signals
 
 __all__ = ["NODE_NAME", "FinetuneNodeSettings", "FinetuneNode", "main"]
 
@@ -178,23 +179,12 @@ class FinetuneNode(Node):
         self.pub.publish(String(data=json.dumps(self.stats, sort_keys=True)))
 
     def destroy_node(self):
-        _ignore_more_signals()
+        ignore_shutdown_signals()  # a second Ctrl-C must not cut the clean-up short
         self._stop.set()
         if self.worker is not None and self.worker.is_alive():
             # a round stops at the next iteration; a save in progress is atomic, so a kill loses nothing
             self.worker.join(timeout=3.0)
         return super().destroy_node()
-
-
-def _ignore_more_signals() -> None:
-    """Shutting down: a second Ctrl-C (the terminal signals launch's whole process group, and launch
-    forwards one more) must not interrupt the clean-up half way."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def main(argv: Optional[list] = None) -> int:

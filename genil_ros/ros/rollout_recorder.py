@@ -29,6 +29,7 @@ from std_srvs.srv import Trigger
 
 from genil_ros.errors import GenilError
 from genil_ros.ros.params import NodeSettings, declare_parameters, param, read_settings
+from genil_ros.ros.runner import ignore_shutdown_signals
 
 __all__ = ["NODE_NAME", "RolloutSettings", "RolloutRecorder", "main"]
 
@@ -162,20 +163,9 @@ class RolloutRecorder(Node):
         self.phase = "reset"
 
     def destroy_node(self):
-        _ignore_more_signals()
+        ignore_shutdown_signals()  # a second Ctrl-C must not cut the clean-up short
         self._abort()
         return super().destroy_node()
-
-
-def _ignore_more_signals() -> None:
-    """Shutting down: a second Ctrl-C (the terminal signals launch's whole process group, and launch
-    forwards one more) must not interrupt the clean-up half way."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -78,14 +78,126 @@ def _preload_triton() -> None:
 
 
 class ArmBase:
-    """What the bundled arm tasks share (``ArmEnv`` here, ``PickPlaceEnv`` in ``pick_place.py``): the
-    ``front`` camera and the kinematics of the tool point (site ``ee``).
+    """What the bundled arm tasks share (``ArmEnv`` here, ``PickPlaceEnv`` in ``pick_place.py``): the model
+    and its four arm joints, the episode loop (``reset`` / ``step``), the arm's command, the ``front`` camera
+    and the kinematics of the tool point (site ``ee``).
 
-    The task sets ``_mj`` (the mujoco module), ``model``, ``data``, ``image_size``, ``render_enabled``, ``_kin``
-    (a scratch ``MjData`` that never touches the episode), ``_qadr`` / ``_dadr`` (qpos / dof addresses of
-    ``JOINT_NAMES``), ``_ee_site``, ``joint_limits`` and ``home_qpos`` (the IK's default warm start), and
-    calls ``_make_renderer()`` in its constructor.
+    A task's constructor calls ``_load(...)`` (checks, model, joint addresses, timing), sets up its own
+    parts, then ``_start(home_tip, seed)`` (renderer, home pose, generator). It provides ``_reset_state(q,
+    xy)``, ``advance(seconds)`` (True on the step its failure first happens: a collision, a drop),
+    ``set_action(a)``, ``_task_observation()``, ``_info()`` (with ``success`` and ``distance``) and, where a
+    failure ends the episode, ``_failed_terminally(info)``.
     """
+
+    home_noise_rad = 0.05  # joint noise added to the home pose at each reset
+
+    # ------------------------------------------------------------------ construction
+
+    def _load(self, asset: Path, image_size, render: bool, control_rate_hz: float, max_episode_steps: int,
+              terminate_on_success: bool) -> None:
+        """The shared part of the constructor: argument checks, the MuJoCo model, the arm joints' addresses,
+        the control period."""
+        import mujoco
+
+        name = type(self).__name__
+        if control_rate_hz <= 0:
+            raise GenilError(f"{name}: control_rate_hz {control_rate_hz} must be > 0")
+        h, w = (int(image_size[0]), int(image_size[1]))
+        if h <= 0 or w <= 0:
+            raise GenilError(f"{name}: image_size {tuple(image_size)} must be positive (height, width)")
+        self._mj = mujoco
+        self.image_size = (h, w)
+        self.render_enabled = bool(render)
+        self.control_rate_hz = float(control_rate_hz)
+        self.max_episode_steps = int(max_episode_steps)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.joint_names = list(JOINT_NAMES)
+        self.joint_limits = (JOINT_LIMITS[0].copy(), JOINT_LIMITS[1].copy())
+
+        m = mujoco.MjModel.from_xml_path(str(asset))
+        self.model = m
+        self.data = mujoco.MjData(m)
+        self._kin = mujoco.MjData(m)  # scratch data for kinematics (IK) that never touches the episode
+        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES])
+        self._act = np.array([m.actuator(n.replace("_joint", "")).id for n in JOINT_NAMES])
+        self._ee_site = m.site("ee").id
+        steps = (1.0 / self.control_rate_hz) / m.opt.timestep
+        self.n_substeps = max(1, int(round(steps)))
+        self.dt = self.n_substeps * m.opt.timestep
+
+    def _start(self, home_tip, seed: Optional[int]) -> None:
+        """The renderer, the home pose (tool tip at ``home_tip``, pointing down) and the episode generator."""
+        self._make_renderer()
+        self.home_qpos = self.solve_ik(home_tip, q0=np.array([0.0, 1.0, -2.0, -0.5]))
+        self._rng = np.random.default_rng(seed)
+        self.command = self.home_qpos.copy()
+        self.elapsed_steps = 0
+        self.episode_seed: Optional[int] = None
+
+    # ------------------------------------------------------------------ gymnasium-style API
+
+    def _draw_start(self, seed: Optional[int], region, options: Optional[dict], key: str):
+        """A new episode's draw: the table position (x, y) of the task's item in ``region`` (or
+        ``options[key]``) and the arm's start joints (home plus noise)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.episode_seed = seed
+        (x0, x1), (y0, y1) = region
+        xy = np.array([self._rng.uniform(x0, x1), self._rng.uniform(y0, y1)])
+        if options and key in options:
+            xy = np.asarray(options[key], dtype=np.float64).reshape(2)
+        q = self.home_qpos + self._rng.uniform(-self.home_noise_rad, self.home_noise_rad, size=4)
+        return xy, q
+
+    def step(self, action):
+        """Apply ``action``, advance one control period: ``(obs, reward, terminated, truncated, info)``.
+        Reward = ``-distance`` (+1 on success, -1 on the step the task's failure first happens)."""
+        self.set_action(action)
+        failed_now = self.advance(self.dt)
+        self.elapsed_steps += 1
+        obs = self.observe()
+        info = self._info()
+        reward = -info["distance"] + (1.0 if info["success"] else 0.0) - (1.0 if failed_now else 0.0)
+        terminated = bool((info["success"] and self.terminate_on_success) or self._failed_terminally(info))
+        truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
+        return obs, float(reward), terminated, truncated, info
+
+    def _failed_terminally(self, info: dict) -> bool:
+        return False
+
+    # ------------------------------------------------------------------ finer control (used by the ROS node)
+
+    def set_command(self, q) -> np.ndarray:
+        """Set the arm's joint position targets (clipped to the limits); returns what was applied."""
+        name = type(self).__name__
+        q = np.asarray(q, dtype=np.float64).reshape(-1)
+        if q.shape != (4,):
+            raise GenilError(f"{name}: arm command must have 4 joint targets ({', '.join(JOINT_NAMES)}), "
+                             f"got {q.shape[0]}")
+        if not np.all(np.isfinite(q)):
+            raise GenilError(f"{name}: arm command has non-finite values {q.tolist()}")
+        self.command = np.clip(q, self.joint_limits[0], self.joint_limits[1])
+        self.data.ctrl[self._act] = self.command
+        return self.command.copy()
+
+    @property
+    def sim_time(self) -> float:
+        return float(self.data.time)
+
+    def observe(self, image: Optional[bool] = None) -> dict:
+        """The observation: ``joint_pos``, ``joint_vel``, the task's own entries, ``ee_pos`` (float32) and the
+        ``front`` camera's ``image`` (when rendering, unless ``image`` is False)."""
+        d = self.data
+        obs = {
+            "joint_pos": d.qpos[self._qadr].astype(np.float32),
+            "joint_vel": d.qvel[self._dadr].astype(np.float32),
+            **self._task_observation(),
+            "ee_pos": d.site_xpos[self._ee_site].astype(np.float32),
+        }
+        if self._renderer is not None and image is not False:
+            obs["image"] = self.render()
+        return obs
 
     # ------------------------------------------------------------------ camera
 
@@ -196,33 +308,11 @@ class ArmEnv(ArmBase):
     def __init__(self, variant: str = "obstacle", image_size=(96, 96), render: bool = True,
                  seed: Optional[int] = None, control_rate_hz: float = 10.0,
                  max_episode_steps: int = MAX_EPISODE_STEPS, terminate_on_success: bool = True):
-        import mujoco
-
         if variant not in VARIANTS:
             raise GenilError(f"ArmEnv: variant {variant!r} is not one of {', '.join(VARIANTS)}")
-        if control_rate_hz <= 0:
-            raise GenilError(f"ArmEnv: control_rate_hz {control_rate_hz} must be > 0")
-        h, w = (int(image_size[0]), int(image_size[1]))
-        if h <= 0 or w <= 0:
-            raise GenilError(f"ArmEnv: image_size {tuple(image_size)} must be positive (height, width)")
-        self._mj = mujoco
         self.variant = variant
-        self.image_size = (h, w)
-        self.render_enabled = bool(render)
-        self.control_rate_hz = float(control_rate_hz)
-        self.max_episode_steps = int(max_episode_steps)
-        self.terminate_on_success = bool(terminate_on_success)
-        self.joint_names = list(JOINT_NAMES)
-        self.joint_limits = (JOINT_LIMITS[0].copy(), JOINT_LIMITS[1].copy())
-
-        m = mujoco.MjModel.from_xml_path(str(ASSET_PATH))
-        self.model = m
-        self.data = mujoco.MjData(m)
-        self._kin = mujoco.MjData(m)  # scratch data for kinematics (IK) that never touches the episode
-        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES])
-        self._dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES])
-        self._act = np.array([m.actuator(n.replace("_joint", "")).id for n in JOINT_NAMES])
-        self._ee_site = m.site("ee").id
+        self._load(ASSET_PATH, image_size, render, control_rate_hz, max_episode_steps, terminate_on_success)
+        m = self.model
         self._target_mocap = m.body_mocapid[m.body("target").id]
         self._post_mocap = m.body_mocapid[m.body("post").id]
         self._post_geom = m.geom("post").id
@@ -235,49 +325,24 @@ class ArmEnv(ArmBase):
             self.data.mocap_pos[self._post_mocap] = [0.0, 0.0, -1.0]
         self.has_obstacle = variant == "obstacle"
 
-        steps = (1.0 / self.control_rate_hz) / m.opt.timestep
-        self.n_substeps = max(1, int(round(steps)))
-        self.dt = self.n_substeps * m.opt.timestep
-
-        self._make_renderer()
-
-        self.home_qpos = self.solve_ik(HOME_TIP, q0=np.array([0.0, 1.0, -2.0, -0.5]))
-        self._rng = np.random.default_rng(seed)
+        self._start(HOME_TIP, seed)
         self.goal = np.zeros(3)
         self.target_xy = np.zeros(2)
-        self.command = self.home_qpos.copy()
         self.collided = False
-        self.elapsed_steps = 0
-        self.episode_seed: Optional[int] = None
         self._reset_state(self.home_qpos)
 
     # ------------------------------------------------------------------ gymnasium-style API
 
+    home_noise_rad = HOME_NOISE_RAD
+
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.episode_seed = seed
-        (x0, x1), (y0, y1) = TARGET_REGION[self.variant]
-        xy = np.array([self._rng.uniform(x0, x1), self._rng.uniform(y0, y1)])
-        if options and "target_xy" in options:
-            xy = np.asarray(options["target_xy"], dtype=np.float64).reshape(2)
-        q = self.home_qpos + self._rng.uniform(-HOME_NOISE_RAD, HOME_NOISE_RAD, size=4)
+        """New episode: the target at a random spot of the variant's region (or ``options["target_xy"]``), the
+        arm at home plus joint noise."""
+        xy, q = self._draw_start(seed, TARGET_REGION[self.variant], options, "target_xy")
         self.set_target(xy)
         self._reset_state(q)
         obs = self.observe()
         return obs, self._info()
-
-    def step(self, action):
-        self.set_command(action)
-        newly_collided = self.advance(self.dt)
-        self.elapsed_steps += 1
-        obs = self.observe()
-        info = self._info()
-        dist = info["distance"]
-        reward = -dist + (1.0 if info["success"] else 0.0) - (1.0 if newly_collided else 0.0)
-        terminated = bool(info["success"] and self.terminate_on_success)
-        truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
-        return obs, float(reward), terminated, truncated, info
 
     # ------------------------------------------------------------------ finer control (used by the ROS node)
 
@@ -288,16 +353,9 @@ class ArmEnv(ArmBase):
         self.data.mocap_pos[self._target_mocap] = [xy[0], xy[1], 0.0]
         self.goal = np.array([xy[0], xy[1], GOAL_HEIGHT])
 
-    def set_command(self, q) -> np.ndarray:
-        """Set the joint position targets (clipped to the limits); returns what was applied."""
-        q = np.asarray(q, dtype=np.float64).reshape(-1)
-        if q.shape != (4,):
-            raise GenilError(f"ArmEnv: action must have 4 joint targets ({', '.join(JOINT_NAMES)}), got {q.shape[0]}")
-        if not np.all(np.isfinite(q)):
-            raise GenilError(f"ArmEnv: action has non-finite values {q.tolist()}")
-        self.command = np.clip(q, self.joint_limits[0], self.joint_limits[1])
-        self.data.ctrl[self._act] = self.command
-        return self.command.copy()
+    def set_action(self, action) -> np.ndarray:
+        """Apply a full action: the 4 arm joint targets (``set_command``)."""
+        return self.set_command(action)
 
     def advance(self, seconds: float) -> bool:
         """Run the physics for ``seconds`` (rounded to whole timesteps); True if the post was first touched now."""
@@ -309,21 +367,8 @@ class ArmEnv(ArmBase):
                 self.collided = self._touching_post()
         return self.collided and not was
 
-    @property
-    def sim_time(self) -> float:
-        return float(self.data.time)
-
-    def observe(self, image: Optional[bool] = None) -> dict:
-        d = self.data
-        obs = {
-            "joint_pos": d.qpos[self._qadr].astype(np.float32),
-            "joint_vel": d.qvel[self._dadr].astype(np.float32),
-            "goal": self.goal.astype(np.float32),
-            "ee_pos": d.site_xpos[self._ee_site].astype(np.float32),
-        }
-        if self._renderer is not None and image is not False:
-            obs["image"] = self.render()
-        return obs
+    def _task_observation(self) -> dict:
+        return {"goal": self.goal.astype(np.float32)}
 
     def is_success(self) -> bool:
         return bool(self.distance() < SUCCESS_RADIUS and not self.collided)

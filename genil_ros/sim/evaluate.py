@@ -13,7 +13,9 @@ too -- the side of the post (obstacle) or the bin (pick_place): a multimodal pol
 
 ``evaluate_policy(policy, ...)`` accepts any object with ``predict_action(obs) -> (B, T_p, A)`` and the
 attributes ``n_obs_steps``, ``n_action_steps``, ``cfg`` (an ExperimentConfig), so baselines can be compared
-on the same episodes (episode ``i`` uses seed ``seed + i``).
+on the same episodes (episode ``i`` uses seed ``seed + i``). A stateful one (with ``start_episodes(n)``) is
+told when a batch of ``n`` episodes starts, and which of them the batch of each call holds
+(``predict_action(obs, generator=, live=[episode index in the batch, ...])``).
 """
 
 from __future__ import annotations
@@ -59,9 +61,8 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
     ``variant`` None = from the task (``pick_place`` when it has the gripper joint, else ``obstacle``);
     ``max_steps`` None = the task's own episode limit."""
     import torch
-    from tqdm import tqdm
 
-    from genil_ros.sim.binding import SimBinding, make_env, variant_for_task
+    from genil_ros.sim.binding import EpisodeBatches, SimBinding, make_env, variant_for_task
 
     task = policy.cfg.task
     variant = variant or variant_for_task(task)
@@ -76,13 +77,12 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
     n_envs = min(batch_size, episodes)
     envs = [make_env(variant, image_size=size, render=bool(cams) or (video_path is not None and k == 0),
                      control_rate_hz=task.control_rate_hz, max_episode_steps=max_steps) for k in range(n_envs)]
-    bar = tqdm(total=episodes, desc="evaluating", unit="ep", disable=not progress)
-    try:
+    with EpisodeBatches(envs, episodes, seed, "evaluating", progress) as batches:
         binding = SimBinding(task, envs[0])
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            obs = [envs[i].reset(seed=seed + start + i)[0] for i in range(n)]
-            if hasattr(policy, "start_episodes"):  # a stateful policy (e.g. ScriptedPolicy) starts afresh
+        for start, seeds, obs in batches:
+            n = len(seeds)
+            stateful = hasattr(policy, "start_episodes")  # e.g. ScriptedPolicy: starts afresh, told who is live
+            if stateful:
                 policy.start_episodes(n)
             hist = [[binding.observe(envs[i], obs[i])] * T_o for i in range(n)]  # windows, padded with the first
             done = [False] * n
@@ -97,7 +97,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
                 batch = {k: torch.from_numpy(np.stack([np.stack([h[k] for h in hist[i]]) for i in live]))
                          for k in hist[live[0]][0]}
                 t0 = time.perf_counter()
-                chunk = policy.predict_action(batch, generator=gen)
+                chunk = policy.predict_action(batch, generator=gen, **({"live": live} if stateful else {}))
                 chunk = chunk.detach().float().cpu().numpy()
                 latencies.append((time.perf_counter() - t0) / len(live))
                 for j, i in enumerate(live):
@@ -113,13 +113,8 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
                             done[i] = True
                             break
             for i in range(n):
-                results.append(_episode_result(variant, seed + start + i, info[i], steps[i], ee[i]))
-            bar.update(n)
-            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
-    finally:
-        bar.close()
-        for e in envs:
-            e.close()
+                results.append(_episode_result(variant, seeds[i], info[i], steps[i], ee[i]))
+            batches.show_success(np.mean([r["success"] for r in results]))
     if video_path and frames:
         _write_video(video_path, frames)
     ok = [r for r in results if r["success"]]
@@ -190,7 +185,7 @@ class ScriptedPolicy:
             raise GenilError("ScriptedPolicy runs one episode at a time (batch_size=1)")
         self.expert.reset()
 
-    def predict_action(self, obs: dict, generator=None):
+    def predict_action(self, obs: dict, generator=None, live=None):
         import torch
 
         last = obs["state"][0, -1].double().numpy()

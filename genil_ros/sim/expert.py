@@ -23,7 +23,42 @@ from genil_ros.sim import env as E
 MODES = ("left", "right")
 
 
-class ScriptedExpert:
+class TwoModeExpert:
+    """What both scripted experts share (this one and ``pick_place_expert.PickPlaceExpert``): a generator of
+    their own, from which each episode's mode is drawn (not a function of the observation), and the IK
+    warm start. A subclass's ``reset(mode)`` calls ``_new_episode(mode)`` and draws its own per-episode
+    variations after it."""
+
+    def __init__(self, env, seed: Optional[int] = None):
+        self.env = env
+        self._rng = np.random.default_rng(seed)
+        self.mode: Optional[str] = None
+        self.reset()
+
+    def reset(self, mode: Optional[str] = None) -> None:
+        raise NotImplementedError
+
+    def _new_episode(self, mode: Optional[str]) -> None:
+        """Draw the episode's mode (or force ``mode``) and forget the last episode's pose."""
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        self.mode = mode or MODES[int(self._rng.integers(2))]
+        self._k = 0
+        self._q = None
+
+
+def run_to_end(env, act, seed: Optional[int] = None) -> tuple[dict, dict, int]:
+    """Reset ``env`` (``seed``) and step it with ``act(obs)`` until the episode ends: (last obs, info, steps)."""
+    obs, info = env.reset(seed=seed)
+    steps = 0
+    while True:
+        obs, _, terminated, truncated, info = env.step(act(obs))
+        steps += 1
+        if terminated or truncated:
+            return obs, info, steps
+
+
+class ScriptedExpert(TwoModeExpert):
     """``reset()`` at each episode start, then ``act(obs) -> (4,) joint targets`` once per control step."""
 
     max_tip_speed = 0.16  # m/s along the path
@@ -31,21 +66,14 @@ class ScriptedExpert:
     clearance = 0.075  # minimum horizontal distance of the tip path from the post's axis (m)
 
     def __init__(self, env: "E.ArmEnv", seed: Optional[int] = None):
-        self.env = env
-        self._rng = np.random.default_rng(seed)
-        self.mode: Optional[str] = None
-        self.reset()
+        super().__init__(env, seed)
 
     def reset(self, mode: Optional[str] = None) -> None:
         """Start a new episode: draw the mode (or force ``mode``); the path is planned at the first ``act``."""
-        if mode is not None and mode not in MODES:
-            raise ValueError(f"mode {mode!r} is not one of {MODES}")
-        self.mode = mode or MODES[int(self._rng.integers(2))]
+        self._new_episode(mode)
         self._side_offset = float(self._rng.uniform(0.13, 0.16))
         self._speed_scale = float(self._rng.uniform(0.85, 1.15))
         self._plan = None
-        self._k = 0
-        self._q = None
 
     # ------------------------------------------------------------------ acting
 
@@ -110,14 +138,8 @@ class ScriptedExpert:
 
 def run_episode(env: "E.ArmEnv", expert: ScriptedExpert, seed: Optional[int] = None) -> dict:
     """One episode of the expert on ``env`` (direct, no ROS): returns success, mode, steps, collided."""
-    obs, info = env.reset(seed=seed)
     expert.reset()
-    steps = 0
-    while True:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        steps += 1
-        if terminated or truncated:
-            break
+    obs, info, steps = run_to_end(env, expert.act, seed)
     return {"success": bool(info["success"]), "mode": expert.mode, "steps": steps,
             "collided": bool(info["collided"]), "distance": float(info["distance"])}
 

@@ -35,6 +35,7 @@ from genil_ros.control.plan import ActionPlan
 from genil_ros.control.smoothness import boundary_metrics, summarize
 from genil_ros.control.timing import DelayTicks
 from genil_ros.errors import GenilError
+from genil_ros.sim.binding import EpisodeBatches, SimBinding, make_env, variant_for_task
 
 __all__ = ["TaskAdapter", "task_adapter", "evaluate_with_delay", "delay_ticks"]
 
@@ -48,77 +49,45 @@ def delay_ticks(delay_ms: float, control_rate_hz: float) -> int:
 
 @dataclass
 class TaskAdapter:
-    """How one bundled sim task meets a checkpoint's task: the env, the policy's input from an env
-    observation, the action the env takes, and the arm joints the boundary metric looks at."""
+    """How one bundled sim task meets a checkpoint's task: its :class:`~genil_ros.sim.binding.SimBinding`
+    (the policy's input from an env observation, the action the env takes), how to make its env, and the
+    arm joints the boundary metric looks at."""
 
-    name: str
+    name: str  # the sim variant
+    binding: SimBinding
     make_env: Callable[[], object]
-    state: Callable[[dict], np.ndarray]  # env observation -> the policy's low-dim state vector
     camera: Optional[str]  # the policy's camera name (fed from obs["image"]), or None
     arm: list  # indices of the action vector that are arm joint targets (metric), in JOINT_NAMES order
-    action: Callable[[np.ndarray], np.ndarray]  # policy action -> env action
+
+    def state(self, obs: dict) -> np.ndarray:
+        """Env observation -> the policy's low-dim state vector."""
+        return self.binding.state(obs)
+
+    def action(self, row: np.ndarray, env) -> np.ndarray:
+        """Policy action row -> env action."""
+        return self.binding.command(row, env)
 
 
 def task_adapter(cfg, variant: Optional[str] = None, max_steps: Optional[int] = None) -> TaskAdapter:
-    """The adapter for a checkpoint config ``cfg``: pick-and-place when its actions include the gripper
-    joint, else the arm task (``variant`` obstacle / reach). GenilError naming what does not fit."""
+    """The adapter for a checkpoint config ``cfg``: the sim variant ``variant`` (default: the task's,
+    pick-and-place when it has the gripper joint, else obstacle). GenilError naming what does not fit."""
     from genil_ros.sim.env import JOINT_NAMES
 
     task = cfg.task
-    actions = [n for a in task.actions for n in a.dim_names]
-    cams = [o for o in task.observations if o.is_camera]
-    if len(cams) > 1:
-        raise GenilError(f"checkpoint: the bundled sims have one camera, the policy wants {[c.name for c in cams]}")
+    variant = variant or variant_for_task(task)
+    binding = SimBinding(task, variant=variant, where="checkpoint")
+    cams = binding.cameras
+    if variant != "pick_place" and not cams and not any(o.type == "vector" for o in task.observations):
+        raise GenilError("checkpoint: the arm task shows its target only to the camera (or a target vector); "
+                         "the policy has neither")
     size = (cams[0].height, cams[0].width) if cams else (96, 96)
-    pick = "gripper_finger_joint" in actions
-    if pick:
-        from genil_ros.sim.pick_place import ACTION_NAMES, MAX_EPISODE_STEPS, OBJECT_POS_NAMES, PickPlaceEnv
 
-        if actions != ACTION_NAMES:
-            raise GenilError(f"checkpoint: actions {actions} are not the pick-and-place sim's {ACTION_NAMES}")
+    def make():
+        return make_env(variant, image_size=size, render=bool(cams), control_rate_hz=task.control_rate_hz,
+                        max_episode_steps=max_steps or None)
 
-        def make():
-            return PickPlaceEnv(image_size=size, render=bool(cams), control_rate_hz=task.control_rate_hz,
-                                max_episode_steps=int(max_steps or MAX_EPISODE_STEPS))
-
-        name, vectors = "pick_place", {tuple(OBJECT_POS_NAMES): "object_pos"}
-        action = np.asarray
-    else:
-        from genil_ros.sim.env import MAX_EPISODE_STEPS, ArmEnv
-
-        if actions != JOINT_NAMES:
-            raise GenilError(f"checkpoint: actions {actions} are not the arm sim's joints {JOINT_NAMES}")
-        if not cams:
-            raise GenilError("checkpoint: the arm task shows its target only to the camera; the policy has none")
-
-        def make():
-            return ArmEnv(variant=variant or "obstacle", image_size=size, render=True,
-                          control_rate_hz=task.control_rate_hz, max_episode_steps=int(max_steps or MAX_EPISODE_STEPS))
-
-        name, vectors = variant or "obstacle", {("goal_x", "goal_y", "goal_z"): "goal"}
-        action = np.asarray
-    parts = []
-    for o in task.observations:
-        if o.is_camera:
-            continue
-        if o.type in ("joint_position", "joint_velocity"):
-            key = "joint_pos" if o.type == "joint_position" else "joint_vel"
-            missing = [j for j in o.joints if j not in JOINT_NAMES]
-            if missing:
-                raise GenilError(f"checkpoint: observation {o.name!r}: joints {missing} are not the sim's")
-            parts.append((key, [JOINT_NAMES.index(j) for j in o.joints]))
-        elif o.type == "gripper" and pick:
-            parts.append(("gripper_pos", [0]))
-        elif o.type == "vector" and tuple(o.dims) in vectors:
-            parts.append((vectors[tuple(o.dims)], list(range(len(o.dims)))))
-        else:
-            raise GenilError(f"checkpoint: observation {o.name!r} ({o.type}) is not something the {name} sim gives")
-
-    def state(obs: dict) -> np.ndarray:
-        return np.concatenate([np.asarray(obs[k], np.float32)[idx] for k, idx in parts])
-
-    arm = [actions.index(j) for j in JOINT_NAMES]
-    return TaskAdapter(name, make, state, cams[0].name if cams else None, arm, action)
+    arm = [binding.columns[j] for j in JOINT_NAMES]
+    return TaskAdapter(variant, binding, make, cams[0].name if cams else None, arm)
 
 
 @dataclass
@@ -158,7 +127,6 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     ``trace_episodes`` episodes keep their trajectories and chunks (``"traces"``); ``max_steps`` overrides
     the task's episode length."""
     import torch
-    from tqdm import tqdm
 
     from genil_ros.policy.prefix import PrefixBatch
 
@@ -173,7 +141,6 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
     gen = torch.Generator(device=getattr(policy, "device", "cpu")).manual_seed(generator_seed)
     envs = [adapter.make_env() for _ in range(min(batch_size, episodes))]
     done_eps: list[_Episode] = []
-    bar = tqdm(total=episodes, desc=f"{strategy.name} d={delay}", unit="ep", disable=not progress)
 
     def infer(eps: list[_Episode], tick: int) -> None:
         obs = {"state": torch.from_numpy(np.stack([np.stack([adapter.state(o) for o in e.hist]) for e in eps]))}
@@ -188,13 +155,9 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
             first = e.plan is None and not e.counts["chunks"]
             e.job = _Job(tick, tick if first else tick + delay, c)
 
-    try:
-        for start in range(0, episodes, len(envs)):
-            n = min(len(envs), episodes - start)
-            eps = []
-            for i in range(n):
-                o = envs[i].reset(seed=seed + start + i)[0]
-                eps.append(_Episode(envs[i], seed + start + i, [o] * T_o))
+    with EpisodeBatches(envs, episodes, seed, f"{strategy.name} d={delay}", progress) as batches:
+        for start, seeds, obs in batches:
+            eps = [_Episode(env, s, [o] * T_o) for env, s, o in zip(envs, seeds, obs)]
             tick = 0
             while not all(e.done for e in eps):
                 live = [e for e in eps if not e.done]
@@ -209,12 +172,7 @@ def evaluate_with_delay(policy, strategy: HandoverStrategy, delay: int, episodes
                     _command(e, adapter, tick)
                 tick += 1
             done_eps.extend(eps)
-            bar.update(n)
-            bar.set_postfix(success=f"{np.mean([bool(e.info.get('success')) for e in done_eps]):.2f}")
-    finally:
-        bar.close()
-        for env in envs:
-            env.close()
+            batches.show_success(np.mean([bool(e.info.get("success")) for e in done_eps]))
     return _results(done_eps, strategy, delay, adapter, policy, trace_episodes)
 
 
@@ -248,7 +206,7 @@ def _command(e: _Episode, adapter: TaskAdapter, tick: int) -> None:
     e.measured.append(np.asarray(o["joint_pos"], float)[: len(adapter.arm)])
     e.source.append(src)
     e.last = np.asarray(a, float)
-    o, _, term, trunc, info = e.env.step(adapter.action(a))
+    o, _, term, trunc, info = e.env.step(adapter.action(a, e.env))
     e.hist = e.hist[1:] + [o]
     e.info = info
     if term or trunc:

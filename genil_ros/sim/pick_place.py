@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 
 from genil_ros.errors import GenilError
-from genil_ros.sim.env import JOINT_LIMITS, JOINT_NAMES, ArmBase
+from genil_ros.sim.env import JOINT_NAMES, ArmBase
 
 ASSET_PATH = Path(__file__).resolve().parent / "assets" / "arm_gripper.xml"
 TASK_NAME = "pick_place"
@@ -78,42 +78,21 @@ class PickPlaceEnv(ArmBase):
     metadata = {"render_modes": ["rgb_array"]}
     state_dim = 15
     action_dim = 5
+    home_noise_rad = HOME_NOISE_RAD
 
     def __init__(self, image_size=(96, 96), render: bool = True, seed: Optional[int] = None,
                  control_rate_hz: float = 10.0, max_episode_steps: int = MAX_EPISODE_STEPS,
                  terminate_on_success: bool = True, terminate_on_drop: bool = True):
-        import mujoco
-
-        if control_rate_hz <= 0:
-            raise GenilError(f"PickPlaceEnv: control_rate_hz {control_rate_hz} must be > 0")
-        h, w = (int(image_size[0]), int(image_size[1]))
-        if h <= 0 or w <= 0:
-            raise GenilError(f"PickPlaceEnv: image_size {tuple(image_size)} must be positive (height, width)")
-        self._mj = mujoco
         self.variant = TASK_NAME
-        self.image_size = (h, w)
-        self.render_enabled = bool(render)
-        self.control_rate_hz = float(control_rate_hz)
-        self.max_episode_steps = int(max_episode_steps)
-        self.terminate_on_success = bool(terminate_on_success)
+        self._load(ASSET_PATH, image_size, render, control_rate_hz, max_episode_steps, terminate_on_success)
         self.terminate_on_drop = bool(terminate_on_drop)
-        self.joint_names = list(JOINT_NAMES)
         self.action_names = list(ACTION_NAMES)
-        self.joint_limits = (JOINT_LIMITS[0].copy(), JOINT_LIMITS[1].copy())
         self.gripper_range = GRIPPER_RANGE
-
-        m = mujoco.MjModel.from_xml_path(str(ASSET_PATH))
-        self.model = m
-        self.data = mujoco.MjData(m)
-        self._kin = mujoco.MjData(m)  # scratch data for kinematics (IK) that never touches the episode
-        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES])
-        self._dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES])
-        self._act = np.array([m.actuator(n.replace("_joint", "")).id for n in JOINT_NAMES])
+        m = self.model
         self._grip_act = m.actuator("gripper").id
         self._grip_qadr = np.array([m.jnt_qposadr[m.joint(n).id]
                                     for n in (GRIPPER_JOINT, "gripper_finger_mirror_joint")])
         self._grip_dadr = m.jnt_dofadr[m.joint(GRIPPER_JOINT).id]
-        self._ee_site = m.site("ee").id
         self._obj_body = m.body("object").id
         self._obj_geom = m.geom("object").id
         self._obj_qadr = m.jnt_qposadr[m.joint("object_joint").id]
@@ -123,21 +102,11 @@ class PickPlaceEnv(ArmBase):
         arm_bodies = {m.body(b).id for b in ("turret", "upper_arm", "forearm", "hand", "finger_left", "finger_right")}
         self._arm_geoms = {g for g in range(m.ngeom) if m.geom_bodyid[g] in arm_bodies}
 
-        steps = (1.0 / self.control_rate_hz) / m.opt.timestep
-        self.n_substeps = max(1, int(round(steps)))
-        self.dt = self.n_substeps * m.opt.timestep
-
-        self._make_renderer()
-
-        self.home_qpos = self.solve_ik(HOME_TIP, q0=np.array([0.0, 1.0, -2.0, -0.5]))
-        self._rng = np.random.default_rng(seed)
+        self._start(HOME_TIP, seed)
         self.object_xy = np.zeros(2)
-        self.command = self.home_qpos.copy()
         self.gripper_command = GRIPPER_OPEN
         self.lifted = False
         self.dropped = False
-        self.elapsed_steps = 0
-        self.episode_seed: Optional[int] = None
         self._reset_state(self.home_qpos, np.array([np.mean(OBJECT_REGION[0]), 0.0]))
 
     # ------------------------------------------------------------------ gymnasium-style API
@@ -145,28 +114,12 @@ class PickPlaceEnv(ArmBase):
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
         """New episode: the object at a random spot of ``OBJECT_REGION`` (or ``options["object_xy"]``), the arm
         at home plus joint noise, the gripper open."""
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.episode_seed = seed
-        (x0, x1), (y0, y1) = OBJECT_REGION
-        xy = np.array([self._rng.uniform(x0, x1), self._rng.uniform(y0, y1)])
-        if options and "object_xy" in options:
-            xy = np.asarray(options["object_xy"], dtype=np.float64).reshape(2)
-        q = self.home_qpos + self._rng.uniform(-HOME_NOISE_RAD, HOME_NOISE_RAD, size=4)
+        xy, q = self._draw_start(seed, OBJECT_REGION, options, "object_xy")
         self._reset_state(q, xy)
         return self.observe(), self._info()
 
-    def step(self, action):
-        self.set_action(action)
-        newly_dropped = self.advance(self.dt)
-        self.elapsed_steps += 1
-        obs = self.observe()
-        info = self._info()
-        reward = -info["distance"] + (1.0 if info["success"] else 0.0) - (1.0 if newly_dropped else 0.0)
-        terminated = bool((info["success"] and self.terminate_on_success)
-                          or (info["dropped"] and self.terminate_on_drop))
-        truncated = bool(self.elapsed_steps >= self.max_episode_steps and not terminated)
-        return obs, float(reward), terminated, truncated, info
+    def _failed_terminally(self, info: dict) -> bool:
+        return bool(info["dropped"] and self.terminate_on_drop)
 
     # ------------------------------------------------------------------ finer control (for the ROS node)
 
@@ -176,18 +129,6 @@ class PickPlaceEnv(ArmBase):
         if a.shape != (5,):
             raise GenilError(f"PickPlaceEnv: action must have 5 values ({', '.join(ACTION_NAMES)}), got {a.shape[0]}")
         return np.append(self.set_command(a[:4]), self.set_gripper(a[4]))
-
-    def set_command(self, q) -> np.ndarray:
-        """Set the arm's joint position targets (clipped to the limits); returns what was applied."""
-        q = np.asarray(q, dtype=np.float64).reshape(-1)
-        if q.shape != (4,):
-            raise GenilError(f"PickPlaceEnv: arm command must have 4 joint targets ({', '.join(JOINT_NAMES)}), "
-                             f"got {q.shape[0]}")
-        if not np.all(np.isfinite(q)):
-            raise GenilError(f"PickPlaceEnv: arm command has non-finite values {q.tolist()}")
-        self.command = np.clip(q, self.joint_limits[0], self.joint_limits[1])
-        self.data.ctrl[self._act] = self.command
-        return self.command.copy()
 
     def set_gripper(self, target: float) -> float:
         """Set the gripper's position target (``gripper_finger_joint``, metres, clipped to ``GRIPPER_RANGE``)."""
@@ -211,22 +152,9 @@ class PickPlaceEnv(ArmBase):
             self.dropped = bool(bottom < -0.05 or (self.lifted and self._touching(self._table_geom)))
         return self.dropped and not was
 
-    @property
-    def sim_time(self) -> float:
-        return float(self.data.time)
-
-    def observe(self, image: Optional[bool] = None) -> dict:
-        d = self.data
-        obs = {
-            "joint_pos": d.qpos[self._qadr].astype(np.float32),
-            "joint_vel": d.qvel[self._dadr].astype(np.float32),
-            "gripper_pos": np.array([self.gripper_opening()], dtype=np.float32),
-            "object_pos": self.object_pos().astype(np.float32),
-            "ee_pos": d.site_xpos[self._ee_site].astype(np.float32),
-        }
-        if self._renderer is not None and image is not False:
-            obs["image"] = self.render()
-        return obs
+    def _task_observation(self) -> dict:
+        return {"gripper_pos": np.array([self.gripper_opening()], dtype=np.float32),
+                "object_pos": self.object_pos().astype(np.float32)}
 
     def state_vector(self, obs: Optional[dict] = None) -> np.ndarray:
         """Low-dim state: joint_pos (4), joint_vel (4), gripper_pos (1), object_pos (3), ee_pos (3) -> (15,)."""

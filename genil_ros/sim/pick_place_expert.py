@@ -28,8 +28,7 @@ import numpy as np
 
 from genil_ros.sim import pick_place as P
 from genil_ros.sim.env import TOOL_PITCH
-
-MODES = ("left", "right")
+from genil_ros.sim.expert import MODES, TwoModeExpert, run_to_end  # noqa: F401  (MODES: the bins, here too)
 
 GRASP_ABOVE_CENTRE = 0.01  # the grasp point (between the pads) this far above the object's centre
 APPROACH_HEIGHT = 0.07  # pre-grasp and pre-release: this far above the grasp / release point
@@ -42,7 +41,7 @@ def _min_jerk(tau: float) -> float:
     return 10 * tau**3 - 15 * tau**4 + 6 * tau**5
 
 
-class PickPlaceExpert:
+class PickPlaceExpert(TwoModeExpert):
     """``reset()`` at each episode start, then ``act(obs) -> (5,)`` (4 joint targets + gripper) per control step."""
 
     max_speed = 0.22  # m/s: peak speed of the grasp point on a segment
@@ -52,21 +51,14 @@ class PickPlaceExpert:
     open_s = 0.4
 
     def __init__(self, env: "P.PickPlaceEnv", seed: Optional[int] = None):
-        self.env = env
-        self._rng = np.random.default_rng(seed)
-        self.mode: Optional[str] = None
-        self.reset()
+        super().__init__(env, seed)
 
     def reset(self, mode: Optional[str] = None) -> None:
         """Start a new episode: draw the bin (or force ``mode``); the path is planned at the first ``act``."""
-        if mode is not None and mode not in MODES:
-            raise ValueError(f"mode {mode!r} is not one of {MODES}")
-        self.mode = mode or MODES[int(self._rng.integers(2))]
+        self._new_episode(mode)
         self._speed_scale = float(self._rng.uniform(0.9, 1.1))
         self._release_jitter = self._rng.uniform(-0.015, 0.015, size=2)  # where in the bin (m)
         self._segments = None
-        self._k = 0
-        self._q = None
 
     # ------------------------------------------------------------------ acting
 
@@ -139,14 +131,8 @@ class PickPlaceExpert:
 def run_episode(env: "P.PickPlaceEnv", expert: PickPlaceExpert, seed: Optional[int] = None,
                 mode: Optional[str] = None) -> dict:
     """One episode of the expert (direct, no ROS): success, mode, steps, dropped, the bin the object is in."""
-    obs, info = env.reset(seed=seed)
     expert.reset(mode=mode)
-    steps = 0
-    while True:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        steps += 1
-        if terminated or truncated:
-            break
+    obs, info, steps = run_to_end(env, expert.act, seed)
     return {"success": bool(info["success"]), "mode": expert.mode, "steps": steps,
             "dropped": bool(info["dropped"]), "bin": info["bin"], "object_pos": obs["object_pos"].tolist()}
 
@@ -156,16 +142,9 @@ def run_averaged_episode(env: "P.PickPlaceEnv", seed: Optional[int] = None, expe
     jitter), one forced to each bin, both see every observation and the env executes the per-tick average
     of their actions -- what an MSE-trained policy that fitted these demonstrations perfectly would output."""
     left, right = PickPlaceExpert(env, seed=expert_seed), PickPlaceExpert(env, seed=expert_seed)
-    obs, info = env.reset(seed=seed)
     left.reset(mode="left")
     right.reset(mode="right")
-    steps = 0
-    while True:
-        a = 0.5 * (left.act(obs) + right.act(obs))
-        obs, _, terminated, truncated, info = env.step(a)
-        steps += 1
-        if terminated or truncated:
-            break
+    obs, info, steps = run_to_end(env, lambda o: 0.5 * (left.act(o) + right.act(o)), seed)
     return {"success": bool(info["success"]), "mode": "mean", "steps": steps, "dropped": bool(info["dropped"]),
             "bin": info["bin"], "object_pos": obs["object_pos"].tolist()}
 
