@@ -8,7 +8,7 @@ guidance), ``soft`` (inpainting soft ticks); ``@checkpoint`` evaluates another c
 trained with ``policy.prefix_conditioning``) under that row.
 
     python bench/handover_grid.py --checkpoint sim_obstacle_dp --json docs/figures/handover_obstacle.json \\
-        --strategies receding_horizon,temporal_ensemble,inpaint:g=0,inpaint --delays-ms 0,100,200,300,500
+        --strategies receding_horizon,temporal_ensemble,inpaint:g=0,inpaint:g=5 --delays-ms 0,100,200,300,500
     python bench/handover_grid.py --table docs/figures/handover_obstacle.json     # reprint the table
     python bench/handover_grid.py --figure docs/figures/handover_vs_delay.png \\
         docs/figures/handover_obstacle.json docs/figures/handover_pick_place.json  # lines per strategy
@@ -234,7 +234,7 @@ def chunk_plot(path: str, doc_path: str, labels: str, delay_ms: float, joint: in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="sim_obstacle_dp")
-    ap.add_argument("--strategies", default="receding_horizon,temporal_ensemble,inpaint:g=0,inpaint")
+    ap.add_argument("--strategies", default="receding_horizon,temporal_ensemble,inpaint:g=0,inpaint:g=5")
     ap.add_argument("--delays-ms", default="0,100,200,300,500")
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1000)

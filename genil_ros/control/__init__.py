@@ -23,6 +23,7 @@ from genil_ros.control.handover import (
     TemporalEnsemble,
     check_handover,
     make_handover,
+    resolve_handover,
 )
 from genil_ros.control.inference import InferenceJob, InferenceResult, InferenceWorker
 from genil_ros.control.plan import ActionPlan, EnsemblePlan, Handover, Prefix
@@ -35,4 +36,4 @@ __all__ = ["ActionPlan", "CameraInput", "ConditionOnPrefix", "DelayTicks", "Ense
            "HandoverStrategy", "InferenceJob", "InferenceResult", "InferenceWorker", "InpaintPrefix", "LoopStats",
            "ObsSample", "ObservationWindow", "Prefix", "RecedingHorizon", "ReplaceOnArrival", "RollingStats",
            "SafetyFilter", "StreamBuffer", "TemporalEnsemble", "boundary_metrics", "check_handover",
-           "inference_lead", "make_handover", "sample_inputs", "summarize"]
+           "inference_lead", "make_handover", "resolve_handover", "sample_inputs", "summarize"]

@@ -48,9 +48,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PrefixBatch", "sample_with_prefix", "conditioned_loss", "with_mask_channel", "METHODS"]
+__all__ = ["PrefixBatch", "sample_with_prefix", "conditioned_loss", "with_mask_channel", "prefix_methods", "METHODS"]
 
 METHODS = ("inpaint", "condition")
+
+
+def prefix_methods(policy) -> tuple:
+    """What a committed prefix can be used for with ``policy``: () unless it is a diffusion policy that
+    samples with DDIM; ``inpaint`` then; ``condition`` too when it was trained with prefix conditioning."""
+    if getattr(policy, "_fast", None) is None or getattr(policy, "objective", "diffusion") == "mse":
+        return ()
+    return ("inpaint",) + (("condition",) if getattr(policy, "prefix_conditioning", 0) else ())
 
 
 @dataclass

@@ -89,6 +89,7 @@ from genil_ros.control import (
     check_handover,
     inference_lead,
     make_handover,
+    resolve_handover,
     sample_inputs,
 )
 from genil_ros.errors import DataError, GenilError
@@ -208,7 +209,8 @@ class PolicyNode(LifecycleNode):
                                       f"policy was trained at: each action is held for another duration than in "
                                       f"training")
         safety = SafetyFilter(spec.joint_names, s.joint_lower_limits, s.joint_upper_limits, s.max_step_rad)
-        handover = make_handover(s.handover, s.handover_ensemble_weight, s.handover_soft_ticks, s.handover_guidance)
+        handover = make_handover(resolve_handover(s.handover, model.prefix_methods), s.handover_ensemble_weight,
+                                 s.handover_soft_ticks, s.handover_guidance)
         check_handover(handover, model.prefix_methods, s.checkpoint)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:
