@@ -1,8 +1,9 @@
 """Chunk handover strategies: when the next inference starts, what it is told, and what the loop executes
 once its chunk arrives. One interface, four strategies; :func:`make_handover` is the one place a name is
 looked up (node parameter ``handover``, ``genil-ros eval --handover``), after :func:`resolve_handover` has
-turned the default ``auto`` into the strategy that won the delay grid (``inpaint`` with replacement only,
-where the model samples with DDIM; else ``receding_horizon``).
+turned the default ``auto`` into the strategy that won the delay grids (``prefix_conditioning`` for a
+checkpoint trained for it, else ``inpaint`` with replacement only where the model samples with DDIM, else
+``receding_horizon``).
 
 Every strategy counts delay in control ticks consumed: ``lead`` is the number of ticks an inference is
 expected to take (the node and the evaluator measure it as arrival tick - window tick of recent chunks,
@@ -178,10 +179,13 @@ HANDOVERS = ("auto", "receding_horizon", "temporal_ensemble", "inpaint", "prefix
 
 
 def resolve_handover(name: str, prefix_methods) -> str:
-    """The strategy ``name`` stands for with a model whose ``prefix_methods`` are given: ``auto`` (the
-    default of the node and of ``eval``) is ``inpaint`` where the model can inpaint (DDIM sampling) - it
-    won the delay grid (docs/figures/handover_obstacle.json) - else ``receding_horizon``."""
+    """The strategy ``name`` stands for with a model whose ``prefix_methods`` are given. ``auto`` (the
+    default of the node and of ``eval``) picks what won the delay grids (docs/figures/handover_*.json):
+    ``prefix_conditioning`` for a checkpoint trained for it (pick-and-place), else ``inpaint`` where the
+    model samples with DDIM (obstacle), else ``receding_horizon``."""
     if name == "auto":
+        if "condition" in prefix_methods:
+            return "prefix_conditioning"
         return "inpaint" if "inpaint" in prefix_methods else "receding_horizon"
     return name
 

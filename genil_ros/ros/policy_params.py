@@ -47,9 +47,10 @@ class PolicySettings(NodeSettings):
     seed: int = param(0, "seed of the sampling noise (-1: random)")
     handover: str = param(
         "auto",
-        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): auto (inpaint "
-        "where the checkpoint samples with ddim, else receding_horizon; inpaint won the injected-delay grid, "
-        "docs/figures/handover_obstacle.json) | inpaint (Real-Time Chunking: the new chunk is denoised to "
+        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): auto "
+        "(prefix_conditioning for a checkpoint trained with it, else inpaint where the checkpoint samples with "
+        "ddim, else receding_horizon: the winners of the injected-delay grids, docs/figures/handover_*.json) | "
+        "inpaint (Real-Time Chunking: the new chunk is denoised to "
         "continue from the actions already committed) | receding_horizon (replace on arrival, skipping the "
         "actions whose ticks passed; jumps at the seams grow with the delay) | temporal_ensemble (ACT: average "
         "every chunk covering a tick; smoothest, but averages modes and reacts late: lower success under "

@@ -293,8 +293,8 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("handover under delay (genil_ros/sim/latency_eval.py)")
     g.add_argument("--handover", choices=HANDOVERS, default=None,
                    help="run the node's control loop with this chunk handover strategy (default with --delay-ms: "
-                        "auto, the node's default: inpaint where the checkpoint samples with ddim, else "
-                        "receding_horizon)")
+                        "auto, the node's default: prefix_conditioning for a checkpoint trained with it, else "
+                        "inpaint where the checkpoint samples with ddim, else receding_horizon)")
     g.add_argument("--delay-ms", type=float, default=None,
                    help="injected inference delay: a chunk is usable this long after its window's tick")
     g.add_argument("--handover-ensemble-weight", type=float, default=0.01, help="temporal_ensemble weight")
