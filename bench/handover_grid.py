@@ -43,6 +43,18 @@ def parse_strategy(spec: str) -> tuple[str, dict, str]:
     return name, kw, ckpt
 
 
+def split_specs(text: str) -> list[str]:
+    """'receding_horizon,inpaint:g=0,soft=4' -> ['receding_horizon', 'inpaint:g=0,soft=4'] (a piece with '='
+    and no ':' is one more option of the strategy before it)."""
+    specs: list[str] = []
+    for piece in filter(None, text.split(",")):
+        if specs and "=" in piece and ":" not in piece.partition("@")[0]:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
 def label(spec: str) -> str:
     body, _, ckpt = spec.partition("@")
     return body + (f" ({Path(ckpt).name})" if ckpt else "")
@@ -89,7 +101,7 @@ def run_grid(args) -> int:
     doc.update(machine=machine(), checkpoint=args.checkpoint, seed=args.seed)
     have = {(r["label"], r["delay_ms"]) for r in doc["rows"]}
     policies: dict = {}
-    for spec in args.strategies.split(","):
+    for spec in split_specs(args.strategies):
         name, kw, ckpt = parse_strategy(spec)
         ckpt = ckpt or args.checkpoint
         for ms in [float(x) for x in args.delays_ms.split(",")]:
@@ -157,14 +169,16 @@ def figure(path: str, docs: list[str]) -> int:
     import matplotlib.pyplot as plt
 
     loaded = [json.loads(Path(p).read_text()) for p in docs]
+    colour = {lab: f"C{i}" for i, lab in enumerate(sorted({r["label"] for d in loaded for r in d["rows"]}))}
     fig, axes = plt.subplots(len(loaded), 2, figsize=(11, 3.6 * len(loaded)), squeeze=False)
     for (ax_s, ax_j), doc in zip(axes, loaded):
         task = doc["rows"][0]["task"]
-        for lab in dict.fromkeys(r["label"] for r in doc["rows"]):
+        for lab in sorted({r["label"] for r in doc["rows"]}):
             rs = sorted((r for r in doc["rows"] if r["label"] == lab), key=lambda r: r["delay_ms"])
             x = [r["delay_ms"] for r in rs]
-            ax_s.plot(x, [r["success_rate"] for r in rs], "o-", label=lab)
-            ax_j.plot(x, [r["smoothness"]["commanded"]["jump"]["handover_p99"] for r in rs], "o-", label=lab)
+            ax_s.plot(x, [r["success_rate"] for r in rs], "o-", color=colour[lab], label=lab)
+            ax_j.plot(x, [r["smoothness"]["commanded"]["jump"]["handover_p99"] for r in rs], "o-", color=colour[lab],
+                      label=lab)
         import numpy as np
 
         inside = float(np.nanmax([r["smoothness"]["commanded"]["jump"]["inside_max"] for r in doc["rows"]]))

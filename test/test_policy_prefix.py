@@ -133,6 +133,9 @@ def test_a_prefix_conditioned_checkpoint_round_trips_and_conditions(tmp_path):
                            prefix=PrefixBatch.stack([pre], T_P, A)).numpy()
     assert np.allclose(out[0, :3], pre.values[:3], atol=1e-5)
     assert q.predict_action(obs(1)).shape == (1, T_P, A)  # no prefix: a zero mask channel
+    for guidance in (0.0, 5.0):  # inpainting works on such a model too (a zero mask channel)
+        inp = q.predict_action(obs(1), prefix=PrefixBatch.stack([prefix(3, guidance=guidance)], T_P, A)).numpy()
+        assert np.allclose(inp[0, :3], pre.values[:3], atol=1e-5)
     m = load_chunk_model(str(tmp_path / "ck"), device="cpu")
     assert m.prefix_methods == ("inpaint", "condition")
     chunk = m({"state": np.zeros((T_O, A), np.float32)}, prefix=pre)

@@ -120,7 +120,8 @@ def _guided(policy, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, y: tor
     """(x0, eps) at this step with the PiGDM-style correction of the score (eager torch, one backward pass)."""
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
-        out = policy.model(xr, t, cond).float()
+        net_in = with_mask_channel(xr) if policy.prefix_conditioning else xr  # inpainting: no prefix told
+        out = policy.model(net_in, t, cond).float()
         x0, eps = _x0_eps(policy.prediction_type, out, xr, sa, sb)
         g, = torch.autograd.grad(x0, xr, grad_outputs=w[..., None] * (y - x0.detach()))
     lam = min(beta, (sa * sa) / max(sb * sb, 1e-12))
