@@ -18,6 +18,7 @@ from genil_ros.control import (
     boundary_metrics,
     check_handover,
     make_handover,
+    resolve_handover,
     summarize,
 )
 from genil_ros.control.handover import committed_prefix
@@ -171,6 +172,14 @@ def test_make_handover_and_model_support():
     assert make_handover("inpaint", soft_ticks=2, guidance=0.0).describe() == "inpaint (guidance 0, soft 2 ticks)"
     with pytest.raises(GenilError, match="handover 'rtc': not one of"):
         make_handover("rtc")
+    # the default: the grids' winners - prefix conditioning where trained for, else inpainting by replacement
+    assert make_handover("inpaint").guidance == 0.0
+    assert resolve_handover("auto", ("inpaint",)) == "inpaint"
+    assert resolve_handover("auto", ("inpaint", "condition")) == "prefix_conditioning"
+    assert resolve_handover("auto", ()) == "receding_horizon"
+    assert resolve_handover("temporal_ensemble", ()) == "temporal_ensemble"
+    with pytest.raises(GenilError, match="resolve_handover"):
+        make_handover("auto")
     with pytest.raises(GenilError, match="handover_soft_ticks"):
         make_handover("inpaint", soft_ticks=-1)
     check_handover(make_handover("receding_horizon"), (), "ck")

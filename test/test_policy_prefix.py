@@ -10,17 +10,17 @@ import torch
 from genil_ros.config import config_from_dict
 from genil_ros.control.plan import Prefix
 from genil_ros.policy import DiffusionPolicy, save_checkpoint
-from genil_ros.policy.prefix import PrefixBatch
+from genil_ros.policy.prefix import PrefixBatch, prefix_methods
 
 T_O, T_P, T_A, A = 2, 8, 4, 3
 
 
-def make_policy(prefix_conditioning: int = 0, seed: int = 0) -> DiffusionPolicy:
+def make_policy(prefix_conditioning: int = 0, seed: int = 0, objective: str = "diffusion") -> DiffusionPolicy:
     cfg = config_from_dict({
         "task": {"joint_names": ["a", "b", "c"],
                  "horizon": {"n_obs_steps": T_O, "horizon": T_P, "n_action_steps": T_A}},
         "policy": {"down_dims": [16, 32], "diffusion_step_embed_dim": 16, "num_inference_steps": 5,
-                   "prefix_conditioning": prefix_conditioning},
+                   "prefix_conditioning": prefix_conditioning, "objective": objective},
     }, source="test")
     torch.manual_seed(seed)
     p = DiffusionPolicy(cfg)
@@ -83,9 +83,12 @@ def test_prefix_errors():
         p.predict_action(obs(2), prefix=PrefixBatch.stack([prefix(2)], T_P, A))
     with pytest.raises(ValueError, match="one of"):
         PrefixBatch.stack([prefix(2), prefix(2, method="condition")], T_P, A)
+    assert prefix_methods(p) == ("inpaint",) and prefix_methods(make_policy(3)) == ("inpaint", "condition")
     p.set_inference("ddpm", 5)
     with pytest.raises(ValueError, match="needs the ddim scheduler"):
         p.predict_action(obs(1), prefix=PrefixBatch.stack([prefix(2)], T_P, A))
+    assert prefix_methods(p) == ()  # the node's handover `auto` then falls back to receding_horizon
+    assert prefix_methods(make_policy(objective="mse")) == ()  # the regression baseline: no sampler to inpaint with
 
 
 def test_prefix_conditioning_trains_on_the_free_entries_only():
@@ -130,6 +133,9 @@ def test_a_prefix_conditioned_checkpoint_round_trips_and_conditions(tmp_path):
                            prefix=PrefixBatch.stack([pre], T_P, A)).numpy()
     assert np.allclose(out[0, :3], pre.values[:3], atol=1e-5)
     assert q.predict_action(obs(1)).shape == (1, T_P, A)  # no prefix: a zero mask channel
+    for guidance in (0.0, 5.0):  # inpainting works on such a model too (a zero mask channel)
+        inp = q.predict_action(obs(1), prefix=PrefixBatch.stack([prefix(3, guidance=guidance)], T_P, A)).numpy()
+        assert np.allclose(inp[0, :3], pre.values[:3], atol=1e-5)
     m = load_chunk_model(str(tmp_path / "ck"), device="cpu")
     assert m.prefix_methods == ("inpaint", "condition")
     chunk = m({"state": np.zeros((T_O, A), np.float32)}, prefix=pre)

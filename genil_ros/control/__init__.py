@@ -25,6 +25,7 @@ from genil_ros.control.handover import (
     TemporalEnsemble,
     check_handover,
     make_handover,
+    resolve_handover,
 )
 from genil_ros.control.inference import InferenceJob, InferenceResult, InferenceWorker
 from genil_ros.control.plan import ActionPlan, EnsemblePlan, Handover, Prefix
@@ -45,4 +46,4 @@ __all__ = ["ActionPlan", "CommandFilter", "ConditionOnPrefix", "DelayTicks", "En
            "InpaintPrefix", "InputEntry", "JointFilter", "LoopStats", "ObsSample", "ObservationWindow",
            "PoseFilter", "Prefix", "RecedingHorizon", "ReplaceOnArrival", "RollingStats", "TemporalEnsemble",
            "TopicRing", "TwistFilter", "VectorFilter", "boundary_metrics", "check_handover", "inference_lead",
-           "make_handover", "sample_inputs", "summarize"]
+           "make_handover", "resolve_handover", "sample_inputs", "summarize"]

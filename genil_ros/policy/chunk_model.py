@@ -179,8 +179,9 @@ class DiffusionChunkModel(ChunkModel):
         sched = getattr(policy, "inference_scheduler_name", cfg.policy.inference_scheduler)
         nsteps = getattr(policy, "num_inference_steps", cfg.policy.num_inference_steps)
         self.description = f"{path} on {self.device} ({sched}, {nsteps} steps; {why}; {plan.describe()})"
-        ddim = getattr(policy, "_fast", None) is not None  # prefixes need the DDIM sampler
-        self.prefix_methods = (("inpaint",) + (("condition",) if policy.prefix_conditioning else ())) if ddim else ()
+        from genil_ros.policy.prefix import prefix_methods
+
+        self.prefix_methods = prefix_methods(policy)  # prefixes need a diffusion policy sampling with DDIM
 
     def __call__(self, obs: dict, prefix=None) -> np.ndarray:
         from genil_ros.policy.prefix import PrefixBatch

@@ -48,9 +48,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PrefixBatch", "sample_with_prefix", "conditioned_loss", "with_mask_channel", "METHODS"]
+__all__ = ["PrefixBatch", "sample_with_prefix", "conditioned_loss", "with_mask_channel", "prefix_methods", "METHODS"]
 
 METHODS = ("inpaint", "condition")
+
+
+def prefix_methods(policy) -> tuple:
+    """What a committed prefix can be used for with ``policy``: () unless it is a diffusion policy that
+    samples with DDIM; ``inpaint`` then; ``condition`` too when it was trained with prefix conditioning."""
+    if getattr(policy, "_fast", None) is None or getattr(policy, "objective", "diffusion") == "mse":
+        return ()
+    return ("inpaint",) + (("condition",) if getattr(policy, "prefix_conditioning", 0) else ())
 
 
 @dataclass
@@ -112,7 +120,8 @@ def _guided(policy, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, y: tor
     """(x0, eps) at this step with the PiGDM-style correction of the score (eager torch, one backward pass)."""
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
-        out = policy.model(with_mask_channel(xr) if policy.prefix_conditioning else xr, t, cond).float()
+        net_in = with_mask_channel(xr) if policy.prefix_conditioning else xr  # inpainting: no prefix told
+        out = policy.model(net_in, t, cond).float()
         x0, eps = _x0_eps(policy.prediction_type, out, xr, sa, sb)
         g, = torch.autograd.grad(x0, xr, grad_outputs=w[..., None] * (y - x0.detach()))
     lam = min(beta, (sa * sa) / max(sb * sb, 1e-12))

@@ -86,6 +86,7 @@ from genil_ros.control import (
     check_handover,
     inference_lead,
     make_handover,
+    resolve_handover,
     sample_inputs,
 )
 from genil_ros.errors import GenilError
@@ -206,7 +207,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning(f"control_rate_hz {rate:g} differs from the {spec.control_rate_hz:g} Hz the "
                                       f"policy was trained at: each action is held for another duration than in "
                                       f"training")
-        handover = make_handover(s.handover, s.handover_ensemble_weight, s.handover_soft_ticks, s.handover_guidance)
+        handover = make_handover(resolve_handover(s.handover, model.prefix_methods), s.handover_ensemble_weight,
+                                 s.handover_soft_ticks, s.handover_guidance)
         check_handover(handover, model.prefix_methods, s.checkpoint)
         warm_s = warm_up(model, s.checkpoint)  # allocations, kernels, CUDA graph replay; rejects NaN output
         with self._lock:

@@ -63,17 +63,22 @@ class PolicySettings(NodeSettings):
     executor: str = param("events", "events (rclpy's EventsExecutor: a third of the CPU per input message) | single "
                           "(SingleThreadedExecutor); read at start", choices=("events", "single"))
     handover: str = param(
-        "receding_horizon",
-        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): receding_horizon "
-        "(replace on arrival, skipping the actions whose ticks passed) | temporal_ensemble (ACT: average every "
-        "chunk covering a tick; smooth, but averages modes and reacts late) | inpaint (Real-Time Chunking: the "
-        "new chunk is denoised to continue from the actions already committed) | prefix_conditioning (the "
-        "committed actions given to a checkpoint trained with policy.prefix_conditioning)",
+        "auto",
+        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): auto "
+        "(prefix_conditioning for a checkpoint trained with it, else inpaint where the checkpoint samples with "
+        "ddim, else receding_horizon: the winners of the injected-delay grids, docs/figures/handover_*.json) | "
+        "inpaint (Real-Time Chunking: the new chunk is denoised to "
+        "continue from the actions already committed) | receding_horizon (replace on arrival, skipping the "
+        "actions whose ticks passed; jumps at the seams grow with the delay) | temporal_ensemble (ACT: average "
+        "every chunk covering a tick; smoothest, but averages modes and reacts late: lower success under "
+        "delay) | prefix_conditioning (the committed actions given to a checkpoint trained with "
+        "policy.prefix_conditioning)",
         choices=HANDOVERS)
     handover_ensemble_weight: float = param(
         0.01, "temporal_ensemble: chunk i (0 = oldest) weighs exp(-w * i); > 0 favours older chunks (ACT)")
     handover_guidance: float = param(
-        5.0, "inpaint: guidance strength beta (0: replacement only, no backward pass through the network)",
+        0.0, "inpaint: guidance strength beta (0, the measured default: replacement only, no backward pass "
+        "through the network, any backend; > 0: a vector-Jacobian product per step, torch backend only)",
         minimum=0.0)
     handover_soft_ticks: int = param(
         0, "inpaint: ticks after the committed prefix pulled softly towards the current plan (RTC soft mask)",

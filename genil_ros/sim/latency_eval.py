@@ -251,11 +251,12 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("handover under delay (genil_ros/sim/latency_eval.py)")
     g.add_argument("--handover", choices=HANDOVERS, default=None,
                    help="run the node's control loop with this chunk handover strategy (default with --delay-ms: "
-                        "receding_horizon)")
+                        "auto, the node's default: prefix_conditioning for a checkpoint trained with it, else "
+                        "inpaint where the checkpoint samples with ddim, else receding_horizon)")
     g.add_argument("--delay-ms", type=float, default=None,
                    help="injected inference delay: a chunk is usable this long after its window's tick")
     g.add_argument("--handover-ensemble-weight", type=float, default=0.01, help="temporal_ensemble weight")
-    g.add_argument("--handover-guidance", type=float, default=5.0, help="inpaint guidance (0: replacement only)")
+    g.add_argument("--handover-guidance", type=float, default=0.0, help="inpaint guidance (0: replacement only)")
     g.add_argument("--handover-soft-ticks", type=int, default=0, help="inpaint soft-mask ticks")
 
 
@@ -265,10 +266,11 @@ def wanted(args) -> bool:
 
 def run(args, policy) -> dict:
     """``genil-ros eval`` with the handover flags: evaluate, print one line, return the results."""
-    from genil_ros.control.handover import make_handover
+    from genil_ros.control.handover import make_handover, resolve_handover
+    from genil_ros.policy.prefix import prefix_methods
 
-    strategy = make_handover(args.handover or "receding_horizon", args.handover_ensemble_weight,
-                             args.handover_soft_ticks, args.handover_guidance)
+    name = resolve_handover(args.handover or "auto", prefix_methods(policy))
+    strategy = make_handover(name, args.handover_ensemble_weight, args.handover_soft_ticks, args.handover_guidance)
     d = delay_ticks(args.delay_ms or 0.0, policy.cfg.task.control_rate_hz)
     res = evaluate_with_delay(policy, strategy, d, args.episodes, args.seed, args.batch_size, variant=args.variant)
     jump = res["smoothness"]["commanded"]["jump"]
