@@ -368,3 +368,13 @@ def test_experiment_script_end_to_end_at_toy_size_and_refuses_stale_stages(tmp_p
     assert exp.main([*toy, "--iterations", "1", "--collect"]) == 0
     assert "| reach | GAIL alone |" in capsys.readouterr().out
     assert (out / "reach" / "s3" / "budget.json").read_text() == budget  # nothing ran again
+    # longer fine-tuning from the same BC policy in another --out: the stages before fine-tuning are reused
+    longer = tmp_path / "longer"
+    assert exp.main([*toy, "--out", str(longer), "--iterations", "2", "--reuse-bc", str(out)]) == 0
+    b = json.loads((longer / "reach" / "s3" / "budget.json").read_text())
+    assert b["bc"] == {"cpu_s": 0.0, "wall_s": 0.0, "reused_from": str(out / "reach" / "s3")}
+    assert b["ft_gail"]["cpu_s"] > 0 and "reused_from" not in b["eval_gail_ft"]
+    assert len((longer / "reach" / "s3" / "ft_gail" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (longer / "reach" / "s3" / "eval_bc.json").read_text() == (out / "reach" / "s3" / "eval_bc.json").read_text()
+    with pytest.raises(GenilError, match=r"s3: made with --samples 2, not 3"):
+        exp.main([*toy, "--out", str(tmp_path / "other"), "--samples", "3", "--reuse-bc", str(out)])
