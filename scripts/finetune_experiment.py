@@ -17,10 +17,15 @@ Per bundled task and seed (low-dim policies; the target / object position is a p
    is the floor).
 
 Every stage is saved as it finishes (``<out>/<task>/s<seed>/``) and skipped when it is there, so a killed
-run continues where it stopped. CPU seconds and wall time of every stage are recorded (the budget).
+run continues where it stopped; a seed directory is reused only with the settings that made it
+(``settings.json``). CPU seconds and wall time of every stage are recorded (the budget). ``--reuse-bc OUT``
+fine-tunes for other ``--iterations`` from the BC stages of another --out; ``--collect`` runs nothing and
+tabulates what is saved.
 
     OMP_NUM_THREADS=1 nice python scripts/finetune_experiment.py --out out/finetune --tasks reach obstacle \\
         --seeds 0 1 2
+    OMP_NUM_THREADS=1 nice python scripts/finetune_experiment.py --out out/finetune_long --reuse-bc out/finetune \\
+        --tasks obstacle --iterations 120 --seeds 0 1 2
     python scripts/finetune_experiment.py --table docs/figures/finetune_results.json   # reprint the table
 """
 
