@@ -17,10 +17,15 @@ Per bundled task and seed (low-dim policies; the target / object position is a p
    is the floor).
 
 Every stage is saved as it finishes (``<out>/<task>/s<seed>/``) and skipped when it is there, so a killed
-run continues where it stopped. CPU seconds and wall time of every stage are recorded (the budget).
+run continues where it stopped; a seed directory is reused only with the settings that made it
+(``settings.json``). CPU seconds and wall time of every stage are recorded (the budget). ``--reuse-bc OUT``
+fine-tunes for other ``--iterations`` from the BC stages of another --out; ``--collect`` runs nothing and
+tabulates what is saved.
 
     OMP_NUM_THREADS=1 nice python scripts/finetune_experiment.py --out out/finetune --tasks reach obstacle \\
         --seeds 0 1 2
+    OMP_NUM_THREADS=1 nice python scripts/finetune_experiment.py --out out/finetune_long --reuse-bc out/finetune \\
+        --tasks obstacle --iterations 120 --seeds 0 1 2
     python scripts/finetune_experiment.py --table docs/figures/finetune_results.json   # reprint the table
 """
 
@@ -123,6 +128,8 @@ def run_seed(task: str, seed: int, args, root: Path, expert) -> list[dict]:
     d = root / task / f"s{seed}"
     d.mkdir(parents=True, exist_ok=True)
     check_stamp(d, args)
+    if args.reuse_bc:
+        reuse_bc_stages(Path(args.reuse_bc) / task / f"s{seed}", d, args)
     cfg = config(task, args, seed=seed)
     adapter = SimAdapter(make_task(task), cfg.task)
     rows: list[dict] = []
@@ -199,6 +206,34 @@ def check_stamp(d: Path, args) -> None:
         if k in stamp and stamp[k] != now[k]:
             raise GenilError(f"{d}: its saved stages were made with --{k.replace('_', '-')} {stamp[k]}, not {now[k]}; "
                              "use another --out (or delete the stages to redo)")
+
+
+def reuse_bc_stages(src: Path, d: Path, args) -> None:
+    """Fine-tuning for other ``--iterations`` from the same weak BC policy: the stages before fine-tuning
+    (demos, BC, the BC scorers and their evaluations) linked from ``src``, another --out made with the same
+    settings otherwise; their budget entries say ``reused_from`` and count 0 CPU here."""
+    import shutil
+
+    from genil_ros.errors import GenilError
+
+    stamp = _load(src / "settings.json")
+    if stamp is None:
+        raise GenilError(f"{src}: no settings.json (run it with this script first)")
+    for k in STAMPED:
+        if k != "iterations" and stamp.get(k) != getattr(args, k):
+            raise GenilError(f"{src}: made with --{k.replace('_', '-')} {stamp.get(k)}, not {getattr(args, k)}")
+    theirs, budget = _load(src / "budget.json") or {}, _load(d / "budget.json") or {}
+    names = ["demos", "bc", "eval_bc"] + [n for v in args.variants for n in (f"scorer_{v}", f"eval_{v}_bc_guided")]
+    for name in names:
+        if name in budget or name not in theirs:
+            continue
+        what = f"{name}.json" if name.startswith("eval_") else name
+        if (src / what).is_dir():
+            shutil.copytree(src / what, d / what, copy_function=os.link, dirs_exist_ok=True)
+        else:
+            os.link(src / what, d / what)
+        budget[name] = {"cpu_s": 0.0, "wall_s": 0.0, "reused_from": str(src)}
+    atomic_write_json(d / "budget.json", budget)
 
 
 def _load(path: Path):
@@ -338,6 +373,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=100, help="evaluation episodes per cell")
     ap.add_argument("--samples", type=int, default=8, help="K of guided selection")
     ap.add_argument("--expert-episodes", type=int, default=50, help="expert episodes of the motion reference")
+    ap.add_argument("--reuse-bc", metavar="OUT",
+                    help="another --out with the same settings: its stages before fine-tuning are reused (linked)")
     ap.add_argument("--collect", action="store_true",
                     help="run nothing: the table of the stages saved under --out (missing cells marked)")
     ap.add_argument("--table", help="print the table of a saved results.json and exit")

@@ -340,3 +340,43 @@ def test_finetune_command_writes_a_loadable_policy_and_resumes(tmp_path):
     # GAIL alone on another task's policy: a clear error naming what does not fit
     r = _cli("--checkpoint", str(ck), "--task", "pick_place", "--out", str(tmp_path / "x"), "--algo", "gail")
     assert r.returncode == 2 and "pick_place sim" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- the evidence script
+
+
+def test_experiment_script_end_to_end_at_toy_size_and_refuses_stale_stages(tmp_path, capsys):
+    """scripts/finetune_experiment.py at toy size: every stage, rows per training seed, the settings stamp."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_experiment", REPO / "scripts" / "finetune_experiment.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    out = tmp_path / "exp"
+    toy = ["--out", str(out), "--tasks", "reach", "--variants", "gail", "--seeds", "3", "--demos", "2",
+           "--bc-steps", "2", "--down-dims", "8", "16", "--episodes-per-iter", "2", "--scorer-rounds", "1",
+           "--scorer-updates", "1", "--episodes", "2", "--samples", "2", "--expert-episodes", "2"]
+    assert exp.main([*toy, "--iterations", "1"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["seed"], r["variant"], r["stage"]) for r in res["rows"]} == {
+        (3, "all", "bc"), (3, "gail", "bc_guided"), (3, "gail", "ft"), (3, "gail", "ft_guided")}
+    assert all(r["eval_seed"] == 1000 and r["episodes"] == 2 for r in res["rows"])
+    assert res["budget_total"]["cpu_min"] > 0 and "| reach | GAIL alone | 3 |" in exp.table(res)
+    budget = (out / "reach" / "s3" / "budget.json").read_text()
+    # the saved stages belong to the settings that made them: another is an error, the same only collects
+    with pytest.raises(GenilError, match=r"s3: its saved stages were made with --iterations 1, not 2"):
+        exp.main([*toy, "--iterations", "2"])
+    capsys.readouterr()
+    assert exp.main([*toy, "--iterations", "1", "--collect"]) == 0
+    assert "| reach | GAIL alone |" in capsys.readouterr().out
+    assert (out / "reach" / "s3" / "budget.json").read_text() == budget  # nothing ran again
+    # longer fine-tuning from the same BC policy in another --out: the stages before fine-tuning are reused
+    longer = tmp_path / "longer"
+    assert exp.main([*toy, "--out", str(longer), "--iterations", "2", "--reuse-bc", str(out)]) == 0
+    b = json.loads((longer / "reach" / "s3" / "budget.json").read_text())
+    assert b["bc"] == {"cpu_s": 0.0, "wall_s": 0.0, "reused_from": str(out / "reach" / "s3")}
+    assert b["ft_gail"]["cpu_s"] > 0 and "reused_from" not in b["eval_gail_ft"]
+    assert len((longer / "reach" / "s3" / "ft_gail" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (longer / "reach" / "s3" / "eval_bc.json").read_text() == (out / "reach" / "s3" / "eval_bc.json").read_text()
+    with pytest.raises(GenilError, match=r"s3: made with --samples 2, not 3"):
+        exp.main([*toy, "--out", str(tmp_path / "other"), "--samples", "3", "--reuse-bc", str(out)])
