@@ -1,10 +1,12 @@
-"""Multimodality, seen directly: the same scene, different sampling noise -> which side of the post?
+"""Multimodality, seen directly: the same scene, different sampling noise -> which mode?
 
 A diffusion policy samples its chunk, so for one scene it may go left on one run and right on another,
 as the expert does; a regression (MSE) policy is a function of the observation and always takes the same
-path for the same scene. Usage:
+path for the same scene. The mode is the side of the post (obstacle) or the bin the object ends in
+(pick_place, successes only); the task comes from the checkpoint. Usage:
 
     python scripts/modes_per_scene.py --checkpoint sim_obstacle_dp --scenes 1000 1001 1002 1003 --runs 8
+    python scripts/modes_per_scene.py --checkpoint sim_pick_place_dp
 """
 
 import argparse
@@ -28,9 +30,9 @@ def main() -> int:
     for scene in args.scenes:
         runs = [evaluate_policy(policy, episodes=1, seed=scene, batch_size=1, progress=False, generator_seed=g)
                 ["results"][0] for g in range(args.runs)]
-        sides = [r.get("side") for r in runs]
-        out[scene] = [{"side": r.get("side"), "success": r["success"]} for r in runs]
-        print(f"scene {scene}: left {sides.count('left')}, right {sides.count('right')}, "
+        modes = [r.get("mode") for r in runs]
+        out[scene] = [{"mode": r.get("mode"), "success": r["success"]} for r in runs]
+        print(f"scene {scene}: left {modes.count('left')}, right {modes.count('right')}, "
               f"success {sum(r['success'] for r in runs)}/{len(runs)}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
