@@ -143,6 +143,8 @@ def print_table(doc: dict) -> None:
     commands = doc.get("commands") or [doc.get("command", "")]
     print(f"\n{doc.get('machine', '')}\ncheckpoint {doc.get('checkpoint')}; episodes seeded {doc.get('seed', 1000)}..; "
           f"task {rows[0]['task']}\n" + "\n".join(f"`{c}`" for c in commands) + "\n")
+    if doc.get("note"):
+        print(doc["note"] + "\n")
     print("commanded joint trajectory, largest joint step per tick (rad): at handovers p50 / p99 / max, inside chunks "
           "max; keeps = success / success at 0 ms; the goal at 300 ms: keeps >= 0.90, handover jumps <= inside max\n")
     print("| strategy | delay ms | episodes | success | keeps | handover jump p50 | p99 | max | inside max "
@@ -172,7 +174,7 @@ def figure(path: str, docs: list[str]) -> int:
     colour = {lab: f"C{i}" for i, lab in enumerate(sorted({r["label"] for d in loaded for r in d["rows"]}))}
     fig, axes = plt.subplots(len(loaded), 2, figsize=(11, 3.6 * len(loaded)), squeeze=False)
     for (ax_s, ax_j), doc in zip(axes, loaded):
-        task = doc["rows"][0]["task"]
+        task = doc.get("title") or f"{doc['rows'][0]['task']}, {doc.get('checkpoint')}"
         for lab in sorted({r["label"] for r in doc["rows"]}):
             rs = sorted((r for r in doc["rows"] if r["label"] == lab), key=lambda r: r["delay_ms"])
             x = [r["delay_ms"] for r in rs]
@@ -182,12 +184,14 @@ def figure(path: str, docs: list[str]) -> int:
         import numpy as np
 
         inside = float(np.nanmax([r["smoothness"]["commanded"]["jump"]["inside_max"] for r in doc["rows"]]))
-        ax_j.axhline(inside, color="grey", ls=":", lw=1, label="largest jump inside chunks (any row)")
+        ax_j.axhline(inside, color="grey", ls=":", lw=1, label="largest jump inside chunks (any cell)")
         n = sorted({r["episodes"] for r in doc["rows"]})
-        ax_s.set(title=f"{task}: success ({'/'.join(map(str, n))} episodes per point)", xlabel="injected delay (ms)",
-                 ylabel="success rate", ylim=(-0.02, 1.02))
-        ax_j.set(title=f"{task}: boundary jump p99 (commanded)", xlabel="injected delay (ms)",
-                 ylabel="rad per tick")
+        ax_s.set(title=f"{task}\nsuccess ({'/'.join(map(str, n))} episodes per point)", xlabel="injected delay (ms)",
+                 ylabel="success rate", ylim=(-0.02, 1.02), xlim=(-20, 520))
+        ax_j.set(title=f"{task}\nhandover jump p99 (commanded)", xlabel="injected delay (ms)",
+                 ylabel="rad per tick", xlim=(-20, 520))
+        ax_s.title.set_fontsize(10)
+        ax_j.title.set_fontsize(10)
         ax_s.grid(alpha=0.3)
         ax_j.grid(alpha=0.3)
         ax_j.legend(fontsize=7)
@@ -210,7 +214,7 @@ def chunk_plot(path: str, doc_path: str, labels: str, delay_ms: float, joint: in
     import numpy as np
 
     doc = json.loads(Path(doc_path).read_text())
-    labs = labels.split(",")
+    labs = split_specs(labels)
     fig, axes = plt.subplots(len(labs), 1, figsize=(10, 3.4 * len(labs)), squeeze=False)
     for ax, lab in zip(axes[:, 0], labs):
         rows = [r for r in doc["rows"] if r["label"] == lab and r["delay_ms"] == delay_ms and r.get("traces")]

@@ -124,7 +124,9 @@ def test_the_prefix_is_what_the_loop_commands_meanwhile(name, delay):
         n = prefix.n_fixed
         assert n == T_O - 1 + delay  # the window's past tick + the ticks until the chunk can arrive
         assert np.array_equal(prefix.values[:n], executed[w - (T_O - 1): w - (T_O - 1) + n])
-        assert np.all(prefix.weights[n:] == 0)
+        soft = prefix.weights[n:n + strategy.soft_ticks]  # inpaint: 4 soft ticks by default, conditioning none
+        assert len(soft) == strategy.soft_ticks and np.all((soft > 0) & (soft < 1))
+        assert np.all(prefix.weights[n + strategy.soft_ticks:] == 0)
 
 
 def test_soft_prefix_weights_decay_after_the_fixed_part():
@@ -172,10 +174,10 @@ def test_make_handover_and_model_support():
     assert make_handover("inpaint", soft_ticks=2, guidance=0.0).describe() == "inpaint (guidance 0, soft 2 ticks)"
     with pytest.raises(GenilError, match="handover 'rtc': not one of"):
         make_handover("rtc")
-    # the default: the grids' winners - prefix conditioning where trained for, else inpainting by replacement
-    assert make_handover("inpaint").guidance == 0.0
+    # the default: the grids' winner, inpainting by replacement with 4 soft ticks, where the model can inpaint
+    assert make_handover("inpaint").guidance == 0.0 and make_handover("inpaint").soft_ticks == 4
     assert resolve_handover("auto", ("inpaint",)) == "inpaint"
-    assert resolve_handover("auto", ("inpaint", "condition")) == "prefix_conditioning"
+    assert resolve_handover("auto", ("inpaint", "condition")) == "inpaint"
     assert resolve_handover("auto", ()) == "receding_horizon"
     assert resolve_handover("temporal_ensemble", ()) == "temporal_ensemble"
     with pytest.raises(GenilError, match="resolve_handover"):

@@ -3,7 +3,8 @@
 One node process (an untrained diffusion policy, joints a/b/c and a camera) and a fake robot (test/nodes/fake_robot.py,
 which records every command and ~/predicted_chunk it receives). The node holds every chunk until 250 ms
 after its window's tick (``inject_delay_ms``): at 10 Hz each chunk arrives 3 ticks after its window. The
-strategy is switched through the lifecycle (cleanup, ``handover`` parameter, configure, activate).
+strategy is switched through the lifecycle (cleanup, ``handover`` parameter, configure, activate); the
+default ``auto`` last.
 
 A trajectory command's stamp is its tick's time and a chunk's stamp is the time of the tick its window
 ended at - the same clock reading, so a chunk is placed on the command timeline by stamp equality and
@@ -155,6 +156,13 @@ def test_each_handover_strategy_over_dds(spawn, ros_context, tmp_path):
         assert not tester.transition("configure")
         assert "parameter handover: prefix_conditioning needs a checkpoint trained" in node.output()
         assert node.alive() and robot.alive()
+        # the default, auto: inpainting with the default soft ticks for this DDIM checkpoint
+        assert tester.set_param("handover", "auto")
+        assert tester.transition("configure") and tester.transition("activate")
+        cmds, chunks = steady_window(rec, procs)
+        diag = kinds(read_record(rec), "diag")[-1]["values"]
+        assert diag["handover"] == "inpaint (guidance 0, soft 4 ticks)", diag
+        check_one_chunk_per_tick(cmds, chunks, prefix=True)
     finally:
         tester.close()
     assert node.stop() == 0

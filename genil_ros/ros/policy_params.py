@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from genil_ros.control.handover import HANDOVERS
+from genil_ros.control.handover import HANDOVERS, SOFT_TICKS
 from genil_ros.errors import GenilError
 from genil_ros.ros.params import NodeSettings, param
 
@@ -64,14 +64,13 @@ class PolicySettings(NodeSettings):
                           "(SingleThreadedExecutor); read at start", choices=("events", "single"))
     handover: str = param(
         "auto",
-        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): auto "
-        "(prefix_conditioning for a checkpoint trained with it, else inpaint where the checkpoint samples with "
-        "ddim, else receding_horizon: the winners of the injected-delay grids, docs/figures/handover_*.json) | "
-        "inpaint (Real-Time Chunking: the new chunk is denoised to "
+        "how the loop moves from one action chunk to the next (genil_ros/control/handover.py): auto (inpaint "
+        "where the checkpoint samples with ddim, else receding_horizon: the winner of the injected-delay grids, "
+        "README 'Chunk handover under delay') | inpaint (Real-Time Chunking: the new chunk is denoised to "
         "continue from the actions already committed) | receding_horizon (replace on arrival, skipping the "
-        "actions whose ticks passed; jumps at the seams grow with the delay) | temporal_ensemble (ACT: average "
-        "every chunk covering a tick; smoothest, but averages modes and reacts late: lower success under "
-        "delay) | prefix_conditioning (the committed actions given to a checkpoint trained with "
+        "actions whose ticks passed; its seams jump more as the delay grows) | temporal_ensemble (ACT: average "
+        "every chunk covering a tick; smooth, but it averages modes and reacts late: lower success) | "
+        "prefix_conditioning (the committed actions given to a checkpoint trained with "
         "policy.prefix_conditioning)",
         choices=HANDOVERS)
     handover_ensemble_weight: float = param(
@@ -81,8 +80,8 @@ class PolicySettings(NodeSettings):
         "through the network, any backend; > 0: a vector-Jacobian product per step, torch backend only)",
         minimum=0.0)
     handover_soft_ticks: int = param(
-        0, "inpaint: ticks after the committed prefix pulled softly towards the current plan (RTC soft mask)",
-        minimum=0)
+        SOFT_TICKS, "inpaint: ticks after the committed prefix pulled softly towards the current plan (RTC's "
+        "soft mask; 4 measured best, 0 = hard prefix only)", minimum=0)
     inject_delay_ms: float = param(
         0.0, "TESTS AND BENCHMARKS ONLY: hold every chunk until this long after its observation window's tick "
         "(node clock), as if inference were that slow; 0 = off", minimum=0.0)

@@ -246,18 +246,18 @@ def _results(eps: list[_Episode], strategy, delay: int, adapter: TaskAdapter, po
 
 def add_arguments(parser) -> None:
     """The flags ``genil-ros eval`` takes for this evaluator (any of them given selects it)."""
-    from genil_ros.control.handover import HANDOVERS
+    from genil_ros.control.handover import HANDOVERS, SOFT_TICKS
 
     g = parser.add_argument_group("handover under delay (genil_ros/sim/latency_eval.py)")
     g.add_argument("--handover", choices=HANDOVERS, default=None,
                    help="run the node's control loop with this chunk handover strategy (default with --delay-ms: "
-                        "auto, the node's default: prefix_conditioning for a checkpoint trained with it, else "
-                        "inpaint where the checkpoint samples with ddim, else receding_horizon)")
+                        "auto, the node's default: inpaint where the checkpoint samples with ddim, else "
+                        "receding_horizon)")
     g.add_argument("--delay-ms", type=float, default=None,
                    help="injected inference delay: a chunk is usable this long after its window's tick")
     g.add_argument("--handover-ensemble-weight", type=float, default=0.01, help="temporal_ensemble weight")
     g.add_argument("--handover-guidance", type=float, default=0.0, help="inpaint guidance (0: replacement only)")
-    g.add_argument("--handover-soft-ticks", type=int, default=0, help="inpaint soft-mask ticks")
+    g.add_argument("--handover-soft-ticks", type=int, default=SOFT_TICKS, help="inpaint soft-mask ticks")
 
 
 def wanted(args) -> bool:
