@@ -306,6 +306,9 @@ def table(results: dict) -> str:
     if b:
         lines.append("CPU per seed and task, mean (2 shared cores, 1 torch thread, niced): " + ", ".join(
             f"{k} {v / 60:.1f} CPU min" for k, v in b.items()))
+    if s.get("reuse_bc"):
+        lines.append(f"BC, its scorers and their evaluations reused from {s['reuse_bc']} (0 CPU here: their CPU is "
+                     "in that run's table)")
     t = results.get("budget_total")
     if t:
         lines.append(f"CPU of every stage in this table together: {t['cpu_min']:.1f} CPU min "
