@@ -36,7 +36,8 @@ ALL_NODES_LAUNCH = ROOT / "test" / "launch" / "all_nodes.launch.py"
 MODEL = "sim_obstacle_dp"  # the shipped model: 4 joints, one 96x96 camera on /camera/image_raw
 TRAJ_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 POS_TOPIC = "/forward_position_controller/commands"
-EXECUTABLES = ["finetune_node", "genil-ros", "policy_node", "recorder_node", "rollout_recorder", "sim_node", "trainer_node"]
+EXECUTABLES = ["finetune_node", "genil-ros", "policy_node", "recorder_node", "rollout_recorder", "sim_node",
+               "trainer_node"]
 
 
 def _ros2() -> str | None:
