@@ -76,6 +76,8 @@ def test_pick_place_expert_through_the_evaluation_path():
     res = evaluate_policy(ScriptedPolicy(pick_place_cfg(), seed=0), episodes=3, batch_size=1, progress=False)
     assert res["variant"] == "pick_place" and res["success_rate"] == 1.0 and res["drop_rate"] == 0.0
     assert all(r["bin"] in ("left", "right") and r["mode"] == r["bin"] for r in res["results"])
+    # where the object ended: inside the bin it is reported in (y of the bins' centres: +-0.2 m)
+    assert all(abs(r["object_pos"][1] - (0.2 if r["bin"] == "left" else -0.2)) < 0.06 for r in res["results"])
 
 
 def test_evaluate_runs_a_pick_place_policy():

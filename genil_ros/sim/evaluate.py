@@ -42,11 +42,13 @@ def _side(ee_xy: np.ndarray) -> Optional[str]:
     return "left" if y > 0 else "right"
 
 
-def _episode_result(variant: str, seed: int, info: dict, steps: int, ee_xy: list) -> dict:
+def _episode_result(variant: str, seed: int, info: dict, steps: int, ee_xy: list, env=None) -> dict:
     r = {"seed": seed, "success": bool(info["success"]), "steps": steps,
          "final_distance": float(info["distance"])}
     if variant == "pick_place":
         r.update(dropped=bool(info["dropped"]), bin=info["bin"], mode=info["bin"] if info["success"] else None)
+        if env is not None:  # where the object ended (e.g. dropped between the bins: |y| < the bins' inner edges)
+            r["object_pos"] = [round(float(v), 4) for v in env.object_pos()]
     else:
         side = _side(np.array(ee_xy)) if variant == "obstacle" else None
         r.update(collided=bool(info["collided"]), side=side, mode=side)
@@ -113,7 +115,7 @@ def evaluate_policy(policy, episodes: int = 50, variant: Optional[str] = None, s
                             done[i] = True
                             break
             for i in range(n):
-                results.append(_episode_result(variant, seeds[i], info[i], steps[i], ee[i]))
+                results.append(_episode_result(variant, seeds[i], info[i], steps[i], ee[i], envs[i]))
             batches.show_success(np.mean([r["success"] for r in results]))
     if video_path and frames:
         _write_video(video_path, frames)
