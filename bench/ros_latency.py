@@ -82,9 +82,12 @@ def analyse(rec: list[dict], period: float, camera: bool, t0_ns: int, tol: float
     stamps = np.array([c["stamp_ns"] for c in chunks])
     recv = np.array([c["ros_ns"] for c in cmds], dtype=np.int64)
     jitter = np.abs(np.diff(recv) / 1e9 - period) if len(recv) > 1 else np.array([np.nan])
+    arrived = np.array([c["ros_ns"] for c in chunks], dtype=np.int64)  # when the robot received each chunk
     first_use: dict[int, int] = {}
     for cmd in cmds:  # which chunk each command came from: entry (tick - chunk tick) of that chunk
-        for ci in np.flatnonzero(stamps < cmd["stamp_ns"])[::-1][:2]:
+        # only chunks that had arrived: with a prefix-aware handover a new chunk repeats the commands
+        # the old one sends while it is computed, and must not be credited with them
+        for ci in np.flatnonzero((stamps < cmd["stamp_ns"]) & (arrived <= cmd["ros_ns"]))[::-1][:2]:
             idx = int(round((cmd["stamp_ns"] - stamps[ci]) / 1e9 / period))
             pts = chunks[ci]["points"]
             if 1 <= idx < len(pts) and np.allclose(cmd["points"][0], pts[idx], atol=1e-9):
