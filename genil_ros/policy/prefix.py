@@ -147,7 +147,10 @@ def sample_with_prefix(policy, x: torch.Tensor, cond: torch.Tensor, prefix: Pref
     tdev = fast.timesteps_on(plan, dev)
     B = x.shape[0]
     guided = prefix.method == "inpaint" and prefix.guidance > 0 and bool((w > 0).any())
-    step = policy.backend.chunk_net(cond, tdev)  # the conditioning of every step computed once per chunk
+    # the conditioning of every step computed once per chunk (none needed when guidance runs the eager model);
+    # told the prefix, the network gets its mask; inpainting goes through the policy's own per-chunk net
+    step = (None if guided else policy.backend.chunk_net(cond, tdev) if prefix.method == "condition"
+            else policy._chunk_net(cond, tdev))
     for i in range(len(plan)):
         sa, sb = plan.sqrt_alpha[i], plan.sqrt_beta[i]
         if prefix.method == "condition":
@@ -157,7 +160,7 @@ def sample_with_prefix(policy, x: torch.Tensor, cond: torch.Tensor, prefix: Pref
         elif guided:
             x0, eps = _guided(policy, x, tdev[i].expand(B), cond, y, w, sa, sb, prefix.guidance)
         else:
-            out = step(with_mask_channel(x) if policy.prefix_conditioning else x, i).float()
+            out = step(x, i).float()
             x0, eps = _x0_eps(policy.prediction_type, out, x, sa, sb)
         if plan.clip is not None:
             x0 = x0.clamp(-plan.clip, plan.clip)
